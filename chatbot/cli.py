@@ -1,0 +1,94 @@
+"""The ``chatbot`` command line: one click group, each command group in its own module.
+
+Library errors become ``click.ClickException`` here, at the edge, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chatbot.errors import ChatbotError
+from chatbot.settings import Settings
+
+# name -> "module:attribute"; imported only when the command runs, so `chatbot --help`
+# stays fast and a heavy dependency (torch) loads only for commands that need it.
+COMMANDS: dict[str, str] = {
+    "kb": "chatbot.commands.kb:kb",
+    "model": "chatbot.commands.model:model",
+    "serve": "chatbot.commands.serve:serve",
+    "identity": "chatbot.commands.identity:identity",
+    "agents": "chatbot.commands.agents:agents",
+    "ask": "chatbot.commands.ask:ask",
+    "train": "chatbot.commands.train:train",
+    "eval": "chatbot.commands.eval:eval_command",
+    "replay": "chatbot.commands.replay:replay",
+    "transcripts": "chatbot.commands.transcripts:transcripts",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if _available(name))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _available(cmd_name):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ChatbotError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _available(name: str) -> bool:
+    module_name = COMMANDS[name].split(":")[0]
+    return importlib.util.find_spec(module_name) is not None
+
+
+class State:
+    """What the top-level options resolve to; commands read ``ctx.obj``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+
+@click.group(cls=LazyGroup)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the database, indexes and models live (default: $CHATBOT_HOME or ~/.chatbot).",
+)
+@click.option("--database-url", help="SQLAlchemy URL (default: SQLite under the data dir).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, verbose: bool) -> None:
+    """Grounded customer-service chatbot for online stores.
+
+    \b
+    Examples:
+      chatbot kb import --format tau-retail ../shared/datasets/tau_retail --store tau
+      chatbot kb search --store demo "how long does shipping take"
+      chatbot serve --demo
+    """
+    settings = Settings.from_env(data_dir=data_dir, database_url=database_url)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, settings.log_level.upper(), 20),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = State(settings)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return cli.main(args=argv, prog_name="chatbot")

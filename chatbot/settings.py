@@ -1,0 +1,134 @@
+"""One frozen ``Settings`` object, built from the environment and CLI flags.
+
+This is the only module that reads ``os.environ``. Everything else receives a
+``Settings`` (or the few values it needs) explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CHATBOT_"
+
+
+def _default_home(env: Mapping[str, str]) -> Path:
+    if env.get("CHATBOT_HOME"):
+        return Path(env["CHATBOT_HOME"]).expanduser()
+    return Path.home() / ".chatbot"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Abuse limits for the public sockets."""
+
+    max_frame_bytes: int = 64 * 1024
+    max_message_chars: int = 4000
+    messages_per_minute_per_connection: int = 20
+    messages_per_minute_per_ip: int = 60
+    max_connections: int = 2000
+    max_connections_per_ip: int = 50
+    idle_timeout_s: float = 600.0
+    max_queued_messages: int = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide configuration. Build with :meth:`from_env`; never mutate."""
+
+    data_dir: Path
+    database_url: str
+    model_path: Path
+    adapter_path: Path | None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Engine
+    engine_dtype: str = "bf16"
+    engine_max_batch: int = 64
+    engine_threads: int = 0  # 0: leave torch's default
+    max_new_tokens: int = 160
+    # Retrieval
+    retrieval_k: int = 4
+    retrieval_min_score: float = 0.35
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "INFO"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``CHATBOT_*`` variables, then ``overrides`` (CLI flags) on top.
+
+        ``overrides`` whose value is ``None`` are ignored, so CLI options can be passed
+        through unconditionally.
+        """
+        env = os.environ if env is None else env
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        data_dir = Path(overrides.pop("data_dir", None) or _default_home(env)).expanduser()
+        database_url = overrides.pop("database_url", None) or env.get(
+            "CHATBOT_DATABASE_URL", f"sqlite:///{data_dir / 'chatbot.db'}"
+        )
+        model_path = Path(
+            overrides.pop("model_path", None)
+            or env.get("CHATBOT_MODEL")
+            or data_dir / "models" / "SmolLM2-135M-Instruct"
+        ).expanduser()
+        adapter_env = overrides.pop("adapter_path", None) or env.get("CHATBOT_ADAPTER")
+        adapter_path: Path | None
+        if adapter_env in ("none", "off", ""):
+            adapter_path = None
+        elif adapter_env:
+            adapter_path = Path(adapter_env).expanduser()
+        else:
+            adapter_path = default_adapter_path()
+        limits = Limits(
+            **{
+                f.name: _cast(f, env[f"CHATBOT_{f.name.upper()}"])
+                for f in dataclasses.fields(Limits)
+                if f"CHATBOT_{f.name.upper()}" in env
+            }
+        )
+        base: dict[str, Any] = {
+            "host": env.get("CHATBOT_HOST", "127.0.0.1"),
+            "port": int(env.get("CHATBOT_PORT", "8080")),
+            "engine_dtype": env.get("CHATBOT_ENGINE_DTYPE", "bf16"),
+            "engine_max_batch": int(env.get("CHATBOT_ENGINE_MAX_BATCH", "64")),
+            "engine_threads": int(env.get("CHATBOT_ENGINE_THREADS", "0")),
+            "max_new_tokens": int(env.get("CHATBOT_MAX_NEW_TOKENS", "160")),
+            "retrieval_k": int(env.get("CHATBOT_RETRIEVAL_K", "4")),
+            "retrieval_min_score": float(env.get("CHATBOT_RETRIEVAL_MIN_SCORE", "0.35")),
+            "log_level": env.get("CHATBOT_LOG_LEVEL", "INFO"),
+            "limits": limits,
+        }
+        base.update(overrides)
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            model_path=model_path,
+            adapter_path=adapter_path,
+            **base,
+        )
+
+
+def _cast(f: dataclasses.Field[Any], raw: str) -> Any:
+    return type(f.default)(raw)
+
+
+def default_adapter_path() -> Path | None:
+    """The LoRA adapter shipped with the package, when there is one."""
+    path = Path(__file__).parent / "adapters" / "demo"
+    return path if (path / "adapter_config.json").exists() else None

@@ -1,0 +1,76 @@
+"""Small value types shared across modules (answers, sources, turns).
+
+The server, the answering pipeline, the replay runner and the console all speak in
+these types; the wire encoding of them lives only in :mod:`chatbot.protocol`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["shopper", "bot", "agent", "system"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Something a reply used: an article, a product, an order or a shipment."""
+
+    kind: str  # "faq" | "policy" | "product" | "order" | "shipment"
+    id: str  # stable source id, e.g. "returns-window", "#W2611340"
+    title: str
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Role
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """Everything the answering pipeline needs for one shopper message."""
+
+    store_id: int
+    message: str
+    history: Sequence[Turn] = ()
+    # The verified customer (database id), or None for a guest.
+    customer_id: int | None = None
+    # Order numbers a guest has proven (order number + email) in this conversation.
+    verified_orders: frozenset[str] = frozenset()
+    seed: int | None = None
+    # Reuse KV cache across the turns of one conversation.
+    conversation_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    """A piece of reply text, safe to show (already passed the grounding guard)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReplyDone:
+    text: str
+    sources: list[Source] = field(default_factory=list)
+    handoff: bool = False
+    # Order numbers the guest just proved in this message (order number + email).
+    verified_orders: frozenset[str] = frozenset()
+    # How many unsupported claims the grounding guard removed from this reply.
+    guard_fired: int = 0
+    # Why the pipeline answered the way it did ("grounded", "no_match", "asked_human", ...).
+    reason: str = "grounded"
+
+
+ReplyEvent = ReplyToken | ReplyDone
+
+
+class Answerer(Protocol):
+    """Produces a streamed, grounded reply. The real one is ``chatbot.answering``."""
+
+    def answer(self, request: AnswerRequest) -> AsyncIterator[ReplyEvent]:
+        """Yield ``ReplyToken`` pieces, then exactly one ``ReplyDone``."""
+        ...

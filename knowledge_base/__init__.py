@@ -1,0 +1,1 @@
+"""The store's own data: storage models, importers, chunking, embeddings and retrieval."""
