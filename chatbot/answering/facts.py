@@ -1,0 +1,228 @@
+"""Fact lines: the compact, id-tagged statements the model answers from.
+
+A 135M-parameter model copies a fact well from one short line and badly from a page,
+so every retrieval hit or order becomes a single line such as::
+
+    [order #W2611340] status: processed; items: Water Bottle (1000ml, glass, blue) x1 $47.84;
+    tracking 357962501027
+
+(shown wrapped here; it is one line in the prompt).
+
+The ``[kind id]`` label is what the reply's sources cite, and the line text is
+exactly what the grounding guard checks numbers against.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from chatbot.types import Source
+
+if TYPE_CHECKING:
+    from knowledge_base.retrieval import Hit
+
+    from knowledge_base.models import Order
+
+# Longest fact text kept in a prompt; longer snippets are cut at a word boundary.
+MAX_FACT_CHARS = 360
+
+# Order-question topics the router detects; they pick which parts of an order line to show.
+ORDER_TOPICS = ("status", "tracking", "items", "total", "returns", "address")
+
+_CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "AUD": "A$"}
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One line of evidence given to the model, with the source it came from."""
+
+    kind: str  # "order" | "faq" | "policy" | "product"
+    id: str  # stable source id, e.g. "#W2611340" or "returns-window"
+    text: str  # the statement itself, without the label
+    title: str = ""
+    url: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"[{self.kind} {self.id}]"
+
+    def line(self) -> str:
+        """The fact as it appears in the prompt: label, space, text."""
+        return f"{self.label} {self.text}"
+
+    def source(self) -> Source:
+        return Source(kind=self.kind, id=self.id, title=self.title or self.id, url=self.url)
+
+
+def shorten(text: str, limit: int = MAX_FACT_CHARS) -> str:
+    """Collapse whitespace and cut ``text`` at a word boundary to at most ``limit`` chars."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "…"
+
+
+def money(amount: Decimal | float | int | None, currency: str = "USD") -> str:
+    """``$1,093.34`` style, with the currency's symbol (or code) in front."""
+    value = Decimal(str(amount if amount is not None else 0)).quantize(Decimal("0.01"))
+    symbol = _CURRENCY_SYMBOLS.get(currency.upper(), f"{currency.upper()} ")
+    return f"{symbol}{value:,.2f}"
+
+
+def day(when: datetime | None) -> str:
+    """A date as shoppers write it: ``May 3, 2024``."""
+    if when is None:
+        return ""
+    return f"{when:%B} {when.day}, {when.year}"
+
+
+def hit_fact(hit: Hit) -> Fact:
+    """A retrieval hit as a fact line: ``Title: snippet`` (snippet already names the title
+    when it starts with it)."""
+    snippet = " ".join(hit.snippet.split())
+    text = snippet if snippet.lower().startswith(hit.title.lower()) else f"{hit.title}: {snippet}"
+    return Fact(kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url)
+
+
+def _options(options: dict[str, str]) -> str:
+    values = [str(v) for v in options.values() if str(v).strip()]
+    return f" ({', '.join(values)})" if values else ""
+
+
+def item_lines(order: Order, *, with_prices: bool = True) -> list[str]:
+    """The order's items, one string each, with identical lines merged into a quantity."""
+    merged: dict[tuple[str, str, str], list[int]] = {}
+    names: dict[tuple[str, str, str], str] = {}
+    for item in order.items:
+        key = (item.name, _options(item.options), str(item.unit_price))
+        merged.setdefault(key, [0])[0] += item.quantity
+        names[key] = f"{item.name}{_options(item.options)}"
+    lines = []
+    for key, (qty,) in merged.items():
+        line = f"{names[key]} x{qty}"
+        if with_prices:
+            line += f" {money(Decimal(key[2]), order.currency)}"
+        lines.append(line)
+    return lines
+
+
+def _shipment_text(order: Order) -> str:
+    parts = []
+    for ship in order.shipments:
+        if not ship.tracking_number:
+            continue
+        details = [d for d in (ship.carrier, ship.status.replace("_", " ")) if d]
+        if ship.delivered_at:
+            details.append(f"delivered {day(ship.delivered_at)}")
+        elif ship.estimated_delivery:
+            details.append(f"expected {day(ship.estimated_delivery)}")
+        extra = f" ({', '.join(details)})" if details else ""
+        parts.append(f"tracking {ship.tracking_number}{extra}")
+    return "; ".join(parts) if parts else "no tracking number yet"
+
+
+def _returns_text(order: Order) -> str:
+    parts = []
+    for ret in order.returns:
+        text = f"{ret.kind} {ret.status}"
+        if ret.refund_amount is not None:
+            text += f", refund {money(ret.refund_amount, order.currency)}"
+        parts.append(text)
+    refunds = [p for p in order.payments if p.kind == "refund"]
+    if refunds:
+        total = sum((p.amount for p in refunds), Decimal("0"))
+        parts.append(f"refunded {money(total, order.currency)}")
+    return "; ".join(parts)
+
+
+def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
+    """One order as a fact line. ``topics`` (see ``ORDER_TOPICS``) narrow it to what was
+    asked, which keeps the line short enough for the model to copy from; status is
+    always included."""
+    wanted = set(topics) or {"status", "items", "tracking", "total", "returns"}
+    parts = [f"status: {order.status}"]
+    if order.placed_at is not None:
+        parts.append(f"placed {day(order.placed_at)}")
+    if "items" in wanted or "returns" in wanted or "total" in wanted:
+        parts.append("items: " + ", ".join(item_lines(order)))
+    if "total" in wanted:
+        parts.append(f"total {money(order.total, order.currency)}")
+    if "tracking" in wanted or "status" in wanted:
+        parts.append(_shipment_text(order))
+    if "returns" in wanted or "total" in wanted:
+        returns = _returns_text(order)
+        if returns:
+            parts.append(returns)
+    if "address" in wanted and order.shipping_address:
+        addr = order.shipping_address
+        fields = ("address1", "address2", "city", "state", "zip", "country")
+        parts.append("ship to " + ", ".join(addr[k] for k in fields if addr.get(k)))
+    return Fact(
+        kind="order",
+        id=order.number,
+        text=shorten("; ".join(parts), MAX_FACT_CHARS + 120),
+        title=f"Order {order.number}",
+    )
+
+
+def order_summary_fact(order: Order) -> Fact:
+    """A one-glance line for listing several orders: status and item names only."""
+    names = ", ".join(dict.fromkeys(item.name for item in order.items)) or "no items"
+    return Fact(
+        kind="order",
+        id=order.number,
+        text=f"status: {order.status}; items: {names}",
+        title=f"Order {order.number}",
+    )
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def distinctive_tokens(text: str) -> set[str]:
+    """Lower-case words of 4+ letters and all numbers: what an overlap check compares."""
+    return {w for w in _WORD.findall(text.lower()) if len(w) >= 4 or w.isdigit()}
+
+
+def facts_used(reply: str, facts: Sequence[Fact]) -> list[Fact]:
+    """The facts a reply visibly relies on (shares a number or 2+ distinctive words)."""
+    reply_tokens = distinctive_tokens(reply)
+    used = []
+    for fact in facts:
+        overlap = reply_tokens & (distinctive_tokens(fact.text) - _COMMON)
+        numbers = {w for w in overlap if w.isdigit()}
+        cites_order = fact.kind == "order" and fact.id.lstrip("#").lower() in reply.lower()
+        if cites_order or numbers or len(overlap) >= 2:
+            used.append(fact)
+    return used
+
+
+# Words too common in store text to show that a reply used one particular fact.
+_COMMON = {
+    "your",
+    "order",
+    "orders",
+    "with",
+    "that",
+    "this",
+    "have",
+    "will",
+    "from",
+    "items",
+    "item",
+    "status",
+    "please",
+    "store",
+    "days",
+    "they",
+    "their",
+    "when",
+    "what",
+    "which",
+}
