@@ -1,0 +1,312 @@
+"""Console socket (``/ws/agent``) messages: typed dataclasses, ``decode`` and ``encode``.
+
+Sans-I/O like :mod:`chatbot.protocol.chat`: :func:`decode` turns one frame from the console
+into a client message or raises :class:`~chatbot.errors.ProtocolError`; :func:`encode` turns
+a server event into the text of one frame; :func:`decode_event` reads server frames back
+(tests). The conversation payloads (inbox rows, transcript events, customer panel) are
+plain JSON objects built by :mod:`chatbot.server.console_views`; their fields are listed
+in ``docs/protocol.md`` ("Console socket").
+
+The session token is never part of a URL: the socket authenticates with the
+``chatbot_console`` cookie sent on the upgrade request, or with an ``auth`` first frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatbot.errors import ProtocolError
+from chatbot.protocol.common import (
+    MAX_ID_CHARS,
+    MAX_TOKEN_CHARS,
+    ErrorCode,
+    decode_envelope,
+    encode_frame,
+    opt_str,
+    req_str,
+)
+
+# ---- client (console) -> server -------------------------------------------------------------
+
+# Inbox filters: one status, "open" (everything not resolved), "mine" (owned by me) or "all".
+INBOX_FILTERS = frozenset({"all", "open", "mine", "bot", "waiting", "agent", "resolved"})
+MAX_QUERY_CHARS = 200
+MAX_AGENT_TEXT_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class Auth:
+    """First frame when the upgrade request carried no session cookie."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class SubscribeInbox:
+    """Watch one store's conversations: a snapshot now, then ``inbox_update`` events."""
+
+    store: str
+    filter: str = "open"
+    q: str = ""
+
+
+@dataclass(frozen=True)
+class Open:
+    """Show one conversation (transcript, customer panel) and follow its live events."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Close:
+    """Stop following the open conversation."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class TakeOver:
+    """The agent owns the conversation from now on; the bot goes silent at once."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class HandBack:
+    """Give the conversation back to the bot."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Resolve:
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Reopen:
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Send:
+    """A reply to the shopper; ``id`` is chosen by the console and makes resending idempotent."""
+
+    conversation_id: str
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """An internal note: agents see it, the shopper never does."""
+
+    conversation_id: str
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Suggest:
+    """Ask the copilot for a reply to the latest shopper message (streamed back)."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class MarkRead:
+    """Everything up to the conversation's latest event has been read by this agent."""
+
+    conversation_id: str
+
+
+ClientMessage = (
+    Auth | SubscribeInbox | Open | Close | TakeOver | HandBack | Resolve | Reopen | Send | Note
+    | Suggest | MarkRead
+)
+
+
+def _conversation_id(o: dict[str, Any]) -> str:
+    return req_str(o, "conversation_id", max_chars=MAX_ID_CHARS)
+
+
+def _text(o: dict[str, Any]) -> str:
+    text = req_str(o, "text", max_chars=MAX_AGENT_TEXT_CHARS, allow_empty=True)
+    if not text.strip():
+        raise ProtocolError("field 'text' must not be blank", code=ErrorCode.EMPTY_MESSAGE)
+    return text
+
+
+def _subscribe(o: dict[str, Any]) -> SubscribeInbox:
+    kind = opt_str(o, "filter", max_chars=20) or "open"
+    if kind not in INBOX_FILTERS:
+        raise ProtocolError(
+            f"field 'filter' must be one of {', '.join(sorted(INBOX_FILTERS))}",
+            code=ErrorCode.BAD_MESSAGE,
+        )
+    return SubscribeInbox(
+        store=req_str(o, "store", max_chars=MAX_ID_CHARS),
+        filter=kind,
+        q=(opt_str(o, "q", max_chars=MAX_QUERY_CHARS) or "").strip(),
+    )
+
+
+_CLIENT: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
+    "auth": lambda o: Auth(token=req_str(o, "token", max_chars=MAX_TOKEN_CHARS)),
+    "subscribe_inbox": _subscribe,
+    "open": lambda o: Open(_conversation_id(o)),
+    "close": lambda o: Close(_conversation_id(o)),
+    "take_over": lambda o: TakeOver(_conversation_id(o)),
+    "hand_back": lambda o: HandBack(_conversation_id(o)),
+    "resolve": lambda o: Resolve(_conversation_id(o)),
+    "reopen": lambda o: Reopen(_conversation_id(o)),
+    "send": lambda o: Send(
+        _conversation_id(o), req_str(o, "id", max_chars=MAX_ID_CHARS), _text(o)
+    ),
+    "note": lambda o: Note(
+        _conversation_id(o), req_str(o, "id", max_chars=MAX_ID_CHARS), _text(o)
+    ),
+    "suggest": lambda o: Suggest(_conversation_id(o)),
+    "mark_read": lambda o: MarkRead(_conversation_id(o)),
+}
+
+CLIENT_TYPES = frozenset(_CLIENT)
+
+_CLIENT_NAMES: dict[type, str] = {
+    Auth: "auth", SubscribeInbox: "subscribe_inbox", Open: "open", Close: "close",
+    TakeOver: "take_over", HandBack: "hand_back", Resolve: "resolve", Reopen: "reopen",
+    Send: "send", Note: "note", Suggest: "suggest", MarkRead: "mark_read",
+}
+
+
+def decode(frame: str | bytes) -> ClientMessage:
+    """Decode one console frame, or raise ``ProtocolError`` with a stable ``code``."""
+    obj = decode_envelope(frame)
+    parse = _CLIENT.get(obj["type"])
+    if parse is None:
+        raise ProtocolError(
+            f"unknown message type {obj['type'][:40]!r}", code=ErrorCode.UNKNOWN_TYPE
+        )
+    return parse(obj)
+
+
+def encode_client(msg: ClientMessage) -> str:
+    """Encode a console message (tests and scripted clients)."""
+    return encode_frame(_CLIENT_NAMES[type(msg)], dict(msg.__dict__))
+
+
+# ---- server -> console ----------------------------------------------------------------------
+# Console events carry no seq of their own: the conversation events inside ``conversation``
+# and ``event`` keep the seq of the shopper socket, which is what ordering relies on.
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Authentication succeeded: who is logged in and which stores they work in."""
+
+    agent: dict[str, Any]
+    stores: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """A snapshot of one store's inbox for a filter and search text."""
+
+    store: str
+    filter: str
+    q: str
+    conversations: list[dict[str, Any]]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InboxUpdate:
+    """One inbox row changed (or appeared); ``matches`` is false when it left the filter."""
+
+    store: str
+    conversation: dict[str, Any]
+    matches: bool = True
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The opened conversation: state, transcript (notes included), customer panel."""
+
+    conversation_id: str
+    store: str
+    state: str
+    seq: int
+    events: list[dict[str, Any]]
+    customer: dict[str, Any]
+    owner: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A live event of an open conversation, as the shopper socket has it (or a note)."""
+
+    conversation_id: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SuggestionToken:
+    conversation_id: str
+    suggestion_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SuggestionDone:
+    """The copilot's full suggested reply and the sources it used."""
+
+    conversation_id: str
+    suggestion_id: str
+    text: str
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    handoff: bool = False
+    # Which shopper message (its ``ack`` seq) the suggestion answers.
+    for_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Error:
+    code: str
+    message: str
+    # The client message this error is about: its ``id``, or its type for id-less actions.
+    ref: str | None = None
+    conversation_id: str | None = None
+
+
+ServerEvent = (
+    Ready | Inbox | InboxUpdate | Conversation | Event | SuggestionToken | SuggestionDone | Error
+)
+
+_SERVER_NAMES: dict[type, str] = {
+    Ready: "ready", Inbox: "inbox", InboxUpdate: "inbox_update", Conversation: "conversation",
+    Event: "event", SuggestionToken: "suggestion_token", SuggestionDone: "suggestion_done",
+    Error: "error",
+}
+SERVER_TYPES = frozenset(_SERVER_NAMES.values())
+
+
+def encode(event: ServerEvent) -> str:
+    """Encode one server event as the text of one frame."""
+    return encode_frame(_SERVER_NAMES[type(event)], dict(event.__dict__))
+
+
+def decode_event(frame: str | bytes) -> ServerEvent:
+    """Decode one server frame (the console side of :func:`encode`; used by tests)."""
+    obj = decode_envelope(frame)
+    kind = obj["type"]
+    cls = next((c for c, n in _SERVER_NAMES.items() if n == kind), None)
+    if cls is None:
+        raise ProtocolError(f"unknown event type {kind[:40]!r}", code=ErrorCode.UNKNOWN_TYPE)
+    try:
+        return cls(**{k: v for k, v in obj.items() if k not in ("v", "type")})
+    except TypeError as exc:
+        raise ProtocolError(f"bad {kind} event: {exc}", code=ErrorCode.BAD_MESSAGE) from exc
