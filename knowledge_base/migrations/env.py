@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import chatbot.conversations.models  # noqa: F401  (conversation tables, revision 0002)
 import knowledge_base.models  # noqa: F401  (registers the tables)
 from knowledge_base.db import Base
 

@@ -1,0 +1,1 @@
+"""Conversations: tables, the ownership state machine and the conversation service."""
