@@ -71,3 +71,18 @@ class AgentSession(Base):
     ip: Mapped[str] = mapped_column(String(64), default="")
 
     agent: Mapped[Agent] = relationship(back_populates="sessions")
+
+
+class AgentRead(Base):
+    """How far one agent has read one conversation: drives the inbox's unread counts."""
+
+    __tablename__ = "agent_reads"
+
+    agent_id: Mapped[int] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    last_read_seq: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import chatbot.conversations.models  # noqa: F401  (conversation tables, revision 0002)
+import chatbot.agents.models  # noqa: F401  (agents and console sessions, revision 0003)
 import knowledge_base.models  # noqa: F401  (registers the tables)
 from knowledge_base.db import Base
 

@@ -28,10 +28,7 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture()
 def db(tmp_path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'agents.db'}", run_migrations=False)
-    import knowledge_base.models  # noqa: F401
-    from knowledge_base.db import Base
-    Base.metadata.create_all(database.engine)
+    database = Database(f"sqlite:///{tmp_path / 'agents.db'}")
     with database.transaction() as s:
         get_or_create_store(s, "demo")
         get_or_create_store(s, "other")
@@ -192,3 +189,18 @@ def test_store_access_and_admin(session: Session) -> None:
     assert [s.name for s in accounts.accessible_stores(session, session.get(Agent, 1))] == [
         "other"
     ]
+
+
+def test_migrations_match_the_agent_models(db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from chatbot.agents import models
+    from knowledge_base.db import Base
+
+    ours = {t for t in Base.metadata.tables if t.startswith("agent")}
+    assert ours == {"agents", "agent_stores", "agent_sessions", "agent_reads"}
+    assert models.Agent.__tablename__ in ours
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert [d for d in diff if "agent" in repr(d)] == []
