@@ -114,9 +114,7 @@ class ConversationEvent(Base):
     __table_args__ = (UniqueConstraint("conversation_id", "seq"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE")
-    )
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column()
     kind: Mapped[str] = mapped_column(String(30))  # the wire ``type``: ack, token, done, ...
     # The event's fields except v, type and seq.

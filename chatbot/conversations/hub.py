@@ -1,0 +1,145 @@
+"""In-process fan-out of conversation events, and the hook that stops a bot reply.
+
+The database is the source of truth; the hub is only a live cache so that sockets of
+this process see each other's events without polling. Publishers: the conversation
+service (after each commit) and the sockets (ephemeral events such as typing).
+Subscribers: shopper sockets (one conversation) and agent sockets (one conversation, or a
+whole store's inbox).
+
+Several server processes: each hub sees only its own process. Events written by another
+process reach a socket when it (re)reads the log (``hello`` with ``last_seq``), and the
+bot's silence under an agent is enforced in SQL (see ``ConversationService.append``), so
+correctness never depends on the hub. Live cross-process fan-out needs a bridge that
+publishes into every hub, e.g. PostgreSQL ``LISTEN/NOTIFY`` on the conversation id, or a
+poller of ``conversation_events`` by ``id`` (see :class:`EventPoller`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+Audience = Literal["all", "shopper", "agents"]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event from the log: wire ``type`` (kind), fields (payload) and its ``seq``."""
+
+    conversation_id: int
+    seq: int
+    kind: str
+    payload: dict[str, Any]
+    internal: bool = False
+    reply_id: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The event as a wire object (``v``, ``type``, ``seq`` and its fields)."""
+        return {"v": 1, "type": self.kind, "seq": self.seq, **self.payload}
+
+
+@dataclass(frozen=True)
+class HubItem:
+    """One thing delivered to subscribers: a stored event, or an ephemeral one (no seq)."""
+
+    conversation_id: int
+    store_id: int
+    stored: StoredEvent | None = None
+    # Wire fields of an ephemeral event without ``seq`` (the receiver stamps its own).
+    ephemeral: dict[str, Any] | None = None
+    audience: Audience = "all"
+    # Conversation state after this item, when it changed ownership.
+    state: str | None = None
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A bounded queue of items; ``overflowed`` is set when the consumer fell behind."""
+
+    hub: ConversationHub
+    key: tuple[str, int]
+    maxsize: int
+    queue: asyncio.Queue[HubItem] = field(init=False)
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.maxsize)
+
+    def put(self, item: HubItem) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # A consumer this slow is dropped; it resumes from the log with last_seq,
+            # so nothing is lost and memory stays bounded.
+            self.overflowed.set()
+
+    async def get(self) -> HubItem:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self.hub._unsubscribe(self)
+
+
+ReplyCanceller = Callable[[str], bool]
+
+
+class ConversationHub:
+    """Per-process pub/sub by conversation and by store, plus reply cancellation."""
+
+    def __init__(self, *, queue_size: int = 2048) -> None:
+        self._queue_size = queue_size
+        self._subs: dict[tuple[str, int], set[Subscription]] = defaultdict(set)
+        self._cancellers: dict[int, ReplyCanceller] = {}
+
+    def subscribe(self, conversation_id: int) -> Subscription:
+        """Live items of one conversation."""
+        return self._add(("conversation", conversation_id))
+
+    def subscribe_store(self, store_id: int) -> Subscription:
+        """Live items of every conversation of a store (the console inbox)."""
+        return self._add(("store", store_id))
+
+    def subscribers(self, conversation_id: int) -> int:
+        """How many sockets of this process follow the conversation."""
+        return len(self._subs.get(("conversation", conversation_id), ()))
+
+    def publish(self, item: HubItem) -> None:
+        """Deliver ``item`` to the conversation's and the store's subscribers (no await)."""
+        for key in (("conversation", item.conversation_id), ("store", item.store_id)):
+            for sub in tuple(self._subs.get(key, ())):
+                sub.put(item)
+
+    # ---- reply cancellation (takeover, stop, shutdown) ---------------------------------
+
+    def register_reply(self, conversation_id: int, cancel: ReplyCanceller) -> None:
+        """Called by whoever runs the bot's replies for a conversation in this process."""
+        self._cancellers[conversation_id] = cancel
+
+    def unregister_reply(self, conversation_id: int, cancel: ReplyCanceller) -> None:
+        if self._cancellers.get(conversation_id) is cancel:
+            del self._cancellers[conversation_id]
+
+    def cancel_reply(self, conversation_id: int, reason: str = "takeover") -> bool:
+        """Stop the bot's reply in flight now; True if one was running here."""
+        cancel = self._cancellers.get(conversation_id)
+        return bool(cancel and cancel(reason))
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _add(self, key: tuple[str, int]) -> Subscription:
+        sub = Subscription(self, key, self._queue_size)
+        self._subs[key].add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.key]

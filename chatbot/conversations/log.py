@@ -1,0 +1,177 @@
+"""The conversation event log: seq allocation, event rows and replay (synchronous).
+
+Every function takes a ``Session`` and runs inside the caller's transaction. The
+``UPDATE conversations SET last_seq = last_seq + n`` that allocates seqs takes the row
+lock (PostgreSQL) or the write lock (SQLite), which serialises allocation across
+processes; the unique ``(conversation_id, seq)`` constraint backs it up. Bot output
+(``bot_only=True``) adds ``AND state IN ('bot', 'waiting')`` to that same ``UPDATE``, so
+once an agent owns a conversation no bot event can be stored, whichever process runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from chatbot.conversations import ownership
+from chatbot.conversations.hub import StoredEvent
+from chatbot.conversations.models import Conversation, ConversationEvent
+from chatbot.errors import ConflictError, NotFoundError
+from knowledge_base.models import utcnow
+
+STATUS_TEXT = {
+    "handoff_requested": "We asked a team member to join.",
+    "agent_joined": "{agent} joined the conversation.",
+    "agent_left": "{agent} handed the conversation back to the assistant.",
+    "resolved": "This conversation was closed.",
+    "reopened": "The conversation was reopened.",
+}
+_ACTION_STATUS = {
+    ownership.Action.REQUEST_HANDOFF: "handoff_requested",
+    ownership.Action.TAKE_OVER: "agent_joined",
+    ownership.Action.HAND_BACK: "agent_left",
+    ownership.Action.RESOLVE: "resolved",
+    ownership.Action.REOPEN: "reopened",
+}
+
+
+class BotSilencedError(ConflictError):
+    """The bot tried to speak while a human owns the conversation."""
+
+    code = "bot_silenced"
+
+
+@dataclass(frozen=True)
+class ConversationRef:
+    """A snapshot of a conversation row (ids and ownership), safe to pass between tasks."""
+
+    id: int
+    public_id: str
+    store_id: int
+    customer_id: int | None
+    state: str
+    version: int
+    last_seq: int
+    agent_name: str = ""
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    kind: str
+    payload: dict[str, Any]
+    internal: bool = False
+    reply_id: str | None = None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def to_ref(c: Conversation) -> ConversationRef:
+    return ConversationRef(
+        c.id, c.public_id, c.store_id, c.customer_id, c.state, c.version, c.last_seq, c.agent_name
+    )
+
+
+def status_event(kind: str, state: str, agent: str = "", text: str | None = None) -> NewEvent:
+    """A stored ``status`` event with the standard shopper-facing text."""
+    if text is None:
+        text = STATUS_TEXT.get(kind, "").format(agent=agent or "An agent")
+    return NewEvent("status", {"kind": kind, "text": text, "agent": agent or None, "state": state})
+
+
+# ---- synchronous building blocks (one Session = one transaction) ------------------------
+
+
+def append_events(
+    session: Session, conversation_id: int, events: Sequence[NewEvent], *, bot_only: bool = False
+) -> list[StoredEvent]:
+    """Number ``events`` with the next seqs and insert them, in the caller's transaction."""
+    if not events:
+        return []
+    stmt = update(Conversation).where(Conversation.id == conversation_id)
+    if bot_only:
+        stmt = stmt.where(Conversation.state.in_(ownership.BOT_MAY_SPEAK))
+    result = session.execute(
+        stmt.values(last_seq=Conversation.last_seq + len(events)).execution_options(
+            synchronize_session=False
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        if bot_only:
+            raise BotSilencedError("a human owns this conversation; the bot stays silent")
+        raise NotFoundError(f"conversation {conversation_id} does not exist")
+    last = session.scalar(select(Conversation.last_seq).where(Conversation.id == conversation_id))
+    assert last is not None
+    first = last - len(events) + 1
+    stored = [
+        StoredEvent(conversation_id, first + i, e.kind, e.payload, e.internal, e.reply_id)
+        for i, e in enumerate(events)
+    ]
+    session.execute(
+        insert(ConversationEvent),
+        [
+            {
+                "conversation_id": conversation_id,
+                "seq": s.seq,
+                "kind": s.kind,
+                "payload": s.payload,
+                "internal": s.internal,
+                "reply_id": s.reply_id,
+                "created_at": utcnow(),
+            }
+            for s in stored
+        ],
+    )
+    return stored
+
+
+def events_after(
+    session: Session,
+    conversation_id: int,
+    after_seq: int,
+    *,
+    include_internal: bool = False,
+    coalesce: bool = True,
+) -> list[StoredEvent]:
+    """Stored events with ``seq > after_seq`` in order.
+
+    With ``coalesce``, token events of a reply whose ``done`` is in the result are left
+    out (``done.text`` is the whole reply); tokens of a reply still streaming are kept.
+    """
+    stmt = (
+        select(ConversationEvent)
+        .where(ConversationEvent.conversation_id == conversation_id)
+        .where(ConversationEvent.seq > after_seq)
+        .order_by(ConversationEvent.seq)
+    )
+    if not include_internal:
+        stmt = stmt.where(ConversationEvent.internal.is_(False))
+    rows = [
+        StoredEvent(r.conversation_id, r.seq, r.kind, r.payload, r.internal, r.reply_id)
+        for r in session.scalars(stmt)
+    ]
+    if not coalesce:
+        return rows
+    finished = {r.reply_id for r in rows if r.kind == "done"}
+    return [r for r in rows if not (r.kind == "token" and r.reply_id in finished)]
+
+
+def transition_with_event(
+    session: Session, conv: Conversation | ConversationRef, action: ownership.Action, **kw: Any
+) -> tuple[ownership.Transition, list[StoredEvent]]:
+    move = ownership.transition(session, conv.id, action, **kw)
+    kind = _ACTION_STATUS[move.action]
+    agent = kw.get("agent_name", "") or (conv.agent_name if kind == "agent_left" else "")
+    stored = append_events(session, conv.id, [status_event(kind, move.new_state, agent)])
+    return move, stored

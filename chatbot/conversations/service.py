@@ -1,0 +1,455 @@
+"""The conversation service used by both sockets: store messages, number events, replay.
+
+Every write is one database transaction that changes rows and appends events with the
+next ``seq`` numbers (see :mod:`chatbot.conversations.log`). Only after the commit are
+the events published to the in-process hub, so a client never sees an event the database
+does not have, and ``hello`` with ``last_seq`` can replay exactly what it missed.
+
+Database calls run in worker threads (``asyncio.to_thread``) so the event loop keeps
+streaming while SQLite or PostgreSQL commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from chatbot.conversations import ownership
+from chatbot.conversations.hub import ConversationHub, HubItem, StoredEvent
+from chatbot.conversations.log import (
+    BotSilencedError,
+    ConversationRef,
+    NewEvent,
+    append_events,
+    events_after,
+    hash_token,
+    now_iso,
+    status_event,
+    to_ref,
+    transition_with_event,
+)
+from chatbot.conversations.models import (
+    RESOLVED,
+    ChatMessage,
+    Conversation,
+    ConversationEvent,
+    GuestVerification,
+)
+from chatbot.errors import NotFoundError
+from chatbot.types import Source, Turn
+from knowledge_base.db import Database
+from knowledge_base.models import utcnow
+
+T = TypeVar("T")
+HISTORY_TURNS = 8
+
+__all__ = ["BotSilencedError", "ConversationRef", "ConversationService", "NewEvent"]
+
+
+class ConversationService:
+    """Conversation reads and writes for the sockets; publishes committed events to the hub."""
+
+    def __init__(self, db: Database, hub: ConversationHub) -> None:
+        self.db = db
+        self.hub = hub
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(session, *args, **kwargs)`` in one transaction, in a worker thread."""
+
+        def call() -> T:
+            with self.db.transaction() as session:
+                return fn(session, *args, **kwargs)
+
+        return await asyncio.to_thread(call)
+
+    def _lock(self, conversation_id: int) -> asyncio.Lock:
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[conversation_id] = lock
+        return lock
+
+    async def write(
+        self,
+        conv: ConversationRef,
+        fn: Callable[..., tuple[T, list[StoredEvent]]],
+        *args: Any,
+        state: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[T, list[StoredEvent]]:
+        """Run a writing ``fn`` returning ``(result, stored events)``, then publish them.
+
+        The per-conversation lock keeps publish order equal to seq order in this process.
+        """
+        async with self._lock(conv.id):
+            result, stored = await self.run(fn, *args, **kwargs)
+            for event in stored:
+                self.hub.publish(HubItem(conv.id, conv.store_id, stored=event, state=state))
+        return result, stored
+
+    async def append(
+        self, conv: ConversationRef, events: Sequence[NewEvent], *, bot_only: bool = False
+    ) -> list[StoredEvent]:
+        """Append events (numbered, committed, then published)."""
+
+        def fn(session: Session) -> tuple[None, list[StoredEvent]]:
+            return None, append_events(session, conv.id, events, bot_only=bot_only)
+
+        return (await self.write(conv, fn))[1]
+
+    def publish_ephemeral(
+        self, conv: ConversationRef, fields: dict[str, Any], *, audience: str = "all"
+    ) -> None:
+        """Publish an event that is not stored (typing, thinking) to this process's sockets."""
+        self.hub.publish(
+            HubItem(conv.id, conv.store_id, ephemeral=fields, audience=audience)  # type: ignore[arg-type]
+        )
+
+    # ---- conversations ----------------------------------------------------------------
+
+    async def open(self, store_id: int, customer_id: int | None) -> tuple[ConversationRef, str]:
+        """Create a conversation; returns it and the guest's resume token."""
+        token = f"r_{secrets.token_urlsafe(24)}"
+
+        def fn(session: Session) -> ConversationRef:
+            conv = Conversation(
+                store_id=store_id, customer_id=customer_id, resume_hash=hash_token(token)
+            )
+            session.add(conv)
+            session.flush()
+            return to_ref(conv)
+
+        return await self.run(fn), token
+
+    async def find_for_resume(
+        self, store_id: int, public_id: str, customer_id: int | None, resume_token: str | None
+    ) -> ConversationRef | None:
+        """The conversation if this caller may resume it, else None (no existence leak).
+
+        A verified customer's conversation needs the same customer; a guest conversation
+        needs its resume token (and is attached to the customer if one is now verified).
+        """
+
+        def fn(session: Session) -> ConversationRef | None:
+            conv = session.scalars(
+                select(Conversation).where(
+                    Conversation.public_id == public_id, Conversation.store_id == store_id
+                )
+            ).first()
+            if conv is None:
+                return None
+            if conv.customer_id is not None:
+                return to_ref(conv) if conv.customer_id == customer_id else None
+            if not resume_token or not hmac.compare_digest(
+                conv.resume_hash, hash_token(resume_token)
+            ):
+                return None
+            if customer_id is not None:
+                conv.customer_id = customer_id
+                session.flush()
+            return to_ref(conv)
+
+        return await self.run(fn)
+
+    async def get(self, conversation_id: int) -> ConversationRef:
+        """A fresh snapshot from the database (ownership is read here, never from memory)."""
+
+        def fn(session: Session) -> ConversationRef:
+            conv = session.get(Conversation, conversation_id)
+            if conv is None:
+                raise NotFoundError(f"conversation {conversation_id} does not exist")
+            return to_ref(conv)
+
+        return await self.run(fn)
+
+    async def replay(
+        self, conv: ConversationRef, after_seq: int, *, include_internal: bool = False
+    ) -> tuple[list[StoredEvent], int]:
+        """Events after ``after_seq`` (coalesced) and the high-water seq they reach."""
+
+        def fn(session: Session) -> tuple[list[StoredEvent], int]:
+            # Read last_seq first: every seq up to it is committed, and later commits can
+            # only add to the list read next, so max() of both is a gap-free high-water.
+            last = (
+                session.scalar(select(Conversation.last_seq).where(Conversation.id == conv.id)) or 0
+            )
+            events = events_after(session, conv.id, after_seq, include_internal=include_internal)
+            return events, max([last, *(e.seq for e in events)])
+
+        return await self.run(fn)
+
+    # ---- messages ---------------------------------------------------------------------
+
+    async def add_shopper_message(
+        self, conv: ConversationRef, client_id: str, text: str
+    ) -> tuple[StoredEvent, bool]:
+        """Store a shopper message and its ``ack``; ``(ack, duplicate)``.
+
+        A resent ``client_id`` returns the original ack and stores nothing. A message in a
+        resolved conversation reopens it first.
+        """
+
+        def fn(session: Session) -> tuple[tuple[StoredEvent, bool], list[StoredEvent]]:
+            old = session.scalars(
+                select(ChatMessage).where(
+                    ChatMessage.conversation_id == conv.id,
+                    ChatMessage.role == "shopper",
+                    ChatMessage.public_id == client_id,
+                )
+            ).first()
+            if old is not None and old.seq is not None:
+                ev = session.scalars(
+                    select(ConversationEvent).where(
+                        ConversationEvent.conversation_id == conv.id,
+                        ConversationEvent.seq == old.seq,
+                    )
+                ).one()
+                return (StoredEvent(conv.id, ev.seq, ev.kind, ev.payload), True), []
+            stored: list[StoredEvent] = []
+            state = session.scalar(select(Conversation.state).where(Conversation.id == conv.id))
+            if state == RESOLVED:
+                stored += transition_with_event(session, conv, ownership.Action.REOPEN)[1]
+            payload = {"id": client_id, "text": text, "at": now_iso()}
+            ack = append_events(session, conv.id, [NewEvent("ack", payload)])[0]
+            session.add(
+                ChatMessage(
+                    conversation_id=conv.id,
+                    public_id=client_id,
+                    role="shopper",
+                    text=text,
+                    seq=ack.seq,
+                )
+            )
+            session.execute(
+                update(Conversation)
+                .where(Conversation.id == conv.id)
+                .values(last_message_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return (ack, False), [*stored, ack]
+
+        return (await self.write(conv, fn))[0]
+
+    async def start_reply(self, conv: ConversationRef, reply_id: str, in_reply_to: str) -> None:
+        """Create the bot reply row (status ``streaming``) before the first token."""
+
+        def fn(session: Session) -> None:
+            session.add(
+                ChatMessage(
+                    conversation_id=conv.id,
+                    public_id=reply_id,
+                    role="bot",
+                    status="streaming",
+                    in_reply_to=in_reply_to,
+                )
+            )
+
+        await self.run(fn)
+
+    async def append_tokens(
+        self, conv: ConversationRef, reply_id: str, pieces: Sequence[str]
+    ) -> list[StoredEvent]:
+        """Store token events of a bot reply; ``BotSilencedError`` once a human owns it."""
+        events = [
+            NewEvent("token", {"reply_id": reply_id, "text": p}, reply_id=reply_id) for p in pieces
+        ]
+        return await self.append(conv, events, bot_only=True)
+
+    async def finish_reply(
+        self,
+        conv: ConversationRef,
+        reply_id: str,
+        *,
+        text: str,
+        in_reply_to: str,
+        sources: Sequence[Source] = (),
+        handoff: bool = False,
+        interrupted: bool = False,
+        reason: str = "",
+    ) -> StoredEvent:
+        """Store the reply's final text and its ``done`` event.
+
+        An interrupted reply's ``done`` is stored even under an agent: it is the marker
+        that closes the partial text the shopper saw, not new bot speech.
+        """
+        srcs = [{"kind": s.kind, "id": s.id, "title": s.title, "url": s.url} for s in sources]
+        payload = {
+            "reply_id": reply_id,
+            "text": text,
+            "sources": srcs,
+            "handoff": handoff,
+            "interrupted": interrupted,
+            "in_reply_to": in_reply_to,
+            "at": now_iso(),
+        }
+
+        def fn(session: Session) -> tuple[StoredEvent, list[StoredEvent]]:
+            done = append_events(
+                session,
+                conv.id,
+                [NewEvent("done", payload, reply_id=reply_id)],
+                bot_only=not interrupted,
+            )[0]
+            session.execute(
+                update(ChatMessage)
+                .where(
+                    ChatMessage.conversation_id == conv.id,
+                    ChatMessage.role == "bot",
+                    ChatMessage.public_id == reply_id,
+                )
+                .values(
+                    text=text,
+                    sources=srcs,
+                    handoff=handoff,
+                    seq=done.seq,
+                    reason=reason[:50],
+                    status="interrupted" if interrupted else "complete",
+                    updated_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return done, [done]
+
+        return (await self.write(conv, fn))[0]
+
+    async def add_agent_message(
+        self,
+        conv: ConversationRef,
+        text: str,
+        *,
+        agent_id: int | None,
+        agent_name: str,
+        internal: bool = False,
+    ) -> StoredEvent:
+        """Store an agent message (``agent_message``) or an internal note (``note``)."""
+        message_id = f"a_{secrets.token_urlsafe(8)}"
+        payload = {"id": message_id, "text": text, "agent": agent_name, "at": now_iso()}
+        kind = "note" if internal else "agent_message"
+
+        def fn(session: Session) -> tuple[StoredEvent, list[StoredEvent]]:
+            ev = append_events(session, conv.id, [NewEvent(kind, payload, internal=internal)])[0]
+            session.add(
+                ChatMessage(
+                    conversation_id=conv.id,
+                    public_id=message_id,
+                    role="agent",
+                    text=text,
+                    internal=internal,
+                    agent_id=agent_id,
+                    author=agent_name,
+                    seq=ev.seq,
+                )
+            )
+            return ev, [ev]
+
+        return (await self.write(conv, fn))[0]
+
+    async def transition(
+        self, conv: ConversationRef, action: ownership.Action, **kwargs: Any
+    ) -> ownership.Transition:
+        """Change ownership (checked, optimistic) and store the matching ``status`` event.
+
+        A takeover also stops the bot's reply in flight in this process at once; other
+        processes' bots stop at their next token write (it is refused in SQL).
+        """
+        move, _ = await self.write(conv, transition_with_event, conv, action, **kwargs)
+        if move.new_state == ownership.AGENT:
+            self.hub.cancel_reply(conv.id, "takeover")
+        return move
+
+    async def record_feedback(
+        self, conv: ConversationRef, reply_id: str, rating: int, comment: str
+    ) -> None:
+        """Save a thumbs up/down on a bot reply; ``NotFoundError`` for an unknown reply."""
+
+        def fn(session: Session) -> None:
+            result = session.execute(
+                update(ChatMessage)
+                .where(
+                    ChatMessage.conversation_id == conv.id,
+                    ChatMessage.role == "bot",
+                    ChatMessage.public_id == reply_id,
+                )
+                .values(rating=rating, feedback_comment=comment)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise NotFoundError(f"no reply {reply_id!r} in this conversation")
+
+        await self.run(fn)
+
+    async def end(self, conv: ConversationRef, rating: int | None, comment: str) -> None:
+        """The shopper closes the conversation (resolve) with an optional CSAT rating."""
+
+        def fn(session: Session) -> tuple[None, list[StoredEvent]]:
+            session.execute(
+                update(Conversation)
+                .where(Conversation.id == conv.id)
+                .values(csat_rating=rating, csat_comment=comment)
+                .execution_options(synchronize_session=False)
+            )
+            state = session.scalar(select(Conversation.state).where(Conversation.id == conv.id))
+            if state == RESOLVED:
+                return None, []
+            return None, transition_with_event(session, conv, ownership.Action.RESOLVE)[1]
+
+        await self.write(conv, fn, state=RESOLVED)
+
+    async def add_verified_orders(
+        self, conv: ConversationRef, numbers: frozenset[str], state: str
+    ) -> list[StoredEvent]:
+        """Remember orders a guest proved; one ``verified`` status event per new order."""
+
+        def fn(session: Session) -> tuple[None, list[StoredEvent]]:
+            known = set(
+                session.scalars(
+                    select(GuestVerification.order_number).where(
+                        GuestVerification.conversation_id == conv.id
+                    )
+                )
+            )
+            new = sorted(n for n in numbers if n not in known)
+            for number in new:
+                session.add(GuestVerification(conversation_id=conv.id, order_number=number))
+            events = [status_event("verified", state, text=f"Order {n} verified.") for n in new]
+            return None, append_events(session, conv.id, events)
+
+        return (await self.write(conv, fn))[1]
+
+    async def context(
+        self, conv: ConversationRef, before_seq: int
+    ) -> tuple[list[Turn], frozenset[str], str]:
+        """History turns before ``before_seq``, the guest's verified orders and the state."""
+
+        def fn(session: Session) -> tuple[list[Turn], frozenset[str], str]:
+            rows = session.scalars(
+                select(ChatMessage)
+                .where(
+                    ChatMessage.conversation_id == conv.id,
+                    ChatMessage.internal.is_(False),
+                    ChatMessage.seq < before_seq,
+                    ChatMessage.text != "",
+                )
+                .order_by(ChatMessage.seq.desc())
+                .limit(HISTORY_TURNS)
+            ).all()
+            turns = [Turn(role=r.role, text=r.text) for r in reversed(rows)]  # type: ignore[arg-type]
+            orders = frozenset(
+                session.scalars(
+                    select(GuestVerification.order_number).where(
+                        GuestVerification.conversation_id == conv.id
+                    )
+                )
+            )
+            state = session.scalar(select(Conversation.state).where(Conversation.id == conv.id))
+            return turns, orders, state or ""
+
+        return await self.run(fn)
