@@ -1,0 +1,192 @@
+"""Intent routing: what a shopper's message is about, decided by rules, not by the model.
+
+A 135M model cannot be trusted to decide whether to look up an order, hand off or
+refuse; these rules can be read, tested and fixed. The router only classifies and
+extracts (order numbers, an email, the order topic); the pipeline acts on it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from chatbot.types import Turn
+
+
+class Intent(StrEnum):
+    ORDER = "order"
+    PRODUCT = "product"
+    POLICY = "policy"
+    HANDOFF = "handoff"
+    SMALL_TALK = "small_talk"
+    OUT_OF_SCOPE = "out_of_scope"
+    INJECTION = "injection"
+
+
+@dataclass(frozen=True)
+class Route:
+    """The router's decision for one message."""
+
+    intent: Intent
+    # Order numbers as written in the store ("#W2611340"); may come from recent turns.
+    order_numbers: tuple[str, ...] = ()
+    # Which parts of an order were asked about (see facts.ORDER_TOPICS).
+    topics: tuple[str, ...] = ()
+    email: str | None = None
+
+
+# "#W2611340", "W2611340", "#NW10001", "#1042" (a bare number needs the "#" or "order").
+_ORDER_NUMBER = re.compile(
+    r"(?:#\s?([A-Za-z]{0,3}\d{3,10})\b)"
+    r"|(?<![\w#])([A-Za-z]{1,3}\d{5,10})\b"
+    r"|\border\s+(?:number\s+|no\.?\s+)?(\d{4,10})\b",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _any(*patterns: str) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+_INJECTION = _any(
+    r"\b(ignore|disregard|forget|override)\b.{0,40}\b(instructions?|rules?|prompts?|guidelines)",
+    r"\b(system|hidden|initial|original)\s+(prompt|instructions?|message)",
+    r"\b(reveal|print|show|repeat|output)\b.{0,30}\b(your|the)\s+(prompt|instructions|rules)",
+    r"\byou are now\b|\bdeveloper mode\b|\bjailbreak\b|\bDAN\b|\bpretend (to be|you are)",
+    r"\b(another|other|different|someone else'?s?|somebody else'?s?)\s+(customer|user|person|"
+    r"account|people)",
+    r"\b(all|every|everyone'?s?|other)\s+(customers?|users?|orders in|accounts?)\b",
+    r"\b(orders?|address|email|phone|account|details|purchases?)\s+(of|for|belonging to|from)\s+"
+    r"(?!(?:me|my|mine|the|this|that|it|a|an|these|those|our|us|you|your|today|yesterday|"
+    r"last|next|\d|#)\b)[a-z]{3,}\b(?!\s+(?:shoes?|shirts?|items?|products?))",
+)
+_HANDOFF = _any(
+    r"\b(talk|speak|chat|connect|transfer)\b.{0,25}\b(person|human|agent|someone|somebody|"
+    r"representative|rep|operator|staff|manager|supervisor|real)",
+    r"\b(real|live|human)\s+(person|agent|human|support|being)",
+    r"\bhuman\b\s*(please|pls|now)?\s*[.!?]*$",
+    r"^\s*(agent|operator|representative|person)\s*(please|pls)?\s*[.!?]*\s*$",
+    r"\bcustomer service (rep|representative|agent)\b",
+)
+_GREETING = _any(
+    r"^\s*(hi|hello|hey|hiya|howdy|yo|good (morning|afternoon|evening)|greetings)\b[\s!.,]*"
+    r"(there|team|all)?[\s!.,]*$",
+    r"^\s*(thanks|thank you|thx|ty|cheers|great|perfect|ok(ay)?|cool|awesome|got it)\b"
+    r"[\w\s!.,]{0,20}$",
+    r"^\s*(bye|goodbye|see you|have a (nice|good) day)\b[\s!.,]*$",
+    r"^\s*how are you\b[\s\w!.,?]{0,10}$",
+)
+_OUT_OF_SCOPE = _any(
+    r"\b(weather|forecast|joke|poem|story|song|recipe|horoscope|lottery)\b",
+    r"\b(president|prime minister|election|politic\w*|religion)\b",
+    r"\b(capital of|meaning of life|bitcoin|crypto\w*|stock market|stock price)\b",
+    r"\b(write|debug|fix)\b.{0,20}\b(code|program|script|essay|email to)\b",
+    r"\b(homework|translate|solve)\b|\bwhat is \d+\s*[-+*/x]\s*\d+",
+)
+_ORDER_WORDS = _any(
+    r"\bmy (orders?|package|parcel|delivery|shipment|purchase|items?|stuff|refund|return)\b",
+    r"\b(where|when)\b.{0,30}\b(package|parcel|order|delivery|shipment|stuff|it)\b",
+    r"\b(track|tracking)\b",
+    r"\b(i|we) (ordered|bought|purchased|received|got)\b",
+    r"\b(hasn'?t|has not|didn'?t|did not|never|not yet)\b.{0,20}\b(arrived?|come|shipped|"
+    r"delivered|received)\b",
+    r"\b(return|refund|exchange|cancel|send back)\b.{0,25}\b(my|the|this|these|it|them|order)\b"
+    r"(?!.{0,15}\bpolicy\b)",
+    r"\border status\b|\bstatus of\b.{0,10}\border\b",
+)
+_POLICY_WORDS = _any(
+    r"\b(policy|policies|return window|warranty|guarantee|shipping (cost|time|fee)s?)\b",
+    r"\b(how (long|do|can|much)|can i|do you|is it possible)\b.{0,40}\b(return|refund|exchange|"
+    r"cancel|ship|deliver|pay|payment)",
+)
+_PRODUCT_WORDS = _any(
+    r"\b(in stock|available|availability|sizes?|colou?rs?|options?|variants?|models?)\b",
+    r"\b(price|cost|how much)\b",
+    r"\b(do you (sell|have|carry)|looking for|recommend)\b",
+)
+_TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "tracking",
+        _any(r"\b(track\w*|where|arriv\w*|deliver\w*|ship\w*|package|parcel|when will|eta)\b"),
+    ),
+    ("returns", _any(r"\b(return\w*|refund\w*|exchange\w*|send (it )?back|money back)\b")),
+    ("items", _any(r"\b(items?|what did i (order|buy)|contents?|products?)\b")),
+    ("total", _any(r"\b(total|how much|paid|pay|charged?|cost|amount|price)\b")),
+    ("address", _any(r"\b(address|ship(ping)? to|sent to)\b")),
+)
+
+
+def extract_order_numbers(text: str) -> tuple[str, ...]:
+    """Order numbers in ``text``, upper-cased, with a leading ``#``, in order of mention."""
+    found: list[str] = []
+    for match in _ORDER_NUMBER.finditer(text):
+        raw = next(g for g in match.groups() if g)
+        number = "#" + raw.upper()
+        if number not in found:
+            found.append(number)
+    return tuple(found)
+
+
+def extract_email(text: str) -> str | None:
+    match = _EMAIL.search(text)
+    return match.group(0).strip(".").lower() if match else None
+
+
+def order_topics(text: str) -> tuple[str, ...]:
+    """The order topics a message asks about; ``("status",)`` when none is specific."""
+    topics = tuple(name for name, pattern in _TOPICS if pattern.search(text))
+    return topics or ("status",)
+
+
+def _recent_order_numbers(history: Sequence[Turn]) -> tuple[str, ...]:
+    """Order numbers from the last exchange, for follow-ups like "and when will it arrive?"."""
+    for turn in reversed(list(history)[-4:]):
+        numbers = extract_order_numbers(turn.text)
+        if numbers:
+            return numbers
+    return ()
+
+
+def route(message: str, history: Sequence[Turn] = ()) -> Route:
+    """Classify one shopper message (rules are checked most-specific first)."""
+    text = " ".join(message.split())
+    if _INJECTION.search(text):
+        return Route(Intent.INJECTION)
+    numbers = extract_order_numbers(text)
+    email = extract_email(text)
+    if _HANDOFF.search(text):
+        return Route(Intent.HANDOFF, order_numbers=numbers)
+    if numbers or _ORDER_WORDS.search(text):
+        if not numbers and history and _is_order_follow_up(text, history):
+            numbers = _recent_order_numbers(history)
+        return Route(Intent.ORDER, numbers, order_topics(text), email)
+    if _GREETING.search(text):
+        return Route(Intent.SMALL_TALK)
+    if _OUT_OF_SCOPE.search(text):
+        return Route(Intent.OUT_OF_SCOPE)
+    if email and history:
+        # A guest answering a verification request with the email alone.
+        recent = _recent_order_numbers(history)
+        if recent:
+            return Route(Intent.ORDER, recent, ("status",), email)
+    if history and _is_order_follow_up(text, history):
+        return Route(Intent.ORDER, _recent_order_numbers(history), order_topics(text), email)
+    if _POLICY_WORDS.search(text):
+        return Route(Intent.POLICY)
+    if _PRODUCT_WORDS.search(text):
+        return Route(Intent.PRODUCT)
+    return Route(Intent.POLICY)
+
+
+def _is_order_follow_up(text: str, history: Sequence[Turn]) -> bool:
+    """A short question right after an order answer ("and the tracking number?")."""
+    if not _recent_order_numbers(history) or len(text.split()) > 12:
+        return False
+    if re.search(r"\b(other|another|second|different|new)\b", text, re.IGNORECASE):
+        return False
+    return any(name != "items" and pattern.search(text) for name, pattern in _TOPICS) or bool(
+        re.search(r"\b(it|its|that one|this one|them)\b", text, re.IGNORECASE)
+    )
