@@ -133,9 +133,9 @@ def _order(store_id: int, customer: Customer | None, number: str, status: str, *
     return order
 
 
-def seed_world(tmp_path: Path) -> World:
+def seed_world(tmp_path: Path, url: str | None = None) -> World:
     """Two stores; alice and bob shop in ``shop``, carol (alice's email!) in ``other``."""
-    db = Database(f"sqlite:///{tmp_path / 'answering.db'}")
+    db = Database(url or f"sqlite:///{tmp_path / 'answering.db'}")
     settings = Settings.from_env({}, data_dir=tmp_path, adapter_path="none")
     with db.transaction() as s:
         shop = get_or_create_store(s, "shop")
