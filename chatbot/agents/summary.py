@@ -1,0 +1,112 @@
+"""Handoff summaries for the inbox, built deterministically from the transcript.
+
+No model is involved: an agent must be able to trust the summary, and a 135M model
+paraphrasing a complaint is not trustworthy. The summary names why the bot handed off,
+the topic (from the same rule router the bot uses), the order numbers mentioned, and the
+shopper's last messages, so an agent can pick the conversation up without scrolling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from chatbot.answering.router import Intent, extract_order_numbers, route
+from chatbot.types import Turn
+
+MAX_QUOTES = 2
+MAX_QUOTE_CHARS = 140
+
+_INTENT_LABELS = {
+    Intent.ORDER: "Order",
+    Intent.PRODUCT: "Product question",
+    Intent.POLICY: "Store policy / FAQ",
+    Intent.OUT_OF_SCOPE: "Off-topic",
+    Intent.INJECTION: "Suspicious request",
+    Intent.SMALL_TALK: "Small talk",
+    Intent.HANDOFF: "Asked for a human",
+}
+_ORDER_TOPIC_LABELS = {
+    "status": "status",
+    "tracking": "delivery / tracking",
+    "returns": "return / refund",
+    "items": "items",
+    "total": "amount charged",
+    "address": "shipping address",
+}
+
+
+@dataclass(frozen=True)
+class HandoffSummary:
+    """What an agent reads in the inbox before opening a handed-off conversation."""
+
+    text: str
+    topic: str
+    orders: tuple[str, ...] = ()
+    quotes: tuple[str, ...] = field(default_factory=tuple)
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "text": self.text,
+            "topic": self.topic,
+            "orders": list(self.orders),
+            "quotes": list(self.quotes),
+            "reason": self.reason,
+            "method": "rules",
+        }
+
+
+def _clip(text: str, limit: int = MAX_QUOTE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def detect_topic(turns: Sequence[Turn]) -> str:
+    """The topic of the shopper's latest substantive message, as a short label."""
+    history: list[Turn] = []
+    topic = ""
+    for turn in turns:
+        if turn.role == "shopper":
+            decision = route(turn.text, history)
+            if decision.intent is Intent.ORDER:
+                parts = [_ORDER_TOPIC_LABELS.get(t, t) for t in decision.topics]
+                topic = f"Order: {', '.join(parts)}"
+            elif decision.intent not in (Intent.SMALL_TALK, Intent.HANDOFF) or not topic:
+                topic = _INTENT_LABELS[decision.intent]
+        history.append(turn)
+    return topic or "General"
+
+
+def summarize(
+    turns: Sequence[Turn], *, reason: str = "", unanswered: int = 0
+) -> HandoffSummary:
+    """Summarise a conversation for the agent who will take it over.
+
+    ``reason`` is why it was handed off (the shopper's words or the bot's), ``unanswered``
+    how many bot replies could not be grounded in the store's data.
+    """
+    shopper = [t.text for t in turns if t.role == "shopper" and t.text.strip()]
+    orders: list[str] = []
+    for turn in turns:
+        if turn.role in ("shopper", "bot"):
+            for number in extract_order_numbers(turn.text):
+                if number not in orders:
+                    orders.append(number)
+    topic = detect_topic(turns)
+    quotes = tuple(_clip(text) for text in shopper[-MAX_QUOTES:])
+    why = _clip(reason, 120) if reason.strip() else "the shopper asked for a person"
+    sentences = [f"Handed off: {why}.", f"Topic: {topic}."]
+    if orders:
+        sentences.append(f"Order{'s' if len(orders) > 1 else ''} mentioned: {', '.join(orders)}.")
+    if unanswered:
+        sentences.append(
+            f"The bot could not answer {unanswered} question{'s' if unanswered > 1 else ''} "
+            "from the store's data."
+        )
+    if quotes:
+        sentences.append("Last: " + " / ".join(f"“{q}”" for q in quotes))
+    return HandoffSummary(
+        text=" ".join(sentences), topic=topic, orders=tuple(orders), quotes=quotes,
+        reason=reason.strip(),
+    )

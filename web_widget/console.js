@@ -1,0 +1,734 @@
+/* Agent console: login, live inbox, conversation view, customer panel, copilot.
+ *
+ * Talks to the server over /ws/agent (docs/protocol.md, "Console socket"). The session
+ * lives in an HttpOnly cookie set by POST /console/login, so this script never sees the
+ * token. Every piece of text from the network goes into the page with textContent, never
+ * innerHTML: shopper messages are untrusted input.
+ */
+(function () {
+  "use strict";
+
+  var PROTOCOL_VERSION = 1;
+  var STATE_LABELS = { bot: "Bot", waiting: "Waiting", agent: "Agent", resolved: "Resolved" };
+
+  var state = {
+    ws: null,
+    ready: false,
+    agent: null,
+    stores: [],
+    store: null,
+    filter: "open",
+    q: "",
+    rows: new Map(), // conversation_id -> inbox row
+    counts: {},
+    selected: null,
+    conv: null, // {id, state, owner, lastSeq, replies: Map(reply_id -> {li, bubble, text})}
+    suggestion: null, // {id, text, sources, done}
+    mode: "reply",
+    retry: 0,
+    loggingOut: false,
+    sendCounter: 0,
+  };
+
+  // ---- tiny DOM helpers ------------------------------------------------------------------
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+
+  function ago(iso) {
+    if (!iso) return "";
+    var t = Date.parse(/Z$|[+-]\d\d:?\d\d$/.test(iso) ? iso : iso + "Z");
+    if (isNaN(t)) return "";
+    var s = Math.max(0, Math.round((Date.now() - t) / 1000));
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
+    return Math.floor(s / 86400) + "d";
+  }
+
+  function clock(iso) {
+    if (!iso) return "";
+    var d = new Date(/Z$|[+-]\d\d:?\d\d$/.test(iso) ? iso : iso + "Z");
+    if (isNaN(d.getTime())) return "";
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  // ---- login / logout ----------------------------------------------------------------------
+
+  function showLogin(message) {
+    state.ready = false;
+    $("app").hidden = true;
+    $("login-view").hidden = false;
+    var err = $("login-error");
+    err.hidden = !message;
+    err.textContent = message || "";
+    $("login-email").focus();
+  }
+
+  function showApp() {
+    $("login-view").hidden = true;
+    $("app").hidden = false;
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    var button = $("login-submit");
+    button.disabled = true;
+    $("login-error").hidden = true;
+    try {
+      var res = await fetch("/console/login", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ email: $("login-email").value, password: $("login-password").value }),
+      });
+      var body = await res.json().catch(function () { return {}; });
+      if (!res.ok) {
+        showLogin((body && body.message) || "Sign-in failed (" + res.status + ")");
+        return;
+      }
+      $("login-password").value = "";
+      state.retry = 0;
+      connect();
+    } catch (e) {
+      showLogin("The server cannot be reached. Try again in a moment.");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function logout() {
+    state.loggingOut = true;
+    try {
+      await fetch("/console/logout", { method: "POST", credentials: "same-origin" });
+    } catch (e) { /* the cookie is cleared server-side; nothing more to do offline */ }
+    if (state.ws) state.ws.close(1000);
+    state.ws = null;
+    resetConversation();
+    state.rows.clear();
+    showLogin("");
+    state.loggingOut = false;
+  }
+
+  // ---- socket ------------------------------------------------------------------------------
+
+  function socketUrl() {
+    var proto = location.protocol === "https:" ? "wss:" : "ws:";
+    return proto + "//" + location.host + "/ws/agent";
+  }
+
+  function connect() {
+    if (state.ws) { try { state.ws.close(1000); } catch (e) { /* already closed */ } }
+    var ws = new WebSocket(socketUrl());
+    state.ws = ws;
+    setConnection("Connecting…", "");
+    ws.onmessage = function (msg) {
+      if (ws !== state.ws) return;
+      var frame;
+      try { frame = JSON.parse(msg.data); } catch (e) { return; }
+      if (frame && typeof frame.type === "string") handle(frame);
+    };
+    ws.onclose = function () {
+      if (ws !== state.ws) return;
+      state.ws = null;
+      if (!state.ready || state.loggingOut) return; // auth failures show the login form
+      setConnection("Reconnecting…", "down");
+      var delay = Math.min(10000, 500 * Math.pow(2, state.retry++));
+      setTimeout(connect, delay);
+    };
+  }
+
+  function send(type, fields) {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+      banner("Not connected; reconnecting…", true);
+      return false;
+    }
+    var frame = Object.assign({ v: PROTOCOL_VERSION, type: type }, fields || {});
+    state.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function setConnection(text, cls) {
+    var node = $("connection");
+    node.textContent = text;
+    node.className = "connection " + (cls || "");
+  }
+
+  // ---- frames from the server ----------------------------------------------------------------
+
+  function handle(frame) {
+    switch (frame.type) {
+      case "ready": return onReady(frame);
+      case "inbox": return onInbox(frame);
+      case "inbox_update": return onInboxUpdate(frame);
+      case "conversation": return onConversation(frame);
+      case "event": return onEvent(frame);
+      case "suggestion_token": return onSuggestionToken(frame);
+      case "suggestion_done": return onSuggestionDone(frame);
+      case "error": return onError(frame);
+      default: return undefined; // newer server: ignore what we do not know
+    }
+  }
+
+  function onReady(frame) {
+    state.ready = true;
+    state.retry = 0;
+    state.agent = frame.agent || {};
+    state.stores = frame.stores || [];
+    showApp();
+    setConnection("Live", "live");
+    $("agent-name").textContent = state.agent.name || state.agent.email || "";
+    var select = $("store-select");
+    clear(select);
+    state.stores.forEach(function (s) {
+      var opt = el("option", "", s.title && s.title !== s.name ? s.title + " (" + s.name + ")" : s.name);
+      opt.value = s.name;
+      select.appendChild(opt);
+    });
+    if (!state.stores.some(function (s) { return s.name === state.store; })) {
+      state.store = state.stores.length ? state.stores[0].name : null;
+    }
+    select.value = state.store || "";
+    subscribe();
+    if (state.selected) send("open", { conversation_id: state.selected });
+  }
+
+  function subscribe() {
+    if (!state.store) {
+      renderInbox();
+      return;
+    }
+    send("subscribe_inbox", { store: state.store, filter: state.filter, q: state.q });
+  }
+
+  function onInbox(frame) {
+    if (frame.store !== state.store) return;
+    state.rows.clear();
+    (frame.conversations || []).forEach(function (row) { state.rows.set(row.conversation_id, row); });
+    state.counts = frame.counts || {};
+    renderInbox();
+  }
+
+  function onInboxUpdate(frame) {
+    if (frame.store !== state.store) return;
+    var row = frame.conversation;
+    if (frame.counts) state.counts = frame.counts;
+    if (frame.matches) state.rows.set(row.conversation_id, row);
+    else state.rows.delete(row.conversation_id);
+    renderInbox();
+    if (state.conv && state.conv.id === row.conversation_id) updateSummary(row.summary);
+  }
+
+  function onError(frame) {
+    var code = frame.code || "error";
+    if (code === "unauthorized" || code === "session_expired") {
+      state.ready = false;
+      if (state.ws) state.ws.close(1000);
+      state.ws = null;
+      showLogin(code === "session_expired" ? "Your session has expired. Sign in again." : "");
+      return;
+    }
+    if (frame.ref === "suggest" && state.suggestion) {
+      $("suggestion").classList.remove("streaming");
+      state.suggestion = null;
+      $("btn-suggest").disabled = false;
+    }
+    var text = frame.message || code;
+    if (code === "conflict") text = "Someone else got there first: " + text;
+    banner(text, true);
+  }
+
+  // ---- inbox -------------------------------------------------------------------------------
+
+  function renderInbox() {
+    var list = $("inbox-list");
+    clear(list);
+    var rows = Array.from(state.rows.values()).sort(function (a, b) {
+      return String(b.last_message_at || "").localeCompare(String(a.last_message_at || ""));
+    });
+    rows.forEach(function (row) { list.appendChild(inboxItem(row)); });
+    $("inbox-empty").hidden = rows.length > 0;
+    document.querySelectorAll("[data-count]").forEach(function (node) {
+      var n = state.counts[node.getAttribute("data-count")];
+      node.textContent = n ? String(n) : "";
+    });
+  }
+
+  function inboxItem(row) {
+    var li = el("li", "inbox-item");
+    li.setAttribute("role", "option");
+    li.tabIndex = 0;
+    li.dataset.id = row.conversation_id;
+    li.dataset.state = row.state;
+    if (row.unread) li.classList.add("unread");
+    if (row.conversation_id === state.selected) {
+      li.classList.add("selected");
+      li.setAttribute("aria-selected", "true");
+    }
+    var customer = row.customer || {};
+    li.appendChild(el("div", "who", customer.name || customer.email || "Guest " + row.conversation_id.slice(-4)));
+    var meta = el("div", "meta");
+    var pill = el("span", "pill " + row.state, STATE_LABELS[row.state] || row.state);
+    meta.appendChild(pill);
+    if (row.unread) meta.appendChild(el("span", "badge", row.unread > 99 ? "99+" : row.unread));
+    li.appendChild(meta);
+    var last = row.last_message || {};
+    var prefix = last.role === "bot" ? "Bot: " : last.role === "agent" ? "You/agent: " : "";
+    li.appendChild(el("div", "preview", last.text ? prefix + last.text : "No messages yet"));
+    var when = el("div", "when");
+    when.dataset.since = row.waiting_since || row.last_message_at || "";
+    when.dataset.waiting = row.waiting_since ? "1" : "";
+    when.textContent = row.waiting_since ? "waiting " + ago(row.waiting_since) : ago(row.last_message_at);
+    li.appendChild(when);
+    if (row.state === "waiting" && row.summary && row.summary.topic) {
+      li.appendChild(el("div", "summary-line", row.summary.topic +
+        (row.summary.orders && row.summary.orders.length ? " · " + row.summary.orders.join(", ") : "")));
+    }
+    li.addEventListener("click", function () { openConversation(row.conversation_id); });
+    li.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openConversation(row.conversation_id); }
+    });
+    return li;
+  }
+
+  function refreshTimes() {
+    document.querySelectorAll(".inbox-item .when").forEach(function (node) {
+      var since = node.dataset.since;
+      node.textContent = node.dataset.waiting ? "waiting " + ago(since) : ago(since);
+    });
+  }
+
+  // ---- conversation ------------------------------------------------------------------------
+
+  function resetConversation() {
+    state.selected = null;
+    state.conv = null;
+    state.suggestion = null;
+    $("conv").hidden = true;
+    $("conv-empty").hidden = false;
+    ["customer-panel", "summary-panel", "copilot-panel"].forEach(function (id) { $(id).hidden = true; });
+  }
+
+  function openConversation(id) {
+    if (state.selected && state.selected !== id) send("close", { conversation_id: state.selected });
+    state.selected = id;
+    document.querySelectorAll(".inbox-item").forEach(function (node) {
+      var on = node.dataset.id === id;
+      node.classList.toggle("selected", on);
+      node.setAttribute("aria-selected", on ? "true" : "false");
+    });
+    send("open", { conversation_id: id });
+  }
+
+  function onConversation(frame) {
+    if (frame.conversation_id !== state.selected) return;
+    var switching = !state.conv || state.conv.id !== frame.conversation_id;
+    state.conv = {
+      id: frame.conversation_id,
+      state: frame.state,
+      owner: frame.owner || null,
+      lastSeq: 0,
+      replies: new Map(),
+      indicator: null,
+    };
+    if (switching) {
+      state.suggestion = null;
+      $("suggestion").hidden = true;
+      $("composer-text").value = "";
+    }
+    $("conv-empty").hidden = true;
+    $("conv").hidden = false;
+    hideBanner();
+    clear($("transcript"));
+    (frame.events || []).forEach(function (ev) { renderEvent(ev, false); });
+    renderCustomer(frame.customer || {});
+    updateSummary(frame.summary);
+    $("copilot-panel").hidden = false;
+    renderHeader();
+    scrollDown(true);
+    send("mark_read", { conversation_id: frame.conversation_id });
+  }
+
+  function onEvent(frame) {
+    if (!state.conv || frame.conversation_id !== state.conv.id) return;
+    var nearBottom = isNearBottom();
+    renderEvent(frame.event || {}, true);
+    renderHeader();
+    scrollDown(nearBottom);
+    if (frame.event && (frame.event.type === "ack" || frame.event.type === "done") && document.hasFocus()) {
+      send("mark_read", { conversation_id: state.conv.id });
+    }
+  }
+
+  function renderEvent(ev, live) {
+    var conv = state.conv;
+    var stored = typeof ev.seq === "number" && ev.type !== "error" && !isEphemeral(ev);
+    if (stored) {
+      if (ev.seq <= conv.lastSeq) return; // already shown (snapshot + live overlap)
+      conv.lastSeq = ev.seq;
+    }
+    if (ev.state) conv.state = ev.state;
+    var list = $("transcript");
+    switch (ev.type) {
+      case "ack":
+        clearIndicator();
+        list.appendChild(message("shopper", "Shopper", ev.text, ev.at));
+        break;
+      case "token":
+        clearIndicator();
+        replyBubble(ev.reply_id).append(ev.text);
+        break;
+      case "done":
+        clearIndicator();
+        replyBubble(ev.reply_id).finish(ev);
+        break;
+      case "agent_message":
+        list.appendChild(message("agent", ev.agent || "Agent", ev.text, ev.at));
+        break;
+      case "note":
+        list.appendChild(message("note", "Internal note · " + (ev.agent || "agent"), ev.text, ev.at));
+        break;
+      case "status":
+        onStatus(ev, live);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function isEphemeral(ev) {
+    return ev.type === "status" && (ev.kind === "thinking" || ev.kind === "typing" || ev.kind === "idle");
+  }
+
+  function onStatus(ev, live) {
+    var conv = state.conv;
+    if (ev.kind === "agent_joined") conv.owner = { name: ev.agent || "", email: ev.agent_email || "" };
+    if (ev.kind === "agent_left" || ev.kind === "resolved") conv.owner = null;
+    if (isEphemeral(ev)) {
+      if (!live) return;
+      clearIndicator();
+      if (ev.kind === "idle") return;
+      var who = ev.kind === "thinking" ? "Bot is thinking…" : (ev.agent ? ev.agent + " is typing…" : "Shopper is typing…");
+      conv.indicator = el("li", "status-line", who);
+      $("transcript").appendChild(conv.indicator);
+      return;
+    }
+    var texts = {
+      agent_joined: (ev.agent || "An agent") + " joined the conversation",
+      agent_left: (ev.agent || "The agent") + " handed the conversation back to the bot",
+      handoff_requested: "Handed off to a person" + (ev.text ? ": " + ev.text : ""),
+      resolved: "Resolved" + (ev.agent ? " by " + ev.agent : ""),
+      reopened: "Reopened",
+      verified: ev.text || "Customer verified",
+    };
+    $("transcript").appendChild(el("li", "status-line", texts[ev.kind] || ev.text || ev.kind));
+  }
+
+  function clearIndicator() {
+    if (state.conv && state.conv.indicator) {
+      state.conv.indicator.remove();
+      state.conv.indicator = null;
+    }
+  }
+
+  function message(kind, who, text, at) {
+    var li = el("li", "msg " + kind);
+    li.appendChild(el("div", "who", at ? who + " · " + clock(at) : who));
+    li.appendChild(el("div", "bubble", text));
+    return li;
+  }
+
+  function replyBubble(replyId) {
+    var conv = state.conv;
+    var entry = conv.replies.get(replyId);
+    if (!entry) {
+      var li = el("li", "msg bot streaming");
+      li.dataset.replyId = replyId;
+      var who = el("div", "who", "Bot");
+      var bubble = el("div", "bubble", "");
+      li.appendChild(who);
+      li.appendChild(bubble);
+      $("transcript").appendChild(li);
+      entry = {
+        text: "",
+        append: function (piece) { entry.text += piece; bubble.textContent = entry.text; },
+        finish: function (ev) {
+          li.classList.remove("streaming");
+          entry.text = ev.text || entry.text;
+          bubble.textContent = entry.text;
+          if (ev.interrupted) li.classList.add("interrupted");
+          who.textContent = "Bot" + (ev.at ? " · " + clock(ev.at) : "") + (ev.interrupted ? " · stopped" : "") +
+            (ev.handoff ? " · suggested a handoff" : "");
+          var sources = ev.sources || [];
+          if (sources.length) li.appendChild(sourceList(sources));
+        },
+      };
+      conv.replies.set(replyId, entry);
+    }
+    return entry;
+  }
+
+  function sourceList(sources) {
+    var ul = el("ul", "sources");
+    ul.setAttribute("aria-label", "Sources");
+    sources.forEach(function (s) {
+      var li = el("li", "source");
+      li.title = (s.kind || "") + " " + (s.id || "");
+      li.appendChild(el("span", "kind", s.kind || "source"));
+      li.appendChild(document.createTextNode(s.title || s.id || ""));
+      ul.appendChild(li);
+    });
+    return ul;
+  }
+
+  function renderHeader() {
+    var conv = state.conv;
+    if (!conv) return;
+    var row = state.rows.get(conv.id) || {};
+    var customer = row.customer || state.customerPanel || {};
+    $("conv-customer").textContent = customer.name || customer.email || "Guest";
+    var pill = $("conv-state");
+    pill.className = "pill " + conv.state;
+    pill.textContent = STATE_LABELS[conv.state] || conv.state;
+    var mine = conv.state === "agent" && conv.owner && state.agent &&
+      (conv.owner.email === state.agent.email || conv.owner.id === state.agent.id);
+    var sub = conv.id;
+    if (conv.state === "agent" && conv.owner) sub += " · with " + (mine ? "you" : conv.owner.name || "an agent");
+    if (conv.state === "bot") sub += " · the bot is answering";
+    if (conv.state === "waiting") sub += " · waiting for an agent";
+    $("conv-sub").textContent = sub;
+    $("btn-take").hidden = !(conv.state === "bot" || conv.state === "waiting");
+    $("btn-handback").hidden = !(conv.state === "agent" || conv.state === "waiting");
+    $("btn-resolve").hidden = conv.state === "resolved";
+    $("btn-reopen").hidden = conv.state !== "resolved";
+    var canReply = state.mode === "note" || mine;
+    var textarea = $("composer-text");
+    textarea.placeholder = state.mode === "note"
+      ? "Write a note for your team (the shopper never sees it)"
+      : mine ? "Reply to the shopper" : "Take over the conversation to reply";
+    $("composer-send").disabled = !canReply;
+    $("composer-send").textContent = state.mode === "note" ? "Add note" : "Send";
+    $("composer-hint").textContent = state.mode === "note"
+      ? "Internal: visible to agents only."
+      : mine ? "The bot stays silent while you own this conversation." : "";
+  }
+
+  // ---- customer and summary panels -----------------------------------------------------------
+
+  function renderCustomer(customer) {
+    state.customerPanel = customer;
+    $("customer-panel").hidden = false;
+    $("customer-name").textContent = customer.name || customer.email || "Guest shopper";
+    var verified = $("customer-verified");
+    if (customer.verified) {
+      verified.className = "verified yes";
+      verified.textContent = "✓ Verified by the store" + (customer.verified_by ? " (" + customer.verified_by + ")" : "");
+    } else if (customer.verified_orders && customer.verified_orders.length) {
+      verified.className = "verified yes";
+      verified.textContent = "✓ Guest verified order " + customer.verified_orders.join(", ");
+    } else {
+      verified.className = "verified no";
+      verified.textContent = "Not verified (guest)";
+    }
+    var facts = $("customer-facts");
+    clear(facts);
+    [["Email", customer.email], ["Phone", customer.phone], ["Customer id", customer.id],
+      ["Since", customer.since ? String(customer.since).slice(0, 10) : ""]].forEach(function (pair) {
+      if (!pair[1]) return;
+      facts.appendChild(el("dt", "", pair[0]));
+      facts.appendChild(el("dd", "", pair[1]));
+    });
+    var orders = $("customer-orders");
+    clear(orders);
+    (customer.orders || []).forEach(function (o) {
+      var li = el("li");
+      li.appendChild(el("span", "num", o.number));
+      li.appendChild(el("span", "ostatus", o.status));
+      var line = [o.placed_at ? String(o.placed_at).slice(0, 10) : "", o.total_display || ""].filter(Boolean).join(" · ");
+      if (line) li.appendChild(el("div", "items", line));
+      if (o.items && o.items.length) li.appendChild(el("div", "items", o.items.join(", ")));
+      if (o.tracking) li.appendChild(el("div", "items", o.tracking));
+      orders.appendChild(li);
+    });
+    if (!(customer.orders || []).length) {
+      orders.appendChild(el("li", "items", customer.verified ? "No orders." : "Orders are shown once the shopper is verified."));
+    }
+  }
+
+  function updateSummary(summary) {
+    var panel = $("summary-panel");
+    if (!summary || !summary.text) { panel.hidden = true; return; }
+    panel.hidden = false;
+    $("summary-text").textContent = summary.text;
+    var tags = $("summary-tags");
+    clear(tags);
+    if (summary.topic) tags.appendChild(el("span", "tag", summary.topic));
+    (summary.orders || []).forEach(function (n) { tags.appendChild(el("span", "tag", n)); });
+  }
+
+  // ---- copilot ------------------------------------------------------------------------------
+
+  function suggest() {
+    if (!state.conv) return;
+    if (!send("suggest", { conversation_id: state.conv.id })) return;
+    state.suggestion = { id: null, text: "", sources: [], done: false };
+    $("suggestion").hidden = false;
+    $("suggestion").classList.add("streaming");
+    $("suggestion-text").textContent = "";
+    clear($("suggestion-sources"));
+    $("btn-insert").disabled = true;
+    $("btn-suggest").disabled = true;
+  }
+
+  function onSuggestionToken(frame) {
+    if (!state.conv || frame.conversation_id !== state.conv.id || !state.suggestion) return;
+    state.suggestion.id = frame.suggestion_id;
+    state.suggestion.text += frame.text;
+    $("suggestion-text").textContent = state.suggestion.text;
+  }
+
+  function onSuggestionDone(frame) {
+    if (!state.conv || frame.conversation_id !== state.conv.id || !state.suggestion) return;
+    state.suggestion = { id: frame.suggestion_id, text: frame.text, sources: frame.sources || [], done: true };
+    $("suggestion").classList.remove("streaming");
+    $("suggestion-text").textContent = frame.text || "(the copilot has nothing grounded to suggest)";
+    var sources = $("suggestion-sources");
+    clear(sources);
+    (frame.sources || []).forEach(function (s) {
+      var li = el("li", "source");
+      li.appendChild(el("span", "kind", s.kind || "source"));
+      li.appendChild(document.createTextNode(s.title || s.id || ""));
+      sources.appendChild(li);
+    });
+    $("btn-insert").disabled = !frame.text;
+    $("btn-suggest").disabled = false;
+  }
+
+  function insertSuggestion() {
+    if (!state.suggestion || !state.suggestion.text) return;
+    setMode("reply");
+    var textarea = $("composer-text");
+    textarea.value = state.suggestion.text;
+    textarea.focus();
+    textarea.setSelectionRange(textarea.value.length, textarea.value.length);
+  }
+
+  // ---- composer and actions -------------------------------------------------------------------
+
+  function setMode(mode) {
+    state.mode = mode;
+    $("composer").classList.toggle("note-mode", mode === "note");
+    document.querySelectorAll(".composer-tabs .tab").forEach(function (tab) {
+      var on = tab.dataset.mode === mode;
+      tab.classList.toggle("active", on);
+      tab.setAttribute("aria-selected", on ? "true" : "false");
+    });
+    renderHeader();
+  }
+
+  function submitComposer(event) {
+    event.preventDefault();
+    if (!state.conv) return;
+    var textarea = $("composer-text");
+    var text = textarea.value.trim();
+    if (!text) return;
+    state.sendCounter += 1;
+    var id = (state.mode === "note" ? "n_" : "a_") + Date.now().toString(36) + "_" + state.sendCounter;
+    if (send(state.mode === "note" ? "note" : "send", { conversation_id: state.conv.id, id: id, text: text })) {
+      textarea.value = "";
+    }
+  }
+
+  function action(type) {
+    if (!state.conv) return;
+    hideBanner();
+    send(type, { conversation_id: state.conv.id });
+  }
+
+  function banner(text, isError) {
+    var node = $("conv-banner");
+    node.textContent = text;
+    node.classList.toggle("error", !!isError);
+    node.hidden = false;
+    clearTimeout(banner.timer);
+    banner.timer = setTimeout(hideBanner, 6000);
+  }
+
+  function hideBanner() { $("conv-banner").hidden = true; }
+
+  function isNearBottom() {
+    var list = $("transcript");
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  }
+
+  function scrollDown(force) {
+    if (!force) return;
+    var list = $("transcript");
+    list.scrollTop = list.scrollHeight;
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------------
+
+  async function start() {
+    $("login-form").addEventListener("submit", login);
+    $("logout").addEventListener("click", logout);
+    $("store-select").addEventListener("change", function (e) {
+      state.store = e.target.value;
+      state.rows.clear();
+      resetConversation();
+      subscribe();
+    });
+    var searchTimer = null;
+    $("search").addEventListener("input", function (e) {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(function () { state.q = e.target.value.trim(); subscribe(); }, 250);
+    });
+    $("filters").addEventListener("click", function (e) {
+      var chip = e.target.closest("[data-filter]");
+      if (!chip) return;
+      state.filter = chip.dataset.filter;
+      document.querySelectorAll("#filters .chip").forEach(function (c) {
+        c.classList.toggle("active", c === chip);
+      });
+      subscribe();
+    });
+    $("btn-take").addEventListener("click", function () { action("take_over"); });
+    $("btn-handback").addEventListener("click", function () { action("hand_back"); });
+    $("btn-resolve").addEventListener("click", function () { action("resolve"); });
+    $("btn-reopen").addEventListener("click", function () { action("reopen"); });
+    $("btn-suggest").addEventListener("click", suggest);
+    $("btn-insert").addEventListener("click", insertSuggestion);
+    $("composer").addEventListener("submit", submitComposer);
+    $("composer-text").addEventListener("keydown", function (e) {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) submitComposer(e);
+    });
+    document.querySelectorAll(".composer-tabs .tab").forEach(function (tab) {
+      tab.addEventListener("click", function () { setMode(tab.dataset.mode); });
+    });
+    window.addEventListener("focus", function () {
+      if (state.conv) send("mark_read", { conversation_id: state.conv.id });
+    });
+    setInterval(refreshTimes, 15000);
+
+    // Ask whether the cookie holds a live session before opening the socket, so a
+    // signed-out agent sees the login form at once.
+    try {
+      var res = await fetch("/console/session", { credentials: "same-origin" });
+      if (res.ok) connect();
+      else showLogin("");
+    } catch (e) {
+      showLogin("The server cannot be reached. Try again in a moment.");
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
