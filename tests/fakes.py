@@ -1,0 +1,123 @@
+"""Test doubles shared by the test suites.
+
+``FakeAnswerer`` implements :class:`chatbot.types.Answerer` by replaying queued token
+scripts with controllable delays, so protocol, server, console and replay tests run fast
+and deterministically without the language model::
+
+    fake = FakeAnswerer()
+    fake.queue(["Standard ", "shipping ", "takes ", "3-5 days."], delay_s=0.01,
+               sources=[Source("policy", "shipping-policy", "Shipping policy")])
+    fake.queue(["Hold on"], pause_at=1)       # stops before token 1 until fake.release()
+    async for event in fake.answer(request): ...
+
+With nothing queued it answers ``default`` (or echoes the message word by word).
+``requests`` records every ``AnswerRequest``; ``started``, ``finished`` and ``cancelled``
+count generations, and ``active`` is how many are streaming now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from chatbot.types import AnswerRequest, ReplyDone, ReplyEvent, ReplyToken, Source
+
+
+@dataclass
+class Script:
+    """One scripted reply."""
+
+    tokens: list[str]
+    delay_s: float = 0.0  # before every token after the first
+    first_delay_s: float = 0.0  # before the first token (time to first token)
+    sources: list[Source] = field(default_factory=list)
+    handoff: bool = False
+    verified_orders: frozenset[str] = frozenset()
+    reason: str = "grounded"
+    # Raise RuntimeError before this token index (simulates a pipeline crash).
+    fail_at: int | None = None
+    # Wait for FakeAnswerer.release() before this token index.
+    pause_at: int | None = None
+    # ReplyDone.text, when it should differ from the joined tokens.
+    done_text: str | None = None
+
+
+class FakeAnswerer:
+    """A scripted, streaming ``Answerer``."""
+
+    def __init__(
+        self,
+        *,
+        default: Sequence[str] | None = None,
+        delay_s: float = 0.0,
+        first_delay_s: float = 0.0,
+        ready: bool = True,
+    ) -> None:
+        self.scripts: deque[Script] = deque()
+        self.default = list(default) if default is not None else None
+        self.delay_s = delay_s
+        self.first_delay_s = first_delay_s
+        self.ready = ready
+        self.requests: list[AnswerRequest] = []
+        self.started = 0
+        self.finished = 0
+        self.cancelled = 0
+        self.active = 0
+        self.tokens_emitted = 0
+        self.paused = asyncio.Event()  # set while a script waits at ``pause_at``
+        self._gate = asyncio.Event()
+
+    def queue(self, tokens: Sequence[str], **options: object) -> Script:
+        """Queue the next reply; options are :class:`Script` fields."""
+        options.setdefault("delay_s", self.delay_s)
+        options.setdefault("first_delay_s", self.first_delay_s)
+        script = Script(tokens=list(tokens), **options)  # type: ignore[arg-type]
+        self.scripts.append(script)
+        return script
+
+    def release(self) -> None:
+        """Let a reply waiting at ``pause_at`` continue."""
+        self.paused.clear()
+        self._gate.set()
+
+    async def wait_paused(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self.paused.wait(), timeout)
+
+    def _next_script(self, request: AnswerRequest) -> Script:
+        if self.scripts:
+            return self.scripts.popleft()
+        words = self.default or [f"{w} " for w in f"You said: {request.message}".split()]
+        return Script(tokens=list(words), delay_s=self.delay_s, first_delay_s=self.first_delay_s)
+
+    async def answer(self, request: AnswerRequest) -> AsyncIterator[ReplyEvent]:
+        """Yield the next script's tokens, then one ``ReplyDone``."""
+        self.requests.append(request)
+        script = self._next_script(request)
+        self.started += 1
+        self.active += 1
+        try:
+            for index, token in enumerate(script.tokens):
+                await asyncio.sleep(script.first_delay_s if index == 0 else script.delay_s)
+                if script.pause_at == index:
+                    self._gate.clear()
+                    self.paused.set()
+                    await self._gate.wait()
+                if script.fail_at == index:
+                    raise RuntimeError("scripted answerer failure")
+                self.tokens_emitted += 1
+                yield ReplyToken(token)
+            yield ReplyDone(
+                text=script.done_text if script.done_text is not None else "".join(script.tokens),
+                sources=list(script.sources),
+                handoff=script.handoff,
+                verified_orders=script.verified_orders,
+                reason=script.reason,
+            )
+            self.finished += 1
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
