@@ -51,6 +51,7 @@ _MONTH_DAY = re.compile(r"\b([A-Za-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?\b(?:,
 _DAY_MONTH = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]{3,9})\b(?:,?\s+(\d{4}))?")
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*$")
 _TRAILING = ".,;:!?)\"']"
+_LAST_WORD = re.compile(r"\s+\S*$")
 
 
 def normalise_number(raw: str) -> str | None:
@@ -178,16 +179,18 @@ class StreamGuard:
     def feed(self, piece: str) -> str:
         """Accept a piece of model output; return what can be released now."""
         self._pending += piece
-        # The last word may still grow ("#W26" + "11340"): keep it until whitespace follows.
-        cut = max(self._pending.rfind(" "), self._pending.rfind("\n"), self._pending.rfind("\t"))
-        if cut < 0:
+        # The last word may still grow ("#W26" + "11340"): keep it, and the whitespace
+        # before it (so the reply never ends in a space), until whitespace follows.
+        tail = _LAST_WORD.search(self._pending)
+        cut = tail.start() if tail else 0
+        if cut == 0:
             return ""
-        ready, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
+        ready, self._pending = self._pending[:cut], self._pending[cut:]
         return self._release(ready)
 
     def finish(self) -> str:
         """Flush the held-back word at the end of the stream."""
-        ready, self._pending = self._pending, ""
+        ready, self._pending = self._pending.rstrip(), ""
         out = self._release(ready)
         if self._skipping:
             self._skipping = False
@@ -196,6 +199,8 @@ class StreamGuard:
         return out
 
     def _release(self, chunk: str) -> str:
+        if not self.text:
+            chunk = chunk.lstrip()
         out: list[str] = []
         for part in re.findall(r"\s+|\S+", chunk):
             if part.isspace():

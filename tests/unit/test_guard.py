@@ -97,10 +97,10 @@ def test_claim_at_sentence_end_keeps_punctuation() -> None:
 
 def test_order_number_split_across_tokens_is_held_until_complete() -> None:
     guard = StreamGuard(FACTS)
-    assert guard.feed("Order #W26") == "Order "  # the partial number is held back
+    assert guard.feed("Order #W26") == "Order"  # the partial number is held back
     assert guard.feed("11340") == ""
-    assert guard.feed(" is processed.") == "#W2611340 is "
-    assert guard.finish() == "processed."
+    assert guard.feed(" is processed.") == " #W2611340 is"
+    assert guard.finish() == " processed."
     assert guard.fired == 0
 
 
@@ -122,3 +122,9 @@ def test_text_without_numbers_streams_unchanged() -> None:
     guard = StreamGuard([])
     pieces = ["Hello", " there,", " how", " can", " I", " help?"]
     assert stream(guard, pieces) == "Hello there, how can I help?"
+
+
+def test_leading_and_trailing_whitespace_is_trimmed() -> None:
+    guard = StreamGuard([])
+    assert stream(guard, ["  ", "\nHi", " there ", "\n"]) == "Hi there"
+    assert guard.text == "Hi there"
