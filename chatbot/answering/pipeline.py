@@ -33,11 +33,10 @@ from chatbot.types import AnswerRequest, ReplyDone, ReplyEvent, ReplyToken, Sour
 from knowledge_base import orders as order_queries
 
 if TYPE_CHECKING:
-    from knowledge_base.retrieval import Hit, Retriever
-
     from chatbot.settings import Settings
     from knowledge_base.db import Database
     from knowledge_base.models import Order
+    from knowledge_base.retrieval import Hit, Retriever
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,26 @@ class Pipeline:
         self.stats = PipelineStats()
         self._synced: set[int] = set()
         self._sync_lock = threading.Lock()
+
+    def prepare(self, store_id: int, *, progress: bool = False) -> None:
+        """Bring the store's search index up to date now instead of on its first question."""
+        if self.retriever is None:
+            return
+        with self._sync_lock:
+            self.retriever.sync(store_id, progress=progress)
+            self._synced.add(store_id)
+
+    async def start(self) -> None:
+        """Start the engine (its batching loop), when it has one."""
+        start = getattr(self.engine, "start", None)
+        if start is not None:
+            await start()
+
+    async def close(self) -> None:
+        """Stop the engine; pending replies are cancelled by the engine."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            await close()
 
     async def answer(self, request: AnswerRequest) -> AsyncIterator[ReplyEvent]:
         """Yield the reply as ``ReplyToken`` pieces, then one ``ReplyDone``."""
@@ -342,9 +361,8 @@ async def collect(events: AsyncIterator[ReplyEvent]) -> ReplyDone:
 
 def build_answerer(settings: Settings, db: Database) -> Pipeline:
     """The real pipeline: MiniLM retriever over ``settings.index_dir`` and the LM engine."""
-    from knowledge_base.retrieval import Retriever
-
     from chatbot.engine.engine import Engine
+    from knowledge_base.retrieval import Retriever
 
     retriever = Retriever(db, settings.index_dir)
     engine = Engine.load(settings)
