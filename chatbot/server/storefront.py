@@ -29,9 +29,9 @@ from knowledge_base.models import Product, Store
 from knowledge_base.stores import find_store
 
 if TYPE_CHECKING:
-    from chatbot.server.app import ChatServer
     from websockets.http11 import Response
 
+    from chatbot.server.app import ChatServer
     from chatbot.server.http import HttpRequest, Router
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The websockets server: shopper and agent sockets, health, metrics, static files."""

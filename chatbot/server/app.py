@@ -1,0 +1,267 @@
+"""``ChatServer``: one ``websockets`` server on one port for sockets, health, metrics, files.
+
+Plugging in (one line each, no edit here needed for the modules already listed):
+
+- HTTP endpoints and extra sockets live in modules listed in ``ROUTE_MODULES``. Each
+  defines ``register(router: Router, app: ChatServer) -> None`` and calls
+  ``router.add(path, handler)``, ``router.add_prefix(prefix, handler)`` or
+  ``router.add_socket(path, handler)`` (see :mod:`chatbot.server.http`). A module that
+  does not exist yet is skipped.
+- Live conversation events: ``app.hub`` (:class:`~chatbot.conversations.hub.ConversationHub`),
+  ``subscribe(conversation_id)`` / ``subscribe_store(store_id)``.
+- Reads and writes (agent messages, notes, takeovers that stop the bot at once):
+  ``app.conversations`` (:class:`~chatbot.conversations.service.ConversationService`).
+- Per-IP connection caps: sockets registered here are counted in ``app.connections``.
+
+Built-in routes: ``/ws/chat``, ``/healthz``, ``/readyz``, ``/metrics``, ``/widget.js``,
+``/``, ``/demo``, ``/console``, ``/static/<file>`` (files of ``web_widget/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from chatbot.conversations.hub import ConversationHub
+from chatbot.conversations.service import ConversationService
+from chatbot.server.chat_socket import ChatSocket, remote_ip
+from chatbot.server.http import (
+    HttpRequest,
+    Router,
+    file_response,
+    make_request,
+    text_response,
+)
+from chatbot.server.limits import ConnectionLimiter, KeyedRateLimiter
+from chatbot.server.metrics import CONTENT_TYPE, ServerMetrics
+from chatbot.server.replies import ReplyManager
+from chatbot.settings import Settings
+from chatbot.types import Answerer
+from knowledge_base.db import Database
+
+log = logging.getLogger(__name__)
+
+# Modules that add routes: each has ``register(router, app)``. Missing ones are skipped.
+ROUTE_MODULES: tuple[str, ...] = (
+    "chatbot.server.storefront",  # storefront products API (widget helper)
+    "chatbot.server.agent_socket",  # /ws/agent and console endpoints (console helper)
+)
+STATIC_DIR = Path(__file__).resolve().parents[2] / "web_widget"
+# Candidate files for the page aliases, first existing wins.
+PAGES: dict[str, tuple[str, ...]] = {
+    "/": ("index.html", "demo.html", "storefront.html"),
+    "/demo": ("demo.html", "index.html", "storefront.html"),
+    "/console": ("console.html",),
+}
+
+
+class ChatServer:
+    """The whole server: ``await start()`` returns the port, ``await stop()`` drains it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        answerer: Answerer | None,
+        *,
+        static_dir: Path | None = None,
+        route_modules: tuple[str, ...] = ROUTE_MODULES,
+        flush_interval_s: float = 0.03,
+        reply_grace_s: float = 15.0,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.answerer = answerer
+        self.static_dir = static_dir or STATIC_DIR
+        self.hub = ConversationHub()
+        self.conversations = ConversationService(db, self.hub)
+        self.metrics = ServerMetrics()
+        limits = settings.limits
+        self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+        self.ip_messages = KeyedRateLimiter(limits.messages_per_minute_per_ip)
+        self.replies = ReplyManager(
+            self.conversations,
+            self.hub,
+            self.metrics,
+            self._ready_answerer,
+            max_queued=limits.max_queued_messages,
+            flush_interval_s=flush_interval_s,
+            grace_s=reply_grace_s,
+        )
+        self.router = Router()
+        self.closing = False
+        self.port: int | None = None
+        self._server: Server | None = None
+        self._chat_sockets: set[ChatSocket] = set()
+        self._register_builtin_routes()
+        for name in route_modules:
+            self._register_module(name)
+
+    # ---- readiness -------------------------------------------------------------------
+
+    def set_answerer(self, answerer: Answerer | None) -> None:
+        """Install (or replace) the answerer, e.g. once the model finished loading."""
+        self.answerer = answerer
+
+    def _ready_answerer(self) -> Answerer | None:
+        return self.answerer if self.is_ready() else None
+
+    def is_ready(self) -> bool:
+        """The answerer exists and says it is ready (``ready`` attribute, default True)."""
+        return self.answerer is not None and bool(getattr(self.answerer, "ready", True))
+
+    # ---- routes ----------------------------------------------------------------------
+
+    def _register_builtin_routes(self) -> None:
+        r = self.router
+        r.add_socket("/ws/chat", self._chat_socket)
+        r.add("/healthz", lambda req: text_response(200, "ok\n"))
+        r.add("/readyz", self._readyz)
+        r.add("/metrics", self._metrics)
+        r.add(
+            "/widget.js", lambda req: file_response(self.static_dir, "widget.js", cross_origin=True)
+        )
+        r.add_prefix("/static/", self._static)
+        for path, candidates in PAGES.items():
+            r.add(path, self._page(candidates))
+
+    def _register_module(self, name: str) -> None:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return
+        except ModuleNotFoundError:
+            return
+        module = importlib.import_module(name)
+        register = getattr(module, "register", None)
+        if register is None:
+            log.warning("%s has no register(router, app); skipped", name)
+            return
+        register(self.router, self)
+
+    def _readyz(self, req: HttpRequest) -> Response:
+        if self.closing:
+            return text_response(503, "shutting down\n")
+        return text_response(200, "ready\n") if self.is_ready() else text_response(503, "loading\n")
+
+    def _metrics(self, req: HttpRequest) -> Response:
+        from chatbot.server.http import response
+
+        self.metrics.connections.set(len(self._chat_sockets), "chat")
+        return response(200, self.metrics.render().encode("utf-8"), CONTENT_TYPE)
+
+    def _widget_js(self, req: HttpRequest) -> Response:
+        return file_response(self.static_dir, "widget.js", cross_origin=True)
+
+    def _static(self, req: HttpRequest) -> Response:
+        name = req.path[len("/static/") :]
+        return file_response(self.static_dir, name, cross_origin=name.endswith(".js"))
+
+    def _page(self, candidates: tuple[str, ...]) -> Callable[[HttpRequest], Response]:
+        def serve_page(req: HttpRequest) -> Response:
+            for name in candidates:
+                if (self.static_dir / name).is_file():
+                    return file_response(self.static_dir, name)
+            return text_response(404, "not found")
+
+        return serve_page
+
+    # ---- connections -----------------------------------------------------------------
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        ip = remote_ip(conn)
+        if path in self.router.sockets:
+            if self.closing:
+                return text_response(503, "shutting down\n")
+            reason = self.connections.check(ip)
+            if reason is not None:
+                self.metrics.rejected.inc(1, reason)
+                return text_response(503 if reason == "server_full" else 429, reason + "\n")
+            return None  # go on with the WebSocket handshake
+        return await self.router.dispatch(make_request(request.path, request.headers, ip))
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        path = urlsplit(conn.request.path).path if conn.request else ""
+        handler = self.router.sockets.get(path)
+        if handler is None:
+            await conn.close(1008, "no such socket")
+            return
+        ip = remote_ip(conn)
+        if self.connections.acquire(ip) is not None:
+            # Lost a race with other upgrades between process_request and here.
+            await conn.close(1013, "too many connections")
+            return
+        label = path.rsplit("/", 1)[-1] or "root"
+        self.metrics.connections_total.inc(1, label)
+        self.metrics.connections.inc(1, label)
+        try:
+            await handler(conn)
+        except Exception:
+            log.exception("socket handler for %s crashed", path)
+            with contextlib.suppress(Exception):
+                await conn.close(1011, "internal error")
+        finally:
+            self.connections.release(ip)
+            self.metrics.connections.dec(1, label)
+
+    async def _chat_socket(self, conn: ServerConnection) -> None:
+        sock = ChatSocket(self, conn, remote_ip(conn))
+        self._chat_sockets.add(sock)
+        try:
+            await sock.run()
+        finally:
+            self._chat_sockets.discard(sock)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Listen (``port`` 0 picks a free one) and return the port."""
+        self._server = await serve(
+            self._handle,
+            host or self.settings.host,
+            self.settings.port if port is None else port,
+            process_request=self._process_request,
+            max_size=self.settings.limits.max_frame_bytes,
+            ping_interval=20,
+            ping_timeout=20,
+            server_header=None,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = int(sock.getsockname()[1])
+        log.info("chat server listening on %s:%d", host or self.settings.host, self.port)
+        return self.port
+
+    async def stop(self, drain_s: float = 5.0) -> None:
+        """Graceful shutdown: stop accepting, finish or checkpoint replies, close with 1001."""
+        if self._server is None or self.closing:
+            return
+        self.closing = True
+        self._server.server.close()  # no new TCP connections
+        await self.replies.shutdown(drain_s)
+        # Let each socket send what the last replies produced before saying goodbye.
+        for _ in range(100):
+            if all(s.sub is None or s.sub.queue.empty() for s in self._chat_sockets):
+                break
+            await asyncio.sleep(0.02)
+        for sock in list(self._chat_sockets):
+            await sock.send_error("shutting_down", "the server is restarting; reconnect shortly")
+        self._server.close(close_connections=True)
+        await self._server.wait_closed()
+        log.info("chat server stopped")
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled (``chatbot serve`` cancels on SIGTERM/SIGINT)."""
+        assert self._server is not None
+        await self._server.wait_closed()
+
+
+__all__ = ["ChatServer", "ROUTE_MODULES", "Router"]

@@ -1,0 +1,313 @@
+"""The shopper socket (``/ws/chat``): frames in through the protocol, events out from the hub.
+
+One :class:`ChatSocket` per connection. It decodes frames with :mod:`chatbot.protocol.chat`,
+hands the typed messages to the conversation service and the reply manager, and forwards
+the conversation's events from the hub to the socket. Library errors become ``error``
+events here, at the edge; nothing a client sends can take the connection (or the
+server) down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from chatbot import identity
+from chatbot.conversations.hub import HubItem, Subscription
+from chatbot.conversations.log import ConversationRef
+from chatbot.conversations.ownership import Action
+from chatbot.errors import ChatbotError, ConflictError, IdentityError, ProtocolError
+from chatbot.protocol import chat
+from chatbot.protocol.common import CloseCode, ErrorCode, encode_frame
+from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket, per_minute
+from chatbot.server.replies import PendingMessage
+from chatbot.server.store_lookup import StoreInfo, find_customer, find_store_info
+
+if TYPE_CHECKING:
+    from chatbot.server.app import ChatServer
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+
+
+class ChatSocket:
+    """One shopper connection."""
+
+    def __init__(self, app: ChatServer, conn: ServerConnection, ip: str) -> None:
+        self.app = app
+        self.conn = conn
+        self.ip = ip
+        self.origin = conn.request.headers.get("Origin") if conn.request else None
+        limits = app.settings.limits
+        self.message_bucket = per_minute(limits.messages_per_minute_per_connection)
+        self.frame_bucket = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
+        self.conv: ConversationRef | None = None
+        self.store: StoreInfo | None = None
+        self.sub: Subscription | None = None
+        self.delivered = 0  # highest stored seq sent to this client
+        self.last_frame_at = time.monotonic()
+
+    # ---- the pump --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes."""
+        pump: asyncio.Task[None] | None = None
+        try:
+            if not await self._await_hello():
+                return
+            pump = asyncio.create_task(self._pump_events())
+            await self._read_loop(pump)
+        except ConnectionClosed:
+            pass
+        finally:
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await pump
+            if self.sub is not None:
+                self.sub.close()
+            if self.conv is not None:
+                self.app.replies.connection_left(self.conv.id)
+
+    async def _recv(self, timeout: float) -> str | bytes | None:
+        try:
+            return await asyncio.wait_for(self.conn.recv(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _await_hello(self) -> bool:
+        deadline = time.monotonic() + HELLO_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            frame = await self._recv(left)
+            if frame is None:
+                break
+            msg = await self._decode(frame)
+            if msg is None:
+                continue
+            if not isinstance(msg, chat.Hello):
+                await self.send_error(ErrorCode.HELLO_REQUIRED, "send 'hello' first")
+                continue
+            return await self._on_hello(msg)
+        await self.send_error(ErrorCode.HELLO_REQUIRED, "no 'hello' received in time")
+        await self.conn.close(CloseCode.POLICY_VIOLATION, "hello timeout")
+        return False
+
+    async def _read_loop(self, pump: asyncio.Task[None]) -> None:
+        idle = self.app.settings.limits.idle_timeout_s
+        while not pump.done():
+            frame = await self._recv(max(0.0, self.last_frame_at + idle - time.monotonic()))
+            if frame is None:
+                await self.send_error(ErrorCode.IDLE_TIMEOUT, "closed after a long silence")
+                await self.conn.close(CloseCode.GOING_AWAY, "idle timeout")
+                return
+            self.last_frame_at = time.monotonic()
+            msg = await self._decode(frame)
+            if msg is not None:
+                await self._dispatch(msg)
+
+    async def _pump_events(self) -> None:
+        """Forward the conversation's hub items to this socket, in seq order, once each."""
+        assert self.sub is not None
+        while True:
+            item = await self.sub.get()
+            await self._forward(item)
+            if self.sub.overflowed.is_set():
+                # We fell behind and items were dropped: make the client resume from the log.
+                await self.conn.close(CloseCode.TRY_AGAIN_LATER, "too slow; resume with last_seq")
+                return
+
+    async def _forward(self, item: HubItem) -> None:
+        if item.stored is not None:
+            event = item.stored
+            if event.internal or event.seq <= self.delivered:
+                return
+            self.delivered = event.seq
+            await self.conn.send(encode_frame(event.kind, {"seq": event.seq, **event.payload}))
+        elif item.ephemeral is not None and item.audience != "agents":
+            fields = dict(item.ephemeral)
+            kind = fields.pop("type")
+            if kind == "error":
+                self.app.metrics.errors.inc(1, fields.get("code", ""))
+            await self.conn.send(encode_frame(kind, {"seq": self.delivered, **fields}))
+
+    async def send_error(self, code: str, message: str, ref: str | None = None) -> None:
+        self.app.metrics.errors.inc(1, code)
+        frame = chat.encode(chat.Error(seq=self.delivered, code=code, message=message, ref=ref))
+        with contextlib.suppress(ConnectionClosed):
+            await self.conn.send(frame)
+
+    async def _decode(self, frame: str | bytes) -> chat.ClientMessage | None:
+        if not self.frame_bucket.allow():
+            await self.send_error(ErrorCode.RATE_LIMITED, "too many frames; slow down")
+            return None
+        try:
+            return chat.decode(frame)
+        except ProtocolError as exc:
+            await self.send_error(exc.code, exc.message)
+            return None
+
+    # ---- hello ------------------------------------------------------------------------
+
+    async def _on_hello(self, hello: chat.Hello) -> bool:
+        service = self.app.conversations
+        store = await service.run(find_store_info, hello.store)
+        if store is None:
+            await self.send_error(ErrorCode.UNKNOWN_STORE, f"no store with key {hello.store!r}")
+            await self.conn.close(CloseCode.POLICY_VIOLATION, "unknown store")
+            return False
+        if store.allowed_origins and self.origin not in store.allowed_origins:
+            await self.send_error(ErrorCode.ORIGIN_NOT_ALLOWED, "this page may not open the chat")
+            await self.conn.close(CloseCode.POLICY_VIOLATION, "origin not allowed")
+            return False
+        self.store = store
+        customer_id, name = await self._verify_identity(store, hello.identity)
+        conv, resume_token = None, None
+        if hello.conversation_id and not hello.new_conversation:
+            conv = await service.find_for_resume(
+                store.id, hello.conversation_id, customer_id, hello.resume_token
+            )
+            if conv is None:
+                await self.send_error(
+                    ErrorCode.CONVERSATION_NOT_FOUND,
+                    "that conversation cannot be resumed here; starting a new one",
+                )
+        resumed = conv is not None
+        if conv is None:
+            conv, token = await service.open(store.id, customer_id)
+            resume_token = None if customer_id is not None else token
+        self.conv = conv
+        # Subscribe before reading the log: whatever commits in between arrives live
+        # and is dropped by seq if the replay already had it.
+        self.sub = self.app.hub.subscribe(conv.id)
+        events, high = await service.replay(conv, (hello.last_seq or 0) if resumed else 0)
+        self.delivered = high
+        welcome = {
+            "seq": high,
+            "conversation_id": conv.public_id,
+            "state": conv.state,
+            "resumed": resumed,
+            "events": [e.wire() for e in events],
+            "resume_token": resume_token,
+            "customer": {"verified": customer_id is not None, "name": name},
+            "max_message_chars": self.app.settings.limits.max_message_chars,
+        }
+        await self.conn.send(encode_frame("welcome", welcome))
+        return True
+
+    async def _verify_identity(self, store: StoreInfo, token: str | None) -> tuple[int | None, str]:
+        if not token:
+            return None, ""
+        try:
+            claim = identity.verify(store.identity_secret, token)
+            found = await self.app.conversations.run(find_customer, store.id, claim.customer)
+            if found is None:
+                raise IdentityError("the identity token names no customer of this store")
+            return found
+        except IdentityError as exc:
+            await self.send_error(ErrorCode.INVALID_IDENTITY, f"{exc.message}; continuing as guest")
+            return None, ""
+
+    # ---- messages after hello -----------------------------------------------------------
+
+    async def _dispatch(self, msg: chat.ClientMessage) -> None:
+        try:
+            await self._handle(msg)
+        except ChatbotError as exc:
+            await self.send_error(exc.code, exc.message, getattr(msg, "id", None))
+        except ConnectionClosed:
+            raise
+        except Exception:
+            log.exception("handling %s failed", type(msg).__name__)
+            await self.send_error(ErrorCode.INTERNAL_ERROR, "something went wrong on our side")
+
+    async def _handle(self, msg: chat.ClientMessage) -> None:
+        assert self.conv is not None
+        service, replies = self.app.conversations, self.app.replies
+        if isinstance(msg, chat.Message):
+            await self._on_message(msg)
+        elif isinstance(msg, chat.Hello):
+            await self.send_error(ErrorCode.ALREADY_STARTED, "this connection already said hello")
+        elif isinstance(msg, chat.Typing):
+            service.publish_ephemeral(
+                self.conv,
+                {
+                    "type": "status",
+                    "kind": "typing" if msg.active else "idle",
+                    "text": "",
+                    "agent": None,
+                    "state": None,
+                },
+                audience="agents",
+            )
+        elif isinstance(msg, chat.Handoff):
+            await self._on_handoff(msg)
+        elif isinstance(msg, chat.Feedback):
+            await service.record_feedback(self.conv, msg.reply_id, msg.rating, msg.comment)
+        elif isinstance(msg, chat.Stop):
+            replies.stop(self.conv.id, "stopped", msg.reply_id)
+        elif isinstance(msg, chat.End):
+            replies.stop(self.conv.id, "ended")
+            await service.end(self.conv, msg.rating, msg.comment)
+
+    async def _on_message(self, msg: chat.Message) -> None:
+        assert self.conv is not None
+        limits = self.app.settings.limits
+        if len(msg.text) > limits.max_message_chars:
+            await self.send_error(
+                ErrorCode.MESSAGE_TOO_LONG,
+                f"messages are limited to {limits.max_message_chars} characters",
+                msg.id,
+            )
+            return
+        if not msg.text.strip():
+            await self.send_error(ErrorCode.EMPTY_MESSAGE, "the message is empty", msg.id)
+            return
+        if not self.message_bucket.allow() or not self.app.ip_messages.allow(self.ip):
+            await self.send_error(
+                ErrorCode.RATE_LIMITED, "too many messages; wait a few seconds", msg.id
+            )
+            return
+        if not self.app.replies.can_accept(self.conv.id):
+            await self.send_error(
+                ErrorCode.QUEUE_FULL, "please wait for the answer before sending more", msg.id
+            )
+            return
+        ack, duplicate = await self.app.conversations.add_shopper_message(
+            self.conv, msg.id, msg.text
+        )
+        if duplicate:
+            # The client missed the first ack (reconnect): repeat it, store nothing.
+            await self.conn.send(encode_frame("ack", {"seq": ack.seq, **ack.payload}))
+            return
+        self.app.metrics.messages.inc()
+        self.app.replies.submit(self.conv, PendingMessage(msg.id, msg.text, ack.seq))
+
+    async def _on_handoff(self, msg: chat.Handoff) -> None:
+        assert self.conv is not None
+        for _ in range(3):
+            fresh = await self.app.conversations.get(self.conv.id)
+            if fresh.state != "bot":
+                return  # already waiting for, or talking to, a person
+            try:
+                await self.app.conversations.transition(
+                    fresh, Action.REQUEST_HANDOFF, reason=msg.reason or "asked in the widget"
+                )
+                return
+            except ConflictError as exc:
+                if exc.code != "conflict":
+                    raise
+
+
+def remote_ip(conn: Any) -> str:
+    """The peer's IP address (proxies are not trusted: no X-Forwarded-For)."""
+    address = getattr(conn, "remote_address", None)
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return "unknown"

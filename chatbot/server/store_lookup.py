@@ -1,0 +1,48 @@
+"""Read-only lookups the sockets need about a store and its customers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from knowledge_base.models import Customer
+from knowledge_base.stores import find_store
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """The few store fields a socket checks, detached from the session."""
+
+    id: int
+    name: str
+    widget_key: str
+    title: str
+    allowed_origins: tuple[str, ...]
+    identity_secret: str
+
+
+def find_store_info(session: Session, key: str) -> StoreInfo | None:
+    """The store with this widget key (or name), or None."""
+    store = find_store(session, key)
+    if store is None:
+        return None
+    return StoreInfo(
+        id=store.id,
+        name=store.name,
+        widget_key=store.widget_key,
+        title=store.title,
+        allowed_origins=tuple(store.allowed_origins or ()),
+        identity_secret=store.identity_secret,
+    )
+
+
+def find_customer(session: Session, store_id: int, source_id: str) -> tuple[int, str] | None:
+    """``(customer id, first name)`` of the store's customer ``source_id``, or None."""
+    row = session.execute(
+        select(Customer.id, Customer.first_name).where(
+            Customer.store_id == store_id, Customer.source_id == source_id
+        )
+    ).first()
+    return (row[0], row[1] or "") if row else None
