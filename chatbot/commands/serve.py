@@ -1,0 +1,119 @@
+"""``chatbot serve``: run the chat server (widget socket, console, health, metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import click
+
+from chatbot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option("--host", help="Interface to listen on (default: $CHATBOT_HOST or 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port (default: $CHATBOT_PORT or 8080)."
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Import the demo store and pull the model first when they are missing.",
+)
+@click.option(
+    "--drain",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds replies in flight may take to finish on shutdown before they are "
+    "stored as interrupted.",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool, drain: float) -> None:
+    """Serve the shopper widget, the agent console and the chat sockets on one port.
+
+    The server answers /healthz at once and /readyz once the model is loaded.
+    SIGTERM or Ctrl-C stops it gracefully: no new connections, replies in flight
+    finish (up to --drain seconds) or are stored as interrupted, sockets close
+    with code 1001.
+
+    \b
+    Examples:
+      chatbot serve --demo
+      chatbot serve --host 0.0.0.0 --port 8080
+      CHATBOT_DATABASE_URL=postgresql+psycopg://chat@db/chat chatbot serve
+    """
+    settings: Settings = ctx.obj.settings.replace(host=host, port=port)
+    asyncio.run(run_server(settings, demo=demo, drain_s=drain))
+
+
+async def run_server(settings: Settings, *, demo: bool, drain_s: float) -> None:
+    """Start the server, load the answerer in the background, stop on SIGTERM/SIGINT."""
+    from chatbot.server.app import ChatServer
+    from knowledge_base.db import Database
+
+    db = await asyncio.to_thread(Database, settings.database_url)
+    demo_store_id: int | None = None
+    if demo:
+        from knowledge_base.demo import ensure_demo_store
+
+        store = await asyncio.to_thread(ensure_demo_store, db)
+        demo_store_id = store.id
+    app = ChatServer(settings, db, answerer=None)
+    port = await app.start()
+    base = f"http://{_display_host(settings.host)}:{port}"
+    log.info("demo storefront: %s/demo  (widget key 'demo')", base)
+    log.info("agent console:   %s/console", base)
+    log.info(
+        "widget script:   %s/widget.js   health: %s/healthz   metrics: %s/metrics", base, base, base
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    answerer: Any = None
+    loader = asyncio.create_task(_load_answerer(settings, db, demo, demo_store_id))
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({loader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if loader.done():
+            answerer = loader.result()  # raises the loading error: stops the server
+            app.set_answerer(answerer)
+            log.info("answerer ready; %s/readyz is 200", base)
+            await waiter
+        else:
+            loader.cancel()
+    finally:
+        log.info("shutting down (drain %.1fs)", drain_s)
+        await app.stop(drain_s=drain_s)
+        if answerer is not None and hasattr(answerer, "close"):
+            await answerer.close()
+        db.dispose()
+
+
+async def _load_answerer(settings: Settings, db: Any, demo: bool, demo_store_id: int | None) -> Any:
+    from chatbot.answering import build_answerer
+
+    if demo:
+        from chatbot.engine.loader import ensure_model
+
+        await asyncio.to_thread(ensure_model, settings, True)
+    answerer = await asyncio.to_thread(build_answerer, settings, db)
+    if demo_store_id is not None and hasattr(answerer, "prepare"):
+        # Build the demo store's search index now rather than on the first question.
+        await asyncio.to_thread(answerer.prepare, demo_store_id, progress=True)
+    if hasattr(answerer, "start"):
+        await answerer.start()
+    return answerer
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
