@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from chatbot.errors import ChatbotError, StoreNotFoundError
-from knowledge_base.models import Store
+from knowledge_base.models import (
+    Article,
+    Customer,
+    Order,
+    OrderItem,
+    Payment,
+    Product,
+    Return,
+    Shipment,
+    Store,
+    Variant,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +87,39 @@ def get_or_create_store(
 def list_stores(session: Session) -> list[Store]:
     """Every store, by name."""
     return list(session.scalars(select(Store).order_by(Store.name)))
+
+
+def store_stats(session: Session, store: Store) -> dict[str, Any]:
+    """Row counts for one store: what ``chatbot kb stats`` prints."""
+    sid = store.id
+    order_ids = select(Order.id).where(Order.store_id == sid).scalar_subquery()
+
+    def count(model: type[Any], *where: Any) -> int:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+    def grouped(column: Any, model: type[Any], *where: Any) -> dict[str, int]:
+        rows = session.execute(
+            select(column, func.count()).select_from(model).where(*where).group_by(column)
+        ).tuples()
+        return {str(key): int(n) for key, n in sorted(rows, key=lambda r: (-r[1], str(r[0])))}
+
+    return {
+        "store": store.name,
+        "title": store.title,
+        "widget_key": store.widget_key,
+        "customers": count(Customer, Customer.store_id == sid),
+        "orders": count(Order, Order.store_id == sid),
+        "orders_by_status": grouped(Order.status, Order, Order.store_id == sid),
+        "order_items": count(OrderItem, OrderItem.order_id.in_(order_ids)),
+        "products": count(Product, Product.store_id == sid),
+        "variants": count(Variant, Variant.store_id == sid),
+        "variants_available": count(Variant, Variant.store_id == sid, Variant.available.is_(True)),
+        "articles": count(Article, Article.store_id == sid),
+        "articles_by_kind": grouped(Article.kind, Article, Article.store_id == sid),
+        "shipments": count(Shipment, Shipment.order_id.in_(order_ids)),
+        "shipments_by_status": grouped(Shipment.status, Shipment, Shipment.order_id.in_(order_ids)),
+        "payments": count(Payment, Payment.order_id.in_(order_ids), Payment.kind == "payment"),
+        "refunds": count(Payment, Payment.order_id.in_(order_ids), Payment.kind == "refund"),
+        "returns": count(Return, Return.order_id.in_(order_ids)),
+        "returns_by_status": grouped(Return.status, Return, Return.order_id.in_(order_ids)),
+    }

@@ -18,7 +18,7 @@ from chatbot.errors import ChatbotError
 from knowledge_base.db import Database
 from knowledge_base.importers.records import ImportSummary, StoreData
 from knowledge_base.importers.writer import write_store_data
-from knowledge_base.stores import get_or_create_store
+from knowledge_base.stores import find_store, get_or_create_store
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,13 @@ def import_data(
 ) -> ImportSummary:
     """Write already-validated data into ``store_name`` (created if missing), in one transaction."""
     with db.transaction() as session:
+        new_store = find_store(session, store_name) is None
         store = get_or_create_store(
             session, store_name, title=data.meta.get("title", ""), widget_key=widget_key
         )
-        return write_store_data(session, store, data, path=source, progress=progress)
+        return write_store_data(
+            session, store, data, path=source, progress=progress, new_store=new_store
+        )
 
 
 def import_path(

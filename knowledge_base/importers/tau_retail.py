@@ -206,8 +206,10 @@ def _shipments(c: Checker, rec: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "carrier": "",
                 "tracking_number": tracking[0] if tracking else "",
-                # The source only says whether the order was delivered.
-                "status": "delivered" if status == "delivered" else "in_transit",
+                # The source only has the order status (cancelled orders keep their parcel).
+                "status": {"delivered": "delivered", "cancelled": "cancelled"}.get(
+                    str(status), "in_transit"
+                ),
                 "shipped_at": None,
                 "estimated_delivery": None,
                 "delivered_at": None,

@@ -70,14 +70,15 @@ _CHUNK = 500
 
 
 def write_store_data(
-    session: Session, store: Store, data: StoreData, *, path: str, progress: bool = False
+    session: Session, store: Store, data: StoreData, *, path: str, progress: bool = False,
+    new_store: bool = False,
 ) -> ImportSummary:
     """Create or update every record of ``data`` in ``store``; returns the counts."""
     summary = ImportSummary(store=store.name)
     counts = data.counts()
     total = sum(counts.values())
     with tqdm(total=total, disable=not progress, unit="rec", desc=f"import {store.name}") as bar:
-        _apply_meta(store, data.meta, summary)
+        _apply_meta(store, data.meta, summary if not new_store else ImportSummary(store.name))
         session.flush()
         _upsert(session, Article, store.id, data.articles, ARTICLE_FIELDS, "articles", summary)
         bar.update(counts["articles"])
@@ -100,7 +101,7 @@ def write_store_data(
         bar.update(counts["customers"])
         _upsert_orders(session, store.id, data.orders, customer_ids, variant_ids, summary, path)
         bar.update(counts["orders"])
-    log.info(
+    log.debug(
         "import into %s: created %s, updated %s, unchanged %s",
         store.name, dict(summary.created), dict(summary.updated), dict(summary.unchanged),
     )
