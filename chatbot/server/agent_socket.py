@@ -1,0 +1,524 @@
+"""The console socket (``/ws/agent``): authenticated agents watch inboxes and own conversations.
+
+One :class:`AgentSocket` per connection. Frames are decoded by :mod:`chatbot.protocol.agent`;
+every action is authorised server-side before it runs (a live session, access to the
+conversation's store, and ownership where it matters), using the session token the socket
+was opened with, so a logout, an expiry or a revoked store bites on the next frame. The
+socket follows at most one store inbox and one open conversation through the hub, and
+streams copilot suggestions from the same answering pipeline the bot uses.
+
+The session token comes from the ``chatbot_console`` cookie on the upgrade request (the
+browser console; its Origin must match the Host) or from an ``auth`` first frame (scripts,
+tests). It is never read from the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from chatbot.agents import authz, inbox
+from chatbot.agents.accounts import accessible_stores
+from chatbot.agents.authz import Principal
+from chatbot.agents.models import Agent
+from chatbot.conversations.hub import HubItem, Subscription
+from chatbot.conversations.log import ConversationRef, to_ref
+from chatbot.conversations.models import AGENT, ChatMessage, Conversation, new_public_id
+from chatbot.conversations.ownership import Action
+from chatbot.errors import AuthError, ChatbotError, NotFoundError, ProtocolError
+from chatbot.protocol import agent as proto
+from chatbot.protocol.common import CloseCode, ErrorCode
+from chatbot.server.chat_socket import remote_ip
+from chatbot.server.console_http import ConsoleHttp, agent_json, session_token
+from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket
+from chatbot.types import AnswerRequest, ReplyDone, ReplyToken
+from knowledge_base.stores import find_store
+
+if TYPE_CHECKING:
+    from chatbot.server.app import ChatServer
+    from chatbot.server.http import Router
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT_S = 10.0
+SESSION_CHECK_S = 60.0
+INBOX_DEBOUNCE_S = 0.15
+# Stored events that change an inbox row (tokens do not: the preview changes on ``done``).
+ROW_EVENTS = frozenset({"ack", "done", "agent_message", "note", "status"})
+_ACTIONS = {
+    proto.TakeOver: Action.TAKE_OVER,
+    proto.HandBack: Action.HAND_BACK,
+    proto.Resolve: Action.RESOLVE,
+    proto.Reopen: Action.REOPEN,
+}
+
+
+def register(router: Router, app: ChatServer) -> None:
+    """Add ``/ws/agent`` and the console's login/logout/session endpoints."""
+    ConsoleHttp(app).register(router)
+
+    async def handle(conn: ServerConnection) -> None:
+        await AgentSocket(app, conn).run()
+
+    router.add_socket("/ws/agent", handle)
+
+
+class AgentSocket:
+    """One console connection."""
+
+    def __init__(self, app: ChatServer, conn: ServerConnection) -> None:
+        self.app = app
+        self.conn = conn
+        self.ip = remote_ip(conn)
+        self.headers = conn.request.headers if conn.request else None
+        self.frames = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
+        self.token: str | None = None
+        self.principal: Principal | None = None
+        # The inbox being watched: store, filter, search, hub subscription, pump.
+        self.inbox_store: tuple[int, str] | None = None
+        self.inbox_filter = "open"
+        self.inbox_q = ""
+        self.inbox_sub: Subscription | None = None
+        self.inbox_task: asyncio.Task[None] | None = None
+        self.inbox_pending: set[int] = set()
+        self.inbox_flush: asyncio.Task[None] | None = None
+        # The open conversation.
+        self.conv: ConversationRef | None = None
+        self.conv_sub: Subscription | None = None
+        self.conv_task: asyncio.Task[None] | None = None
+        self.delivered = 0
+        self.suggestion: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- the pump --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Authenticate, then serve frames until the connection closes."""
+        try:
+            if not await self._authenticate():
+                return
+            self._spawn(self._watch_session())
+            async for frame in self.conn:
+                msg = await self._decode(frame)
+                if msg is not None:
+                    await self._dispatch(msg)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._teardown()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _teardown(self) -> None:
+        for sub in (self.inbox_sub, self.conv_sub):
+            if sub is not None:
+                sub.close()
+        pending = [
+            t
+            for t in (*self.tasks, self.suggestion, self.inbox_flush, self.inbox_task,
+                      self.conv_task)
+            if t is not None
+        ]
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, Exception):
+                await task
+
+    async def send(self, event: proto.ServerEvent) -> None:
+        await self.conn.send(proto.encode(event))
+
+    async def send_error(
+        self, code: str, message: str, ref: str | None = None, conversation_id: str | None = None
+    ) -> None:
+        self.app.metrics.errors.inc(1, code)
+        with contextlib.suppress(ConnectionClosed):
+            await self.send(proto.Error(code, message, ref, conversation_id))
+
+    async def _decode(self, frame: str | bytes) -> proto.ClientMessage | None:
+        if not self.frames.allow():
+            await self.send_error(ErrorCode.RATE_LIMITED, "too many frames; slow down")
+            return None
+        try:
+            return proto.decode(frame)
+        except ProtocolError as exc:
+            await self.send_error(exc.code, exc.message)
+            return None
+
+    # ---- authentication --------------------------------------------------------------
+
+    async def _authenticate(self) -> bool:
+        token = session_token(self.headers) if self.headers is not None else None
+        if token is not None and not self._same_origin():
+            # A page on another site opened the socket with the agent's cookie.
+            return await self._refuse(
+                ErrorCode.FORBIDDEN, "cross-site console connections are refused"
+            )
+        if token is None:
+            token = await self._auth_frame()
+            if token is None:
+                return await self._refuse(ErrorCode.UNAUTHORIZED, "log in first (send 'auth')")
+        self.token = token
+        try:
+            self.principal, stores = await self.app.conversations.run(self._who_and_stores)
+        except AuthError as exc:
+            return await self._refuse(exc.code, exc.message)
+        await self.send(proto.Ready(agent=agent_json(self.principal), stores=stores))
+        log.info("agent %s connected to the console from %s", self.principal.email, self.ip)
+        return True
+
+    def _who_and_stores(self, session: Session) -> tuple[Principal, list[dict[str, Any]]]:
+        principal = authz.authorize(session, self.token)
+        agent = session.get(Agent, principal.agent_id)
+        stores = accessible_stores(session, agent) if agent is not None else []
+        return principal, [{"name": s.name, "key": s.widget_key, "title": s.title} for s in stores]
+
+    def _same_origin(self) -> bool:
+        assert self.headers is not None
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: cross-site pages always send Origin
+        return urlsplit(origin).netloc.lower() == self.headers.get("Host", "").lower()
+
+    async def _auth_frame(self) -> str | None:
+        deadline = time.monotonic() + AUTH_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = await asyncio.wait_for(self.conn.recv(), left)
+            except TimeoutError:
+                return None
+            msg = await self._decode(frame)
+            if isinstance(msg, proto.Auth):
+                return msg.token
+            if msg is not None:
+                return None
+        return None
+
+    async def _refuse(self, code: str, message: str) -> bool:
+        await self.send_error(code, message)
+        with contextlib.suppress(ConnectionClosed):
+            await self.conn.close(CloseCode.POLICY_VIOLATION, code)
+        return False
+
+    async def _authorize(self, store_id: int | None = None) -> Principal:
+        """Re-check the session (and store access) for one action."""
+        principal = await self.app.conversations.run(
+            authz.authorize, self.token, store_id=store_id
+        )
+        self.principal = principal
+        return principal
+
+    async def _watch_session(self) -> None:
+        """Close the socket soon after the session ends, even if the agent is idle."""
+        while True:
+            await asyncio.sleep(SESSION_CHECK_S)
+            try:
+                await self._authorize()
+            except AuthError as exc:
+                await self._refuse(exc.code, exc.message)
+                return
+
+    # ---- messages --------------------------------------------------------------------
+
+    async def _dispatch(self, msg: proto.ClientMessage) -> None:
+        ref = getattr(msg, "id", None) or proto._CLIENT_NAMES[type(msg)]
+        conversation_id = getattr(msg, "conversation_id", None)
+        try:
+            await self._handle(msg)
+        except AuthError as exc:
+            if exc.code in (ErrorCode.UNAUTHORIZED, "session_expired"):
+                await self._refuse(exc.code, exc.message)
+            else:
+                await self.send_error(exc.code, exc.message, ref, conversation_id)
+        except ChatbotError as exc:
+            await self.send_error(exc.code, exc.message, ref, conversation_id)
+        except ConnectionClosed:
+            raise
+        except Exception:
+            log.exception("console action %s failed", type(msg).__name__)
+            await self.send_error(ErrorCode.INTERNAL_ERROR, "something went wrong on our side", ref)
+
+    async def _handle(self, msg: proto.ClientMessage) -> None:
+        if isinstance(msg, proto.Auth):
+            await self.send_error(ErrorCode.ALREADY_STARTED, "this connection is already signed in")
+        elif isinstance(msg, proto.SubscribeInbox):
+            await self._subscribe(msg)
+        elif isinstance(msg, proto.Open):
+            await self._open(await self._conversation(msg.conversation_id))
+        elif isinstance(msg, proto.Close):
+            if self.conv is not None and self.conv.public_id == msg.conversation_id:
+                self._close_conversation()
+        elif isinstance(msg, tuple(_ACTIONS)):
+            await self._ownership(msg, _ACTIONS[type(msg)])  # type: ignore[arg-type]
+        elif isinstance(msg, proto.Send):
+            await self._send_reply(msg)
+        elif isinstance(msg, proto.Note):
+            conv = await self._conversation(msg.conversation_id)
+            assert self.principal is not None
+            await self.app.conversations.add_agent_message(
+                conv, msg.text, agent_id=self.principal.agent_id, agent_name=self.principal.name,
+                internal=True,
+            )
+        elif isinstance(msg, proto.Suggest):
+            conv = await self._conversation(msg.conversation_id)
+            if self.suggestion is not None:
+                self.suggestion.cancel()
+            self.suggestion = asyncio.create_task(self._suggest(conv))
+        elif isinstance(msg, proto.MarkRead):
+            conv = await self._conversation(msg.conversation_id)
+            assert self.principal is not None
+            await self.app.conversations.run(inbox.mark_read, self.principal.agent_id, conv.id)
+            self._queue_row(conv.id)
+
+    async def _conversation(self, public_id: str) -> ConversationRef:
+        """A fresh snapshot of the conversation, after checking this agent may act on it."""
+
+        def find(session: Session) -> ConversationRef:
+            conv = inbox.find_conversation(session, public_id)
+            if conv is None:
+                raise NotFoundError(
+                    "no such conversation", code=ErrorCode.CONVERSATION_NOT_FOUND
+                )
+            return to_ref(conv)
+
+        conv = await self.app.conversations.run(find)
+        await self._authorize(conv.store_id)
+        return conv
+
+    async def _ownership(self, msg: Any, action: Action) -> None:
+        conv = await self._conversation(msg.conversation_id)
+        principal = self.principal
+        assert principal is not None
+        if action is Action.HAND_BACK and conv.state == AGENT:
+            owner = await self.app.conversations.run(_owner_id, conv.id)
+            if owner != principal.agent_id and not principal.is_admin:
+                raise AuthError("only the agent who owns it (or an admin) can hand it back",
+                                code=ErrorCode.FORBIDDEN)
+        await self.app.conversations.transition(
+            conv, action, agent_id=principal.agent_id, agent_name=principal.name
+        )
+        if action is Action.TAKE_OVER:
+            # Also stop a reply this process runs for the conversation (belt and braces:
+            # the service's hub cancel does it, and SQL refuses later bot writes anyway).
+            self.app.replies.stop(conv.id, "takeover")
+
+    async def _send_reply(self, msg: proto.Send) -> None:
+        conv = await self._conversation(msg.conversation_id)
+        principal = self.principal
+        assert principal is not None
+        owner = await self.app.conversations.run(_owner_id, conv.id)
+        if conv.state != AGENT or owner != principal.agent_id:
+            raise ChatbotError("take over the conversation before replying to the shopper",
+                               code=ErrorCode.NOT_ALLOWED)
+        await self.app.conversations.add_agent_message(
+            conv, msg.text, agent_id=principal.agent_id, agent_name=principal.name
+        )
+
+    # ---- inbox -----------------------------------------------------------------------
+
+    async def _subscribe(self, msg: proto.SubscribeInbox) -> None:
+        store = await self.app.conversations.run(_store_ref, msg.store)
+        if store is None:
+            raise ChatbotError(f"no store {msg.store!r}", code=ErrorCode.UNKNOWN_STORE)
+        principal = await self._authorize(store[0])
+        self._stop_inbox()
+        self.inbox_store, self.inbox_filter, self.inbox_q = store, msg.filter, msg.q
+        self.inbox_pending.clear()
+        # Subscribe before reading: a change committed in between arrives as an update.
+        self.inbox_sub = sub = self.app.hub.subscribe_store(store[0])
+        rows, counts = await self.app.conversations.run(
+            _inbox_snapshot, store[0], principal.agent_id, msg.filter, msg.q
+        )
+        await self.send(proto.Inbox(store[1], msg.filter, msg.q, rows, counts))
+        self.inbox_task = asyncio.create_task(self._pump_inbox(sub))
+
+    def _stop_inbox(self) -> None:
+        if self.inbox_sub is not None:
+            self.inbox_sub.close()
+        if self.inbox_task is not None and self.inbox_task is not asyncio.current_task():
+            self.inbox_task.cancel()
+        self.inbox_sub, self.inbox_task = None, None
+
+    async def _pump_inbox(self, sub: Subscription) -> None:
+        while True:
+            item = await sub.get()
+            if sub.overflowed.is_set():
+                # Fell behind: start over with a fresh snapshot (in a new task).
+                if self.inbox_store is not None:
+                    again = proto.SubscribeInbox(self.inbox_store[1], self.inbox_filter,
+                                                 self.inbox_q)
+                    self._spawn(self._dispatch(again))
+                return
+            if item.stored is not None and item.stored.kind in ROW_EVENTS:
+                self._queue_row(item.conversation_id)
+
+    def _queue_row(self, conversation_id: int) -> None:
+        if self.inbox_store is None:
+            return
+        self.inbox_pending.add(conversation_id)
+        if self.inbox_flush is None or self.inbox_flush.done():
+            self.inbox_flush = asyncio.create_task(self._flush_rows())
+
+    async def _flush_rows(self) -> None:
+        # Coalesce bursts (a reply's done + status + ack) into one update per row.
+        await asyncio.sleep(INBOX_DEBOUNCE_S)
+        if self.inbox_store is None or self.principal is None:
+            return
+        ids, self.inbox_pending = sorted(self.inbox_pending), set()
+        store_id, store_name = self.inbox_store
+        updates, counts = await self.app.conversations.run(
+            _inbox_updates, store_id, ids, self.principal.agent_id, self.inbox_filter,
+            self.inbox_q,
+        )
+        for row, matches in updates:
+            await self.send(proto.InboxUpdate(store_name, row, matches, counts))
+
+    # ---- the open conversation -------------------------------------------------------
+
+    def _close_conversation(self) -> None:
+        if self.conv_sub is not None:
+            self.conv_sub.close()
+        if self.conv_task is not None and self.conv_task is not asyncio.current_task():
+            self.conv_task.cancel()
+        self.conv, self.conv_sub, self.conv_task, self.delivered = None, None, None, 0
+
+    async def _open(self, conv: ConversationRef) -> None:
+        self._close_conversation()
+        self.conv = conv
+        # Subscribe before reading the log; the replay's high-water mark drops duplicates.
+        self.conv_sub = sub = self.app.hub.subscribe(conv.id)
+        events, high = await self.app.conversations.replay(conv, 0, include_internal=True)
+        details = await self.app.conversations.run(inbox.conversation_details, conv.id)
+        fresh = await self.app.conversations.get(conv.id)
+        self.delivered = high
+        await self.send(
+            proto.Conversation(
+                conversation_id=conv.public_id,
+                store=details["store"],
+                state=fresh.state,
+                seq=high,
+                events=[_wire(e) for e in events],
+                customer=details["customer"],
+                owner=details["owner"],
+                summary=details["summary"],
+            )
+        )
+        self.conv_task = asyncio.create_task(self._pump_conversation(conv, sub))
+
+    async def _pump_conversation(self, conv: ConversationRef, sub: Subscription) -> None:
+        while True:
+            item = await sub.get()
+            if sub.overflowed.is_set():
+                # Fell behind: send a fresh snapshot (in a new task).
+                self._spawn(self._dispatch(proto.Open(conv.public_id)))
+                return
+            await self._forward(conv, item)
+
+    async def _forward(self, conv: ConversationRef, item: HubItem) -> None:
+        if item.stored is not None:
+            if item.stored.seq <= self.delivered:
+                return
+            self.delivered = item.stored.seq
+            await self.send(proto.Event(conv.public_id, _wire(item.stored)))
+        elif item.ephemeral is not None and item.audience != "shopper":
+            event = {"v": 1, "seq": self.delivered, **item.ephemeral}
+            await self.send(proto.Event(conv.public_id, event))
+
+    # ---- copilot ---------------------------------------------------------------------
+
+    async def _suggest(self, conv: ConversationRef) -> None:
+        """Stream a suggested reply to the latest shopper message (never sent by itself)."""
+        try:
+            answerer = self.app.answerer if self.app.is_ready() else None
+            if answerer is None:
+                await self.send_error(ErrorCode.NOT_READY, "the copilot is still loading",
+                                      "suggest", conv.public_id)
+                return
+            latest = await self.app.conversations.run(_latest_shopper_message, conv.id)
+            if latest is None:
+                await self.send_error(ErrorCode.NOT_FOUND, "the shopper has not written yet",
+                                      "suggest", conv.public_id)
+                return
+            text, seq = latest
+            history, orders, _ = await self.app.conversations.context(conv, seq)
+            request = AnswerRequest(
+                store_id=conv.store_id, message=text, history=history,
+                customer_id=conv.customer_id, verified_orders=orders,
+                conversation_key=f"copilot:{conv.public_id}",
+            )
+            suggestion_id = new_public_id("s")
+            async for event in answerer.answer(request):
+                if isinstance(event, ReplyToken) and event.text:
+                    await self.send(proto.SuggestionToken(conv.public_id, suggestion_id,
+                                                          event.text))
+                elif isinstance(event, ReplyDone):
+                    sources = [{"kind": s.kind, "id": s.id, "title": s.title, "url": s.url}
+                               for s in event.sources]
+                    await self.send(proto.SuggestionDone(conv.public_id, suggestion_id,
+                                                         event.text, sources, event.handoff, seq))
+                    break
+        except (asyncio.CancelledError, ConnectionClosed):
+            raise
+        except Exception:
+            log.exception("copilot failed for conversation %s", conv.public_id)
+            await self.send_error(ErrorCode.ANSWER_FAILED, "the copilot could not suggest a reply",
+                                  "suggest", conv.public_id)
+
+
+# ---- small synchronous queries (run in one transaction each) ----------------------------
+
+
+def _wire(event: Any) -> dict[str, Any]:
+    wire: dict[str, Any] = event.wire()
+    if event.internal:
+        wire["internal"] = True
+    return wire
+
+
+def _owner_id(session: Session, conversation_id: int) -> int | None:
+    conv = session.get(Conversation, conversation_id)
+    return None if conv is None else conv.agent_id
+
+
+def _store_ref(session: Session, name_or_key: str) -> tuple[int, str] | None:
+    store = find_store(session, name_or_key)
+    return None if store is None else (store.id, store.name)
+
+
+def _inbox_snapshot(
+    session: Session, store_id: int, agent_id: int, kind: str, q: str
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    rows = inbox.inbox_rows(session, store_id, agent_id, filter=kind, q=q)
+    return rows, inbox.inbox_counts(session, store_id, agent_id)
+
+
+def _inbox_updates(
+    session: Session, store_id: int, ids: list[int], agent_id: int, kind: str, q: str
+) -> tuple[list[tuple[dict[str, Any], bool]], dict[str, int]]:
+    updates = [inbox.inbox_row(session, i, agent_id, filter=kind, q=q) for i in ids]
+    return updates, inbox.inbox_counts(session, store_id, agent_id)
+
+
+def _latest_shopper_message(session: Session, conversation_id: int) -> tuple[str, int] | None:
+    from sqlalchemy import select
+
+    row = session.execute(
+        select(ChatMessage.text, ChatMessage.seq)
+        .where(ChatMessage.conversation_id == conversation_id, ChatMessage.role == "shopper",
+               ChatMessage.seq.is_not(None))
+        .order_by(ChatMessage.seq.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], int(row[1]))

@@ -1,0 +1,195 @@
+"""/ws/agent and the console HTTP endpoints: login, cookies, and authorisation of every action."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from websockets.asyncio.client import connect
+
+from chatbot.agents import sessions
+from chatbot.conversations.models import ConversationEvent
+from tests.integration.agent_support import (
+    PASSWORD,
+    add_agent,
+    agent_client,
+    basic,
+    http,
+    token_for,
+)
+from tests.integration.server_support import conversation_ref, running_server, stored_seqs
+
+
+async def test_login_sets_a_hardened_cookie_and_logout_ends_the_session(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"], name="Ana")
+
+        status, headers, body = await asyncio.to_thread(
+            http, running, "POST", "/console/login", basic("ANA@shop.example"))
+        assert status == 200, body
+        assert body["agent"] == {"id": 1, "email": "ana@shop.example", "name": "Ana",
+                                 "admin": False}
+        cookie = headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        assert "Secure" not in cookie  # plain http in this test
+        token = cookie.split(";", 1)[0].split("=", 1)[1]
+        assert len(token) >= 40 and token not in str(body)
+
+        # Behind a TLS proxy the cookie is Secure.
+        _, tls_headers, _ = await asyncio.to_thread(
+            http, running, "POST", "/console/login",
+            {**basic("ana@shop.example"), "X-Forwarded-Proto": "https"})
+        assert "Secure" in tls_headers["Set-Cookie"]
+
+        jar = {"Cookie": f"chatbot_console={token}"}
+        status, _, body = await asyncio.to_thread(http, running, "GET", "/console/session", jar)
+        assert status == 200 and body["agent"]["email"] == "ana@shop.example"
+
+        status, headers, body = await asyncio.to_thread(
+            http, running, "POST", "/console/logout", jar)
+        assert status == 200 and body == {"logged_out": True}
+        assert "Max-Age=0" in headers["Set-Cookie"]
+        status, _, body = await asyncio.to_thread(http, running, "GET", "/console/session", jar)
+        assert status == 401 and body["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 400, "bad_request"),
+        ({"Authorization": "Basic !!!not-base64"}, 400, "bad_request"),
+        (basic("ana@shop.example", "wrong password"), 401, "invalid_credentials"),
+        (basic("nobody@shop.example"), 401, "invalid_credentials"),
+    ],
+)
+async def test_bad_logins_are_refused(tmp_path: Path, headers: dict[str, str], status: int,
+                                      code: str) -> None:
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        got, res_headers, body = await asyncio.to_thread(
+            http, running, "POST", "/console/login", headers)
+        assert (got, body["error"]) == (status, code)
+        assert "Set-Cookie" not in res_headers
+
+
+async def test_login_attempts_are_rate_limited(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        codes = []
+        for i in range(14):
+            status, headers, _ = await asyncio.to_thread(
+                http, running, "POST", "/console/login",
+                basic("ana@shop.example", f"guess number {i}"))
+            codes.append(status)
+            if status == 429:
+                assert headers["Retry-After"] == "60"
+                break
+        # 10 attempts a minute per account (the bucket refills slowly while we guess).
+        assert codes[:10] == [401] * 10 and codes[-1] == 429
+        # Even the right password waits now: the limit is per account, not per guess.
+        status, _, _ = await asyncio.to_thread(
+            http, running, "POST", "/console/login", basic("ana@shop.example", PASSWORD))
+        assert status == 429
+
+
+async def test_no_session_is_refused(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        # A first frame that is not `auth`: error, then the socket closes (1008).
+        async with agent_client(running, ready=False) as client:
+            await client.send(type="subscribe_inbox", store="demo")
+            err = await client.error()
+            assert err["code"] == "unauthorized"
+            assert await client.closed_code() == 1008
+        # A made-up token, by frame and by cookie.
+        async with agent_client(running, "made-up-token", ready=False) as client:
+            assert (await client.error())["code"] == "unauthorized"
+            assert await client.closed_code() == 1008
+        async with agent_client(running, cookie="made-up-token", ready=False) as client:
+            assert (await client.error())["code"] == "unauthorized"
+
+
+async def test_expired_session_is_refused(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        token = token_for(running.db, "ana@shop.example", expired=True)
+        async with agent_client(running, token, ready=False) as client:
+            err = await client.error()
+            assert err["code"] == "session_expired"
+            assert await client.closed_code() == 1008
+
+
+async def test_cookie_auth_and_cross_site_refusal(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        token = token_for(running.db, "ana@shop.example")
+        same = f"http://127.0.0.1:{running.port}"
+        async with agent_client(running, cookie=token, origin=same, ready=False) as client:
+            ready = (await client.until("ready"))[-1]
+            assert ready["agent"]["email"] == "ana@shop.example"
+            assert [s["name"] for s in ready["stores"]] == ["demo"]
+        async with agent_client(running, cookie=token, origin="https://evil.example",
+                                ready=False) as client:
+            assert (await client.error())["code"] == "forbidden"
+            assert await client.closed_code() == 1008
+        # The token is never accepted from the URL.
+        async with connect(f"ws://127.0.0.1:{running.port}/ws/agent?token={token}") as ws:
+            await ws.send('{"type":"subscribe_inbox","store":"demo"}')
+            assert '"unauthorized"' in await asyncio.wait_for(ws.recv(), 5)
+
+
+async def test_wrong_store_is_forbidden_for_every_action(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        token = token_for(running.db, "ana@shop.example")
+        # A shopper of the other store ("locked") starts a conversation.
+        async with running.client(origin="https://shop.example") as shopper:
+            welcome = await shopper.hello("locked")
+            await shopper.ask("hello there")
+        cid = welcome["conversation_id"]
+
+        async with agent_client(running, token) as client:
+            await client.send(type="subscribe_inbox", store="locked")
+            assert (await client.error())["code"] == "forbidden"
+            for kind, extra in [("open", {}), ("take_over", {}), ("resolve", {}),
+                                ("note", {"id": "n1", "text": "peek"}),
+                                ("send", {"id": "a1", "text": "hi"}), ("suggest", {}),
+                                ("mark_read", {})]:
+                await client.act(kind, cid, **extra)
+                err = await client.error()
+                assert (err["code"], err["conversation_id"]) == ("forbidden", cid), kind
+            # The socket is still usable for the agent's own store.
+            await client.send(type="subscribe_inbox", store="demo")
+            assert (await client.until("inbox"))[-1]["store"] == "demo"
+            await client.act("open", "c_does_not_exist")
+            assert (await client.error())["code"] == "conversation_not_found"
+
+        # Nothing was written: no note, no agent message, no ownership change.
+        ref = conversation_ref(running.app, running.db, cid)
+        assert ref.state == "bot" and ref.version == 0
+        kinds = {kind for _, kind, _ in stored_seqs(running.db, cid)}
+        assert kinds == {"ack", "token", "done"}
+        with running.db.session() as session:
+            assert session.scalar(select(func.count()).select_from(ConversationEvent).where(
+                ConversationEvent.internal.is_(True))) == 0
+
+        # An admin sees every store.
+        add_agent(running.db, "boss@shop.example", [], admin=True)
+        async with agent_client(running, token_for(running.db, "boss@shop.example")) as boss:
+            opened = await boss.open(cid)
+            assert opened["store"] == "locked"
+
+
+async def test_logout_ends_a_live_console_connection(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        token = token_for(running.db, "ana@shop.example")
+        async with agent_client(running, token) as client:
+            await client.send(type="subscribe_inbox", store="demo")
+            await client.until("inbox")
+            with running.db.transaction() as session:
+                assert sessions.logout(session, token)
+            await client.send(type="subscribe_inbox", store="demo", filter="all")
+            assert (await client.error())["code"] == "unauthorized"
+            assert await client.closed_code() == 1008
