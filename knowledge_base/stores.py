@@ -100,7 +100,7 @@ def store_stats(session: Session, store: Store) -> dict[str, Any]:
     def grouped(column: Any, model: type[Any], *where: Any) -> dict[str, int]:
         rows = session.execute(
             select(column, func.count()).select_from(model).where(*where).group_by(column)
-        ).tuples()
+        ).all()
         return {str(key): int(n) for key, n in sorted(rows, key=lambda r: (-r[1], str(r[0])))}
 
     return {

@@ -180,7 +180,6 @@ def _upsert(
         return {k: v["id"] for k, v in existing.items()}
     return dict(
         session.execute(select(table.c[key], table.c.id).where(table.c.store_id == store_id))
-        .tuples()
         .all()
     )
 
@@ -252,7 +251,6 @@ def _upsert_orders(
         return
     order_ids = dict(
         session.execute(select(table.c.number, table.c.id).where(table.c.store_id == store_id))
-        .tuples()
         .all()
     )
     for name, model, fields in ORDER_CHILDREN:
@@ -278,7 +276,7 @@ def _load_children(session: Session, store_id: int) -> dict[str, dict[int, list[
             .where(orders.c.store_id == store_id)
             .order_by(table.c.id)
         )
-        for row in session.execute(stmt).tuples():
+        for row in session.execute(stmt):
             grouped[row[0]].append(tuple(_norm(v) for v in row[1:]))
         out[name] = grouped
     return out
