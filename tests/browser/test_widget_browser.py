@@ -360,6 +360,53 @@ async def test_handoff_end_rating_and_new_conversation(page: Any, live: LiveServ
     assert await page.locator(f"{W} .row").count() == 1, "only the greeting remains"
 
 
+async def conversation_ref(live: LiveServer, public_id: str) -> Any:
+    from sqlalchemy import select
+
+    from chatbot.conversations.models import Conversation
+
+    with live.db.session() as session:
+        row_id = session.scalars(
+            select(Conversation.id).where(Conversation.public_id == public_id)
+        ).one()
+    return await live.app.conversations.get(row_id)
+
+
+async def test_agent_joins_types_writes_and_leaves_live(page: Any, live: LiveServer) -> None:
+    from chatbot.conversations.ownership import Action
+
+    await open_demo(page, live)
+    await page.click(LAUNCHER)
+    await ask(page, "I need help with a damaged parcel")
+    await page.locator(f"{BOT} .rating").wait_for()
+    conv = await conversation_ref(live, await page.evaluate("StorefrontChat.conversationId()"))
+    service = live.app.conversations
+
+    await service.transition(conv, Action.TAKE_OVER, agent_name="Sam")
+    await page.locator(f"{W} .row.system", has_text="Sam joined the conversation").wait_for()
+    assert await page.locator(f"{W} .sub").inner_text() == "Sam from the team is here"
+    await expect_hidden(page, f"{W} .actions .pill >> text=Talk to a person")
+
+    service.publish_ephemeral(
+        conv, {"type": "status", "kind": "typing", "text": "", "agent": "Sam", "state": "agent"}
+    )
+    await page.locator(f"{W} .activity", has_text="Sam is typing").wait_for()
+    await service.add_agent_message(
+        conv, "Hi, I'm Sam. Sorry about the parcel: **send me a photo** please.",
+        agent_id=None, agent_name="Sam",
+    )
+    agent_row = page.locator(f"{W} .items .row.agent")
+    await agent_row.wait_for()
+    assert "Sam" in await agent_row.locator(".who").inner_text()
+    assert await agent_row.locator("strong").inner_text() == "send me a photo"
+    await expect_hidden(page, f"{W} .activity")
+    await shot(page, "agent-joined")
+
+    await service.transition(await service.get(conv.id), Action.HAND_BACK)
+    await page.locator(f"{W} .row.system", has_text="Sam left the conversation").wait_for()
+    assert await page.locator(f"{W} .sub").inner_text() == "Virtual assistant"
+
+
 async def test_language_position_colour_title_and_identity(page: Any, live: LiveServer) -> None:
     """data-lang, data-position, data-color, data-title; then setIdentity() from the host page."""
     await open_demo(page, live, "/static/example.html")
