@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -103,13 +104,16 @@ class Histogram(_Metric):
         return out
 
 
+M = TypeVar("M", bound=_Metric)
+
+
 class Registry:
     """A set of metrics rendered together at ``/metrics``."""
 
     def __init__(self) -> None:
         self.metrics: list[_Metric] = []
 
-    def add(self, metric: _Metric) -> _Metric:
+    def add(self, metric: M) -> M:
         self.metrics.append(metric)
         return metric
 
