@@ -175,7 +175,8 @@ def _order(rng: random.Random, status: str, customer: dict[str, Any] | None,
     else:
         email, address = customer["email"], customer["address"]
         method = rng.choice(customer["payment_methods"])
-    items = _items(rng, products, popularity)
+    # Exchanges swap a size or colour, so those orders hold products that have options.
+    items = _items(rng, products, popularity, exchangeable=status.startswith("exchange"))
     subtotal = sum((Decimal(str(i["unit_price"])) * i["quantity"] for i in items), Decimal(0))
     service = _service(rng, address)
     shipping = _shipping_cost(service, subtotal)
@@ -209,13 +210,15 @@ def _order(rng: random.Random, status: str, customer: dict[str, Any] | None,
     return order
 
 
-def _items(rng: random.Random, products: list[dict[str, Any]],
-           popularity: list[float]) -> list[dict[str, Any]]:
+def _items(rng: random.Random, products: list[dict[str, Any]], popularity: list[float],
+           *, exchangeable: bool = False) -> list[dict[str, Any]]:
     lines = rng.choices((1, 2, 3, 4), (50, 30, 14, 6))[0]
     items: list[dict[str, Any]] = []
     used: set[str] = set()
     while len(items) < lines:
         product = rng.choices(products, popularity)[0]
+        if exchangeable and len(product["variants"]) < 2:
+            continue
         in_stock = [v for v in product["variants"] if v["available"]] or product["variants"]
         variant = rng.choice(in_stock)
         if variant["id"] in used:
@@ -333,8 +336,8 @@ def _add_return(rng: random.Random, order: dict[str, Any], status: str, t: dict[
     requested = delivered + (latest - delivered) * rng.uniform(0.05, 1.0)
     requested = requested.replace(second=0, microsecond=0)
     lines = order["items"]
-    chosen = rng.sample(lines, rng.randint(1, len(lines)))
     exchange = status.startswith("exchange")
+    chosen = rng.sample(lines, 1 if exchange else rng.randint(1, len(lines)))
     value = sum((Decimal(str(i["unit_price"])) * i["quantity"] for i in chosen), Decimal(0))
     ret: dict[str, Any] = {
         "kind": "exchange" if exchange else "return",
@@ -354,17 +357,18 @@ def _add_return(rng: random.Random, order: dict[str, Any], status: str, t: dict[
                                   "method": payment_label, "created_at": refunded.isoformat()})
     elif status == "exchanged":
         ret["status"] = "received"
-        order["shipments"].append(_replacement(rng, order, chosen[0], products, requested))
+        carrier = order["shipments"][0]["carrier"]
+        order["shipments"].append(
+            _replacement(rng, carrier, chosen[0], products, requested)
+        )
     order["returns"].append(ret)
 
 
-def _replacement(rng: random.Random, order: dict[str, Any], item: dict[str, Any],
+def _replacement(rng: random.Random, carrier: str, item: dict[str, Any],
                  products: list[dict[str, Any]], requested: datetime) -> dict[str, Any]:
     """The parcel with the new size/colour, sent when the return was first scanned."""
     product = next(p for p in products if p["id"] == item["product"])
-    others = [v for v in product["variants"] if v["id"] != item["variant"]] or product["variants"]
-    new = rng.choice(others)
-    carrier = rng.choice(("UPS", "FedEx", "USPS"))
+    new = rng.choice([v for v in product["variants"] if v["id"] != item["variant"]])
     shipped = ship_time(requested + timedelta(days=1), rng)
     delivered = add_business_days(shipped, rng.randint(5, 7))
     done = delivered <= REF
