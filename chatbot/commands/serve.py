@@ -106,7 +106,8 @@ async def _load_answerer(settings: Settings, db: Any, demo: bool, demo_store_id:
         from chatbot.engine.loader import ensure_model
 
         await asyncio.to_thread(ensure_model, settings, True)
-    answerer = await asyncio.to_thread(build_answerer, settings, db)
+    build: Any = build_answerer  # lazily exported by chatbot.answering
+    answerer: Any = await asyncio.to_thread(build, settings, db)
     if demo_store_id is not None and hasattr(answerer, "prepare"):
         # Build the demo store's search index now rather than on the first question.
         await asyncio.to_thread(answerer.prepare, demo_store_id, progress=True)

@@ -44,7 +44,7 @@ from chatbot.conversations.models import (
 )
 from chatbot.errors import NotFoundError
 from chatbot.types import Source, Turn
-from knowledge_base.db import Database
+from knowledge_base.db import Database, transaction
 from knowledge_base.models import utcnow
 
 T = TypeVar("T")
@@ -65,7 +65,7 @@ class ConversationService:
         """Run ``fn(session, *args, **kwargs)`` in one transaction, in a worker thread."""
 
         def call() -> T:
-            with self.db.transaction() as session:
+            with transaction(self.db.sessions) as session:
                 return fn(session, *args, **kwargs)
 
         return await asyncio.to_thread(call)
