@@ -96,15 +96,33 @@ class Embedder:
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
         model = self._ensure_model()
-        vectors = model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
-        self.texts_encoded += len(texts)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        texts = list(texts)
+        step = self.batch_size * 4
+        parts: list[np.ndarray] = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(texts), desc="Embedding", unit="chunk", leave=False)
+        try:
+            for start in range(0, len(texts), step):
+                batch = texts[start : start + step]
+                parts.append(
+                    model.encode(
+                        batch,
+                        batch_size=self.batch_size,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    )
+                )
+                self.texts_encoded += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
         """Embed one query; returns a ``(384,)`` float32 vector. Recent queries are cached."""
