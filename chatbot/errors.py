@@ -3,6 +3,7 @@
     ChatbotError
     ├── ConfigError            bad settings or a missing file the user must provide
     ├── ModelNotFoundError     the base model has not been pulled yet
+    ├── GenerationError        a generation request the engine cannot run (bad ids, too long)
     ├── StoreNotFoundError     unknown store name or widget key
     ├── NotFoundError          an unknown row (order, customer, conversation, agent)
     ├── ImportFileError        a broken import file: file, record/line and reason
@@ -40,6 +41,10 @@ class ConfigError(ChatbotError):
 
 class ModelNotFoundError(ChatbotError):
     code = "model_not_found"
+
+
+class GenerationError(ChatbotError):
+    code = "generation_error"
 
 
 class StoreNotFoundError(ChatbotError):
