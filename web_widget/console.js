@@ -84,11 +84,13 @@
     button.disabled = true;
     $("login-error").hidden = true;
     try {
+      // The server takes no request bodies: credentials go in an Authorization header
+      // (HTTP Basic, UTF-8), never in the URL.
       var res = await fetch("/console/login", {
         method: "POST",
         credentials: "same-origin",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ email: $("login-email").value, password: $("login-password").value }),
+        cache: "no-store",
+        headers: { Authorization: "Basic " + base64Utf8($("login-email").value.trim() + ":" + $("login-password").value) },
       });
       var body = await res.json().catch(function () { return {}; });
       if (!res.ok) {
@@ -103,6 +105,13 @@
     } finally {
       button.disabled = false;
     }
+  }
+
+  function base64Utf8(text) {
+    var bytes = new TextEncoder().encode(text);
+    var binary = "";
+    for (var i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
+    return btoa(binary);
   }
 
   async function logout() {
@@ -361,6 +370,9 @@
     if (!state.conv || frame.conversation_id !== state.conv.id) return;
     var nearBottom = isNearBottom();
     renderEvent(frame.event || {}, true);
+    // Ownership changes carry who owns the conversation now (null: nobody).
+    var ev = frame.event || {};
+    if ("owner" in frame && ev.type === "status" && !isEphemeral(ev)) state.conv.owner = frame.owner;
     renderHeader();
     scrollDown(nearBottom);
     if (frame.event && (frame.event.type === "ack" || frame.event.type === "done") && document.hasFocus()) {
@@ -410,8 +422,7 @@
 
   function onStatus(ev, live) {
     var conv = state.conv;
-    if (ev.kind === "agent_joined") conv.owner = { name: ev.agent || "", email: ev.agent_email || "" };
-    if (ev.kind === "agent_left" || ev.kind === "resolved") conv.owner = null;
+    if (ev.kind === "agent_left") conv.owner = null;
     if (isEphemeral(ev)) {
       if (!live) return;
       clearIndicator();
@@ -424,7 +435,7 @@
     var texts = {
       agent_joined: (ev.agent || "An agent") + " joined the conversation",
       agent_left: (ev.agent || "The agent") + " handed the conversation back to the bot",
-      handoff_requested: "Handed off to a person" + (ev.text ? ": " + ev.text : ""),
+      handoff_requested: "Handed off to a person: waiting for an agent",
       resolved: "Resolved" + (ev.agent ? " by " + ev.agent : ""),
       reopened: "Reopened",
       verified: ev.text || "Customer verified",
@@ -498,8 +509,7 @@
     var pill = $("conv-state");
     pill.className = "pill " + conv.state;
     pill.textContent = STATE_LABELS[conv.state] || conv.state;
-    var mine = conv.state === "agent" && conv.owner && state.agent &&
-      (conv.owner.email === state.agent.email || conv.owner.id === state.agent.id);
+    var mine = !!(conv.state === "agent" && conv.owner && state.agent && conv.owner.id === state.agent.id);
     var sub = conv.id;
     if (conv.state === "agent" && conv.owner) sub += " · with " + (mine ? "you" : conv.owner.name || "an agent");
     if (conv.state === "bot") sub += " · the bot is answering";

@@ -251,6 +251,8 @@ class Event:
 
     conversation_id: str
     event: dict[str, Any]
+    # With ownership changes (stored ``status`` events): who owns it now ({id, name} or null).
+    owner: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -431,7 +431,10 @@ class AgentSocket:
             if item.stored.seq <= self.delivered:
                 return
             self.delivered = item.stored.seq
-            await self.send(proto.Event(conv.public_id, _wire(item.stored)))
+            owner = None
+            if item.stored.kind == "status" and item.stored.payload.get("state"):
+                owner = await self.app.conversations.run(_owner, conv.id)
+            await self.send(proto.Event(conv.public_id, _wire(item.stored), owner))
         elif item.ephemeral is not None and item.audience != "shopper":
             event = {"v": 1, "seq": self.delivered, **item.ephemeral}
             await self.send(proto.Event(conv.public_id, event))
@@ -490,6 +493,13 @@ def _wire(event: Any) -> dict[str, Any]:
 def _owner_id(session: Session, conversation_id: int) -> int | None:
     conv = session.get(Conversation, conversation_id)
     return None if conv is None else conv.agent_id
+
+
+def _owner(session: Session, conversation_id: int) -> dict[str, Any] | None:
+    conv = session.get(Conversation, conversation_id)
+    if conv is None or conv.agent_id is None:
+        return None
+    return {"id": conv.agent_id, "name": conv.agent_name}
 
 
 def _store_ref(session: Session, name_or_key: str) -> tuple[int, str] | None:
