@@ -22,7 +22,11 @@ PASSWORD = "correct horse battery"
 W = "storefront-chat"
 SHOPPER_INPUT = f"{W} textarea"
 RETURNS = Source("policy", "returns-policy", "Returns & refunds policy")
-SLOW_REPLY = [f"{w} " for w in ["Thanks", "for", "reaching", "out.", "Orders", "ship", "within", "one", "business", "day", "and", "standard", "delivery", "takes", "three", "to", "five", "business", "days", "after", "that,", "so", "yours", "should", "arrive", "soon."]]
+SHIPPING_ANSWER = (
+    "Thanks for reaching out. Orders ship within one business day and standard delivery "
+    "takes three to five business days after that, so yours should arrive soon."
+)
+SLOW_REPLY = [f"{word} " for word in SHIPPING_ANSWER.split()]
 
 
 def add_agent(live: LiveServer, email: str = "ana@shop.example", name: str = "Ana") -> None:
