@@ -1,0 +1,342 @@
+"""A compact Llama forward pass over a flat batch of tokens, with a slot-based KV cache.
+
+Built bottom-up like nanoGPT: config, weights, RMSNorm/RoPE helpers, the KV cache, then
+one ``forward`` that runs decode rows and prefill chunks of different sequences through
+the same weight matmuls (one pass over the weights per scheduler step).
+
+Layout decisions, each for speed on a small CPU:
+- q/k/v and gate/up projections are fused into one matrix each (fewer, larger matmuls).
+- The KV cache keeps the *decoding* sequences in slots ``0..n_decode-1`` so attention
+  reads one strided view of the cache instead of gathering (copying) rows every step.
+  The scheduler maintains that invariant with :meth:`KVCache.move`.
+- Logits are computed only for the rows that need them (the last token of a sequence),
+  because the tied 49152 x 576 head is a fifth of all weights.
+- GQA without repeating K/V: the query heads are grouped per KV head and attend in one
+  batched matmul.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from chatbot.engine.linear import Linear, WeightFormat
+from chatbot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The few Llama hyper-parameters the forward pass needs."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    rms_eps: float
+    rope_theta: float
+    max_positions: int
+    tie_embeddings: bool
+    eos_token_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> ModelConfig:
+        """Read a Hugging Face ``config.json`` dict (Llama family only)."""
+        if cfg.get("model_type") not in ("llama", "mistral", "qwen2"):
+            raise ConfigError(f"unsupported model type {cfg.get('model_type')!r}: need a Llama")
+        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+        if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+            raise ConfigError(f"unsupported RoPE scaling {rope!r}")
+        if cfg.get("attention_bias") or cfg.get("mlp_bias"):
+            raise ConfigError("Llama variants with biases are not supported")
+        eos = cfg.get("eos_token_id")
+        eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
+        heads = int(cfg["num_attention_heads"])
+        return cls(
+            vocab_size=int(cfg["vocab_size"]),
+            hidden_size=int(cfg["hidden_size"]),
+            intermediate_size=int(cfg["intermediate_size"]),
+            n_layers=int(cfg["num_hidden_layers"]),
+            n_heads=heads,
+            n_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or cfg["hidden_size"] // heads),
+            rms_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+            rope_theta=float(rope.get("rope_theta") or cfg.get("rope_theta") or 10000.0),
+            max_positions=int(cfg.get("max_position_embeddings", 2048)),
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            eos_token_ids=eos_ids,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama RMSNorm, computed in fp32 (x: [N, hidden])."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables for positions ``0..length-1``, each [length, head_dim]."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    freqs = torch.outer(torch.arange(length, dtype=torch.float64), inv_freq)  # [L, hd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [L, hd]
+    return emb.cos().float(), emb.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` [N, heads, hd] by per-token tables cos/sin [N, 1, hd] (HF half-split)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+@dataclass
+class LayerWeights:
+    attn_norm: torch.Tensor  # [hidden]
+    qkv: Linear  # [(heads + 2 * kv_heads) * hd, hidden]
+    o: Linear  # [hidden, heads * hd]
+    mlp_norm: torch.Tensor  # [hidden]
+    gate_up: Linear  # [2 * intermediate, hidden]
+    down: Linear  # [hidden, intermediate]
+
+
+class KVCache:
+    """Preallocated keys/values: ``[layers, slots, kv_heads, capacity, head_dim]`` each.
+
+    Slots and capacity grow on demand (by whole chunks), so an idle server holds a small
+    cache and a busy one grows up to ``max_slots`` x ``max_len``.
+    """
+
+    def __init__(
+        self, config: ModelConfig, *, max_slots: int, max_len: int, len_chunk: int = 256
+    ) -> None:
+        self.config = config
+        self.max_slots = max_slots
+        self.max_len = max_len
+        self.len_chunk = len_chunk
+        self.k = torch.zeros(0)
+        self.v = torch.zeros(0)
+        self.slots = 0
+        self.capacity = 0
+        self.reserve(1, len_chunk)
+
+    @property
+    def bytes_per_token(self) -> int:
+        c = self.config
+        return 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4
+
+    def reserve(self, slots: int, length: int) -> None:
+        """Make room for ``slots`` sequences of ``length`` tokens (grows, never shrinks)."""
+        if slots > self.max_slots or length > self.max_len:
+            raise ConfigError(
+                f"KV cache request {slots} slots x {length} tokens exceeds "
+                f"{self.max_slots} x {self.max_len}"
+            )
+        if slots <= self.slots and length <= self.capacity:
+            return
+        new_slots = max(slots, self.slots)
+        new_cap = max(
+            self.capacity, min(self.max_len, -(-length // self.len_chunk) * self.len_chunk)
+        )
+        c = self.config
+        shape = (c.n_layers, new_slots, c.n_kv_heads, new_cap, c.head_dim)
+        k, v = torch.zeros(shape), torch.zeros(shape)
+        if self.slots and self.capacity:
+            k[:, : self.slots, :, : self.capacity] = self.k
+            v[:, : self.slots, :, : self.capacity] = self.v
+        self.k, self.v = k, v
+        self.slots, self.capacity = new_slots, new_cap
+        log.debug("KV cache grown to %d slots x %d tokens", new_slots, new_cap)
+
+    def shrink(self) -> None:
+        """Drop the cache back to its initial size (when no sequence is active)."""
+        self.k = self.v = torch.zeros(0)
+        self.slots = self.capacity = 0
+        self.reserve(1, self.len_chunk)
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Copy the first ``length`` positions of slot ``src`` into slot ``dst``."""
+        if src != dst and length:
+            self.k[:, dst, :, :length] = self.k[:, src, :, :length]
+            self.v[:, dst, :, :length] = self.v[:, src, :, :length]
+
+    def swap(self, a: int, b: int, length: int) -> None:
+        """Exchange the first ``length`` positions of two slots."""
+        if a != b and length:
+            for t in (self.k, self.v):
+                tmp = t[:, a, :, :length].clone()
+                t[:, a, :, :length] = t[:, b, :, :length]
+                t[:, b, :, :length] = tmp
+
+    def read(self, slot: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A copy of one slot's first ``length`` positions: [layers, kv_heads, length, hd] x2."""
+        return self.k[:, slot, :, :length].clone(), self.v[:, slot, :, :length].clone()
+
+    def write(self, slot: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Put saved keys/values (from :meth:`read`) at the start of ``slot``."""
+        length = k.shape[2]
+        self.k[:, slot, :, :length] = k
+        self.v[:, slot, :, :length] = v
+
+
+@dataclass
+class Prefill:
+    """One prompt chunk in a step: ``length`` tokens of ``slot`` starting at ``start``."""
+
+    slot: int
+    start: int
+    length: int
+
+
+@dataclass
+class StepPlan:
+    """How the flat token list of one forward pass maps onto sequences.
+
+    The first ``len(decode_positions)`` tokens are decode rows for slots ``0..n-1`` (one
+    token each, at those positions); the rest are the prefill chunks, in order.
+    ``logit_rows`` picks the flat rows whose next-token logits are wanted.
+    """
+
+    decode_positions: list[int] = field(default_factory=list)
+    prefills: list[Prefill] = field(default_factory=list)
+    logit_rows: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------
+
+
+class Llama:
+    """Inference-only Llama: token ids + a :class:`StepPlan` in, logits out."""
+
+    def __init__(
+        self, config: ModelConfig, state: dict[str, torch.Tensor], fmt: WeightFormat = "fp32"
+    ) -> None:
+        self.config = config
+        self.format: WeightFormat = fmt
+        c = config
+
+        def get(name: str) -> torch.Tensor:
+            try:
+                return state[name].to(torch.float32)
+            except KeyError:
+                raise ConfigError(f"model weights lack {name}") from None
+
+        self.embed = get("model.embed_tokens.weight").contiguous()  # [vocab, hidden]
+        self.norm = get("model.norm.weight")
+        head = self.embed if c.tie_embeddings else get("lm_head.weight")
+        self.lm_head = Linear(head, fmt)
+        self.layers: list[LayerWeights] = []
+        for i in range(c.n_layers):
+            p = f"model.layers.{i}."
+            qkv = torch.cat([get(p + f"self_attn.{n}_proj.weight") for n in ("q", "k", "v")], dim=0)
+            gate_up = torch.cat([get(p + f"mlp.{n}_proj.weight") for n in ("gate", "up")], dim=0)
+            self.layers.append(
+                LayerWeights(
+                    attn_norm=get(p + "input_layernorm.weight"),
+                    qkv=Linear(qkv, fmt),
+                    o=Linear(get(p + "self_attn.o_proj.weight"), fmt),
+                    mlp_norm=get(p + "post_attention_layernorm.weight"),
+                    gate_up=Linear(gate_up, fmt),
+                    down=Linear(get(p + "mlp.down_proj.weight"), fmt),
+                )
+            )
+        self.cos, self.sin = rope_tables(c.head_dim, c.rope_theta, c.max_positions)
+        self.scale = 1.0 / math.sqrt(c.head_dim)
+
+    @classmethod
+    def from_folder(
+        cls, path: Path, fmt: WeightFormat = "fp32", adapter: Path | None = None
+    ) -> Llama:
+        """Load a Hugging Face Llama folder (safetensors), merging a LoRA adapter if given."""
+        from chatbot.engine.loader import load_state_dict, merge_lora, read_config
+
+        config = ModelConfig.from_hf(read_config(path))
+        state = load_state_dict(path)
+        if adapter is not None:
+            merge_lora(state, adapter)
+        model = cls(config, state, fmt)
+        del state
+        return model
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, plan: StepPlan, cache: KVCache) -> torch.Tensor:
+        """Run one step; returns fp32 logits [len(plan.logit_rows), vocab].
+
+        tokens: [N] ids, decode rows first, then each prefill chunk's tokens.
+        """
+        c = self.config
+        n_dec = len(plan.decode_positions)
+        positions = list(plan.decode_positions)
+        for pf in plan.prefills:
+            positions.extend(range(pf.start, pf.start + pf.length))
+        pos = torch.tensor(positions, dtype=torch.long)
+        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # [N, 1, hd]
+        dec_pos = pos[:n_dec]
+        dec_slots = torch.arange(n_dec)
+        dec_len = max(plan.decode_positions, default=-1) + 1
+        # [n_dec, 1, 1, L]: row b sees cache positions 0..pos[b]
+        dec_mask = (torch.arange(dec_len)[None, :] <= dec_pos[:, None])[:, None, None, :]
+        pf_masks = [
+            torch.ones(pf.length, pf.start + pf.length, dtype=torch.bool).tril(pf.start)
+            for pf in plan.prefills
+        ]
+        hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
+        rep = nh // nkv
+        x = F.embedding(tokens, self.embed)  # [N, hidden]
+        for li, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.attn_norm, c.rms_eps)
+            qkv = layer.qkv(h)  # [N, (nh + 2 nkv) hd]
+            q = qkv[:, : nh * hd].view(-1, nh, hd)
+            k = qkv[:, nh * hd : (nh + nkv) * hd].view(-1, nkv, hd)
+            v = qkv[:, (nh + nkv) * hd :].view(-1, nkv, hd)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            kc, vc = cache.k[li], cache.v[li]  # [slots, nkv, cap, hd]
+            out = torch.empty(q.shape[0], nh, hd)
+            if n_dec:
+                kc[dec_slots, :, dec_pos] = k[:n_dec]
+                vc[dec_slots, :, dec_pos] = v[:n_dec]
+                qd = q[:n_dec].view(n_dec, nkv, rep, hd)  # [B, nkv, rep, hd]
+                keys = kc[:n_dec, :, :dec_len]  # [B, nkv, L, hd] (a view, no copy)
+                vals = vc[:n_dec, :, :dec_len]
+                att = (qd @ keys.transpose(-1, -2)) * self.scale  # [B, nkv, rep, L]
+                att = att.masked_fill(~dec_mask, float("-inf")).softmax(-1)
+                out[:n_dec] = (att @ vals).view(n_dec, nh, hd)
+            row = n_dec
+            for pf, mask in zip(plan.prefills, pf_masks, strict=True):
+                end = pf.start + pf.length
+                sl = slice(row, row + pf.length)
+                kc[pf.slot, :, pf.start : end] = k[sl].transpose(0, 1)
+                vc[pf.slot, :, pf.start : end] = v[sl].transpose(0, 1)
+                qp = q[sl].transpose(0, 1).unsqueeze(0)  # [1, nh, T, hd]
+                o = F.scaled_dot_product_attention(
+                    qp,
+                    kc[pf.slot : pf.slot + 1, :, :end],  # [1, nkv, end, hd]
+                    vc[pf.slot : pf.slot + 1, :, :end],
+                    attn_mask=mask,
+                    enable_gqa=True,
+                )  # [1, nh, T, hd]
+                out[sl] = o[0].transpose(0, 1)
+                row += pf.length
+            x = x + layer.o(out.view(-1, nh * hd))
+            h = rms_norm(x, layer.mlp_norm, c.rms_eps)
+            gu = layer.gate_up(h)  # [N, 2 * inter]
+            gate, up = gu[:, : c.intermediate_size], gu[:, c.intermediate_size :]
+            x = x + layer.down(F.silu(gate) * up)
+        rows = torch.tensor(plan.logit_rows, dtype=torch.long)
+        last = rms_norm(x[rows], self.norm, c.rms_eps)  # [R, hidden]
+        return self.lm_head(last).float()  # [R, vocab]

@@ -1,0 +1,341 @@
+"""Continuous batching: every step runs all active sequences through one forward pass.
+
+The scheduler deals only in token ids. Each :meth:`Scheduler.step`:
+
+1. takes in new and cancelled requests (thread-safe; they join and leave between steps),
+2. admits waiting requests into free KV slots, copying the longest cached prefix
+   (a previous turn of the same conversation, or a shared system prompt) instead of
+   recomputing it,
+3. builds one flat batch: one token per decoding sequence plus a bounded chunk of
+   prompt tokens (chunked prefill, so a long new prompt never stalls running streams),
+4. runs the model once and samples the next token of every row that needs one,
+5. reports each token to its sequence's sink, which may ask to stop (stop strings).
+
+The owner (``Engine``) calls ``step`` in a loop on a dedicated thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from chatbot.engine.model import KVCache, Llama, Prefill, StepPlan
+from chatbot.engine.prefix_cache import PrefixCache
+
+log = logging.getLogger(__name__)
+
+# Called on the scheduler thread after every generated token (``finish`` is None while
+# the sequence goes on). Return True to stop the sequence now (a stop string matched).
+Sink = Callable[["Sequence", int, "str | None"], bool]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens for one sequence."""
+
+    max_new_tokens: int = 160
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+class State(enum.Enum):
+    WAITING = "waiting"
+    PREFILL = "prefill"
+    DECODE = "decode"
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request's tokens and progress. ``tokens`` is prompt + generated ids."""
+
+    id: int
+    prompt_len: int
+    tokens: list[int]
+    params: SamplingParams
+    sink: Sink
+    cache_key: str | None = None
+    state: State = State.WAITING
+    slot: int = -1
+    n_cached: int = 0  # tokens whose keys/values are in the slot
+    cached_hit: int = 0  # how many prompt tokens came from the prefix cache
+    finish_reason: str | None = None
+    error: BaseException | None = None  # set with finish_reason "error"
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+    @property
+    def n_generated(self) -> int:
+        return len(self.tokens) - self.prompt_len
+
+
+class Scheduler:
+    """Runs many sequences together on one :class:`Llama` and one :class:`KVCache`."""
+
+    def __init__(
+        self,
+        model: Llama,
+        *,
+        max_batch: int = 64,
+        max_len: int = 2048,
+        prefill_chunk: int = 64,
+        idle_prefill_chunk: int = 512,
+        prefix_cache_bytes: int = 256 * 1024 * 1024,
+        eos_token_ids: tuple[int, ...] = (),
+    ) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.max_len = min(max_len, model.config.max_positions)
+        self.prefill_chunk = prefill_chunk
+        self.idle_prefill_chunk = idle_prefill_chunk
+        self.eos = frozenset(eos_token_ids or model.config.eos_token_ids)
+        self.cache = KVCache(model.config, max_slots=max_batch, max_len=self.max_len)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.active: list[Sequence] = []  # ordered by slot: decoding first, then prefilling
+        self.waiting: list[Sequence] = []
+        self._incoming: list[Sequence] = []
+        self._cancelled: set[int] = set()
+        self._lock = threading.Lock()
+        self.work = threading.Condition(self._lock)
+        self._ids = itertools.count(1)
+        self.steps = 0
+
+    # -- thread-safe entry points -------------------------------------------------------
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        sink: Sink,
+        cache_key: str | None = None,
+    ) -> Sequence:
+        """Queue a new sequence; it joins the batch at the next step."""
+        seq = Sequence(
+            id=next(self._ids),
+            prompt_len=len(prompt_ids),
+            tokens=list(prompt_ids),
+            params=params,
+            sink=sink,
+            cache_key=cache_key,
+        )
+        if params.temperature > 0:
+            seq.generator = torch.Generator()
+            seq.generator.manual_seed(
+                params.seed if params.seed is not None else torch.seed() & 0xFFFF_FFFF
+            )
+        with self.work:
+            self._incoming.append(seq)
+            self.work.notify()
+        return seq
+
+    def cancel(self, seq_id: int) -> None:
+        """Stop a sequence; its slot is freed at the start of the next step."""
+        with self.work:
+            self._cancelled.add(seq_id)
+            self.work.notify()
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.active or self.waiting or self._incoming)
+
+    # -- one step -----------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Run one batched forward pass; returns how many tokens were processed."""
+        self._take_incoming()
+        self._admit()
+        if not self.active:
+            if self.cache.slots > 1:
+                self.cache.shrink()  # give the memory back while idle
+            return 0
+        tokens, plan, rows = self._plan()
+        logits = self.model.forward(torch.tensor(tokens, dtype=torch.long), plan, self.cache)
+        self.steps += 1
+        for seq, chunk_len, _ in rows:
+            seq.n_cached += chunk_len
+        for seq, _, _ in rows:
+            if seq.state is State.PREFILL and seq.n_cached == len(seq.tokens):
+                self._prefill_done(seq)
+        sampled = self._sample(logits, [seq for seq, _, want in rows if want])
+        for seq, token in sampled:
+            self._emit(seq, token)
+        self._retire()
+        return len(tokens)
+
+    def fail_all(self, error: BaseException) -> None:
+        """End every sequence with ``error`` (a failed step, or shutdown) and reset the cache."""
+        with self.work:
+            incoming, self._incoming = self._incoming, []
+            self._cancelled.clear()
+        for seq in [*self.active, *self.waiting, *incoming]:
+            if seq.state is not State.DONE:
+                seq.state, seq.finish_reason, seq.error = State.DONE, "error", error
+                self._notify(seq, -1)
+        self.active, self.waiting = [], []
+        self.cache.shrink()
+
+    def _take_incoming(self) -> None:
+        with self.work:
+            incoming, self._incoming = self._incoming, []
+            cancelled, self._cancelled = self._cancelled, set()
+        self.waiting.extend(incoming)
+        if not cancelled:
+            return
+        for seq in self.waiting:
+            if seq.id in cancelled:
+                seq.state, seq.finish_reason = State.DONE, "cancelled"
+        self.waiting = [s for s in self.waiting if s.state is not State.DONE]
+        for seq in self.active:
+            if seq.id in cancelled and seq.state is not State.DONE:
+                seq.state, seq.finish_reason = State.DONE, "cancelled"
+        self._retire()
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.active) < self.max_batch:
+            seq = self.waiting.pop(0)
+            if seq.prompt_len >= self.max_len:
+                seq.state, seq.finish_reason = State.DONE, "too_long"
+                self._notify(seq, -1)
+                continue
+            slot = len(self.active)
+            self.cache.reserve(slot + 1, len(seq.tokens) + 1)
+            hit = self.prefix_cache.lookup(seq.tokens, seq.cache_key)
+            if hit is not None:
+                # Keep at least one prompt token to compute: its logits give the first token.
+                n = min(hit.length, len(seq.tokens) - 1)
+                if n > 0:
+                    self.cache.write(slot, hit.k[:, :, :n], hit.v[:, :, :n])
+                    seq.n_cached = seq.cached_hit = n
+            seq.slot, seq.state = slot, State.PREFILL
+            self.active.append(seq)
+
+    def _plan(self) -> tuple[list[int], StepPlan, list[tuple[Sequence, int, bool]]]:
+        decoding = [s for s in self.active if s.state is State.DECODE]
+        prefilling = [s for s in self.active if s.state is State.PREFILL]
+        plan = StepPlan()
+        tokens: list[int] = []
+        rows: list[tuple[Sequence, int, bool]] = []
+        longest = 0
+        for seq in decoding:
+            plan.decode_positions.append(seq.n_cached)
+            plan.logit_rows.append(len(tokens))
+            tokens.append(seq.tokens[seq.n_cached])
+            rows.append((seq, 1, True))
+            longest = max(longest, seq.n_cached + 1)
+        budget = self.prefill_chunk if decoding else self.idle_prefill_chunk
+        for seq in prefilling:
+            if budget <= 0:
+                break
+            take = min(budget, len(seq.tokens) - seq.n_cached)
+            plan.prefills.append(Prefill(seq.slot, seq.n_cached, take))
+            tokens.extend(seq.tokens[seq.n_cached : seq.n_cached + take])
+            done = seq.n_cached + take == len(seq.tokens)
+            if done:
+                plan.logit_rows.append(len(tokens) - 1)
+            rows.append((seq, take, done))
+            longest = max(longest, seq.n_cached + take)
+            budget -= take
+        self.cache.reserve(len(self.active), longest + 1)
+        return tokens, plan, rows
+
+    def _prefill_done(self, seq: Sequence) -> None:
+        """A prompt is fully cached: remember it, and move the sequence to the decode slots."""
+        # A conversation's KV is stored when it finishes (under its cache_key) and also
+        # serves other conversations as a prefix donor; others store their prompt now.
+        if seq.cache_key is None and seq.cached_hit < seq.prompt_len - 16:
+            k, v = self.cache.read(seq.slot, seq.n_cached)
+            self.prefix_cache.store(tuple(seq.tokens[: seq.n_cached]), k, v, key=None)
+        n_dec = sum(1 for s in self.active if s.state is State.DECODE)
+        other = self.active[n_dec]
+        if other is not seq:
+            length = max(seq.n_cached, other.n_cached)
+            self.cache.swap(seq.slot, other.slot, length)
+            i, j = self.active.index(seq), n_dec
+            self.active[i], self.active[j] = other, seq
+            seq.slot, other.slot = other.slot, seq.slot
+        seq.state = State.DECODE
+
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[Sequence, int]]:
+        out: list[tuple[Sequence, int]] = []
+        greedy_rows = [i for i, s in enumerate(seqs) if s.params.temperature <= 0]
+        if greedy_rows:
+            picks = logits[greedy_rows].argmax(dim=-1).tolist()
+            out.extend((seqs[i], t) for i, t in zip(greedy_rows, picks, strict=True))
+        for i, seq in enumerate(seqs):
+            if seq.params.temperature > 0:
+                out.append((seq, sample_top_p(logits[i], seq.params, seq.generator)))
+        return out
+
+    def _emit(self, seq: Sequence, token: int) -> None:
+        if seq.state is State.DONE:
+            return
+        seq.tokens.append(token)
+        if token in self.eos:
+            seq.finish_reason = "stop"
+        elif seq.n_generated >= seq.params.max_new_tokens or len(seq.tokens) >= self.max_len:
+            seq.finish_reason = "length"
+        stop = self._notify(seq, token)
+        if stop and seq.finish_reason is None:
+            seq.finish_reason = "stop"
+        if seq.finish_reason is not None:
+            seq.state = State.DONE
+
+    def _notify(self, seq: Sequence, token: int) -> bool:
+        try:
+            return bool(seq.sink(seq, token, seq.finish_reason))
+        except Exception:  # a broken consumer must not take the batch down with it
+            log.exception("sink of sequence %d failed; cancelling it", seq.id)
+            seq.finish_reason = "cancelled"
+            return True
+
+    def _retire(self) -> None:
+        """Remove finished sequences, keeping the slots packed: decoding first, then prefilling.
+
+        Only sequences outside their group's new slot range move (one KV copy each), into
+        slots freed by finished sequences.
+        """
+        done = [s for s in self.active if s.state is State.DONE]
+        if not done:
+            return
+        for seq in done:
+            if seq.cache_key is not None and seq.n_cached > 0:
+                k, v = self.cache.read(seq.slot, seq.n_cached)
+                self.prefix_cache.store(tuple(seq.tokens[: seq.n_cached]), k, v, seq.cache_key)
+            if seq.finish_reason == "cancelled":
+                self._notify(seq, -1)
+        decoding = [s for s in self.active if s.state is State.DECODE]
+        prefilling = [s for s in self.active if s.state is State.PREFILL]
+        start = 0
+        for group in (decoding, prefilling):
+            end = start + len(group)
+            taken = {s.slot for s in group if start <= s.slot < end}
+            free = iter(sorted(set(range(start, end)) - taken))
+            for seq in group:
+                if not start <= seq.slot < end:
+                    target = next(free)
+                    self.cache.move(seq.slot, target, seq.n_cached)
+                    seq.slot = target
+            start = end
+        self.active = sorted(decoding + prefilling, key=lambda s: s.slot)
+
+
+def sample_top_p(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+) -> int:
+    """Sample one token id with temperature and nucleus (top-p) filtering."""
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        cumulative = sorted_probs.cumsum(-1)
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        keep = cumulative - sorted_probs < params.top_p
+        sorted_probs = sorted_probs * keep
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return int(order[choice].item())
+    return int(torch.multinomial(probs, 1, generator=generator).item())
