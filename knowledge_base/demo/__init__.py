@@ -7,6 +7,8 @@ imports it into a database once; afterwards it only checks that the store is the
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 from pathlib import Path
 
@@ -22,15 +24,23 @@ DEMO_WIDGET_KEY = "demo"
 DEMO_STORE_FILE = Path(__file__).parent / "store.json.gz"
 
 
+def shipped_data_version() -> str:
+    """The content fingerprint of the shipped demo file (``settings.data_version``)."""
+    doc = json.loads(gzip.decompress(DEMO_STORE_FILE.read_bytes()))
+    return str(doc["store"]["settings"]["data_version"])
+
+
 def ensure_demo_store(db: Database, *, progress: bool = False) -> Store:
-    """The ``demo`` store, imported from the shipped file when it is missing or empty."""
+    """The ``demo`` store, (re-)imported when it is missing, empty or from an older file."""
     with db.session() as session:
         store = session.scalars(select(Store).where(Store.name == DEMO_STORE_NAME)).first()
         if store is not None:
             has_orders = session.scalar(
                 select(func.count()).select_from(Order).where(Order.store_id == store.id)
             )
-            if has_orders:
+            current = (store.settings or {}).get("data_version") == shipped_data_version()
+            if has_orders and current:
+                session.expunge(store)
                 return store
     return import_demo_store(db, progress=progress)
 

@@ -14,7 +14,10 @@ small; ``chatbot kb import --format json`` reads ``.json.gz`` directly.
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
+import hashlib
+import json
 import logging
 import random
 import sys
@@ -50,15 +53,19 @@ def build_document(seed: int = history.DEFAULT_SEED) -> dict[str, Any]:
     products = source.load_catalogue()
     customers = history.generate_customers(rng)
     orders = history.generate_orders(rng, customers, products)
-    return {
+    doc = {
         "format": json_format.FORMAT_NAME,
         "version": json_format.FORMAT_VERSION,
-        "store": STORE_META,
+        "store": copy.deepcopy(STORE_META),
         "articles": source.load_articles(),
         "products": products,
         "customers": customers,
         "orders": orders,
     }
+    # A content fingerprint, so ensure_demo_store can tell an outdated copy in a database.
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+    doc["store"]["settings"]["data_version"] = digest[:16]
+    return doc
 
 
 def render(seed: int = history.DEFAULT_SEED, *, compressed: bool = True) -> bytes:

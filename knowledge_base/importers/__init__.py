@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from chatbot.errors import ChatbotError
-from knowledge_base.db import Database
+from knowledge_base.db import Database, transaction
 from knowledge_base.importers.records import ImportSummary, StoreData
 from knowledge_base.importers.writer import write_store_data
 from knowledge_base.stores import find_store, get_or_create_store
@@ -52,14 +54,21 @@ def import_data(
     widget_key: str | None = None,
 ) -> ImportSummary:
     """Write already-validated data into ``store_name`` (created if missing), in one transaction."""
-    with db.transaction() as session:
-        new_store = find_store(session, store_name) is None
-        store = get_or_create_store(
-            session, store_name, title=data.meta.get("title", ""), widget_key=widget_key
-        )
-        return write_store_data(
-            session, store, data, path=source, progress=progress, new_store=new_store
-        )
+    try:
+        with transaction(db.sessions) as session:
+            new_store = find_store(session, store_name) is None
+            store = get_or_create_store(
+                session, store_name, title=data.meta.get("title", ""), widget_key=widget_key
+            )
+            return write_store_data(
+                session, store, data, path=source, progress=progress, new_store=new_store
+            )
+    except IntegrityError as exc:
+        # Validation catches duplicates inside a file; this is a concurrent writer.
+        raise ChatbotError(
+            f"{source}: the database refused the import, nothing was changed ({exc.orig})",
+            code="import_error",
+        ) from exc
 
 
 def import_path(

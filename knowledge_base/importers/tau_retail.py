@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.errors import ImportFileError
-from knowledge_base.importers.records import CENT, Checker, StoreData
+from knowledge_base.importers.records import CENT, Checker, StoreData, check_unique
 
 FILES = ("users.json", "orders.json", "products.json")
 POLICY_FILE = "wiki.md"
@@ -40,6 +40,9 @@ def read(path: Path) -> StoreData:
     data.orders = [
         _order(folder / "orders.json", k, v, customer_ids, variant_ids) for k, v in orders.items()
     ]
+    # Keys are unique per file; item ids must also be unique across products.
+    check_unique(str(folder / "products.json"), "variant",
+                 [v["source_id"] for p in data.products for v in p["variants"]])
     wiki = folder / POLICY_FILE
     if wiki.exists():
         data.articles = policy_articles(wiki.read_text(encoding="utf-8"))

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from knowledge_base.db import Database
 from knowledge_base.demo import DEMO_STORE_FILE, ensure_demo_store, generate
 from knowledge_base.demo.history import REF, STATUS_COUNTS
-from knowledge_base.models import Order, Store
+from knowledge_base.models import Article, Order, Store
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +189,19 @@ def test_ensure_demo_store_imports_once(tmp_path: Path) -> None:
                                                                "Northwind Outfitters")
         again = ensure_demo_store(db)
         assert again.id == store.id
+        # A database holding an older demo file is brought up to date.
+        with db.transaction() as session:
+            row = session.get(Store, store.id)
+            assert row is not None
+            row.settings = {**row.settings, "data_version": "older"}
+            article = session.scalars(select(Article).where(
+                Article.store_id == store.id, Article.source_id == "return-policy")).one()
+            article.body = "stale text"
+        ensure_demo_store(db)
+        with db.session() as session:
+            article = session.scalars(select(Article).where(
+                Article.store_id == store.id, Article.source_id == "return-policy")).one()
+            assert "30 days of delivery" in article.body
         with db.session() as session:
             row = session.get(Store, store.id)
             assert row is not None and row.allowed_origins == []
