@@ -33,8 +33,21 @@ log = logging.getLogger(__name__)
     help="Seconds replies in flight may take to finish on shutdown before they are "
     "stored as interrupted.",
 )
+@click.option(
+    "--poll-events",
+    type=click.FloatRange(0.05),
+    help="Run several server processes on one database: every SECONDS, pick up events "
+    "other processes wrote for the conversations open here (e.g. 0.5).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool, drain: float) -> None:
+def serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    demo: bool,
+    drain: float,
+    poll_events: float | None,
+) -> None:
     """Serve the shopper widget, the agent console and the chat sockets on one port.
 
     The server answers /healthz at once and /readyz once the model is loaded.
@@ -46,13 +59,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool, dr
     Examples:
       chatbot serve --demo
       chatbot serve --host 0.0.0.0 --port 8080
+      chatbot serve --port 8081 --poll-events 0.5   # a second process, same database
       CHATBOT_DATABASE_URL=postgresql+psycopg://chat@db/chat chatbot serve
     """
     settings: Settings = ctx.obj.settings.replace(host=host, port=port)
-    asyncio.run(run_server(settings, demo=demo, drain_s=drain))
+    asyncio.run(run_server(settings, demo=demo, drain_s=drain, poll_s=poll_events))
 
 
-async def run_server(settings: Settings, *, demo: bool, drain_s: float) -> None:
+async def run_server(
+    settings: Settings, *, demo: bool, drain_s: float, poll_s: float | None = None
+) -> None:
     """Start the server, load the answerer in the background, stop on SIGTERM/SIGINT."""
     from chatbot.server.app import ChatServer
     from knowledge_base.db import Database
@@ -64,7 +80,7 @@ async def run_server(settings: Settings, *, demo: bool, drain_s: float) -> None:
 
         store = await asyncio.to_thread(ensure_demo_store, db)
         demo_store_id = store.id
-    app = ChatServer(settings, db, answerer=None)
+    app = ChatServer(settings, db, answerer=None, poll_interval_s=poll_s)
     port = await app.start()
     base = f"http://{_display_host(settings.host)}:{port}"
     log.info("demo storefront: %s/demo  (widget key 'demo')", base)

@@ -10,8 +10,13 @@ Several server processes: each hub sees only its own process. Events written by 
 process reach a socket when it (re)reads the log (``hello`` with ``last_seq``), and the
 bot's silence under an agent is enforced in SQL (see ``ConversationService.append``), so
 correctness never depends on the hub. Live cross-process fan-out needs a bridge that
-publishes into every hub, e.g. PostgreSQL ``LISTEN/NOTIFY`` on the conversation id, or a
-poller of ``conversation_events`` by ``id`` (see :class:`EventPoller`).
+publishes into every hub: :class:`~chatbot.conversations.poller.EventPoller` polls the log
+of the conversations followed here (``chatbot serve --poll-events``); PostgreSQL
+``LISTEN/NOTIFY`` on the conversation id would be the push version of the same bridge.
+
+The hub remembers, per followed conversation, the highest stored ``seq`` it published and
+drops stored events at or below it, so a bridge and local writers may both publish an
+event without subscribers seeing it twice.
 """
 
 from __future__ import annotations
@@ -96,6 +101,8 @@ class ConversationHub:
         self._queue_size = queue_size
         self._subs: dict[tuple[str, int], set[Subscription]] = defaultdict(set)
         self._cancellers: dict[int, ReplyCanceller] = {}
+        # conversation id -> highest stored seq published (only while followed)
+        self._high: dict[int, int] = {}
 
     def subscribe(self, conversation_id: int) -> Subscription:
         """Live items of one conversation."""
@@ -111,9 +118,28 @@ class ConversationHub:
 
     def publish(self, item: HubItem) -> None:
         """Deliver ``item`` to the conversation's and the store's subscribers (no await)."""
+        if item.stored is not None:
+            high = self._high.get(item.conversation_id)
+            if high is not None and item.stored.seq <= high:
+                return  # already published (by a bridge or a local writer)
+            if ("conversation", item.conversation_id) in self._subs:
+                self._high[item.conversation_id] = item.stored.seq
         for key in (("conversation", item.conversation_id), ("store", item.store_id)):
             for sub in tuple(self._subs.get(key, ())):
                 sub.put(item)
+
+    def seen(self, conversation_id: int, seq: int) -> None:
+        """Record that subscribers have the log up to ``seq`` (e.g. after a replay)."""
+        if ("conversation", conversation_id) in self._subs:
+            self._high[conversation_id] = max(seq, self._high.get(conversation_id, 0))
+
+    def high(self, conversation_id: int) -> int | None:
+        """Highest stored seq published for a followed conversation, or None."""
+        return self._high.get(conversation_id)
+
+    def followed(self) -> dict[int, int | None]:
+        """Conversations with subscribers here, and their published high-water seq."""
+        return {key[1]: self._high.get(key[1]) for key in self._subs if key[0] == "conversation"}
 
     # ---- reply cancellation (takeover, stop, shutdown) ---------------------------------
 
@@ -143,3 +169,5 @@ class ConversationHub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.key]
+                if sub.key[0] == "conversation":
+                    self._high.pop(sub.key[1], None)

@@ -91,6 +91,16 @@ class ConversationService:
         """
         async with self._lock(conv.id):
             result, stored = await self.run(fn, *args, **kwargs)
+            high = self.hub.high(conv.id)
+            if stored and high is not None and stored[0].seq > high + 1:
+                # Another process wrote in between (multi-process deployments): publish
+                # its events first so followers see the log in order, without holes.
+                missing = await self.run(
+                    events_after, conv.id, high, include_internal=True, coalesce=False
+                )
+                for event in missing:
+                    if event.seq < stored[0].seq:
+                        self.hub.publish(HubItem(conv.id, conv.store_id, stored=event))
             for event in stored:
                 self.hub.publish(HubItem(conv.id, conv.store_id, stored=event, state=state))
         return result, stored

@@ -32,6 +32,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from chatbot.conversations.hub import ConversationHub
+from chatbot.conversations.poller import EventPoller
 from chatbot.conversations.service import ConversationService
 from chatbot.server.chat_socket import ChatSocket, remote_ip
 from chatbot.server.http import (
@@ -77,6 +78,7 @@ class ChatServer:
         route_modules: tuple[str, ...] = ROUTE_MODULES,
         flush_interval_s: float = 0.03,
         reply_grace_s: float = 15.0,
+        poll_interval_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -97,6 +99,9 @@ class ChatServer:
             flush_interval_s=flush_interval_s,
             grace_s=reply_grace_s,
         )
+        # Several processes on one database: poll the log of followed conversations.
+        self.poller = EventPoller(db, self.hub, poll_interval_s) if poll_interval_s else None
+        self._poll_task: asyncio.Task[None] | None = None
         self.router = Router()
         self.closing = False
         self.port: int | None = None
@@ -235,6 +240,8 @@ class ChatServer:
             ping_timeout=20,
             server_header=None,
         )
+        if self.poller is not None:
+            self._poll_task = asyncio.create_task(self.poller.run(), name="event-poller")
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
         log.info("chat server listening on %s:%d", host or self.settings.host, self.port)
@@ -256,6 +263,10 @@ class ChatServer:
             await sock.send_error("shutting_down", "the server is restarting; reconnect shortly")
         self._server.close(close_connections=True)
         await self._server.wait_closed()
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
         log.info("chat server stopped")
 
     async def serve_forever(self) -> None:

@@ -188,6 +188,7 @@ class ChatSocket:
         self.sub = self.app.hub.subscribe(conv.id)
         events, high = await service.replay(conv, (hello.last_seq or 0) if resumed else 0)
         self.delivered = high
+        self.app.hub.seen(conv.id, high)
         welcome = {
             "seq": high,
             "conversation_id": conv.public_id,
