@@ -39,7 +39,7 @@
     var tile = el("div", "tile");
     tile.style.setProperty("--h", String(hue(p.type || p.title)));
     tile.appendChild(el("span", "tile-type", p.type || "Product"));
-    tile.appendChild(el("span", "tile-mark", (p.title || "?").replace(/^(Men's|Women's)\s+/, "").charAt(0)));
+    tile.appendChild(el("span", "tile-mark", (p.title || "?").replace(/^\w+'s?\s+/, "").charAt(0)));
     li.appendChild(tile);
     var body = el("div", "card-body");
     body.appendChild(el("h2", "card-title", p.title));

@@ -687,8 +687,9 @@
       if (rgb) {
         this.host.style.setProperty("--sc-accent", toHex(rgb));
         this.host.style.setProperty("--sc-on-accent", textOn(rgb));
-        this.host.style.setProperty("--sc-link", ensureContrast(rgb, [255, 255, 255], 4.6));
-        this.host.style.setProperty("--sc-link-dark", ensureContrast(rgb, [24, 27, 33], 4.6));
+        // Links sit on the reply bubble, the darkest light background (lightest dark one).
+        this.host.style.setProperty("--sc-link", ensureContrast(rgb, [240, 242, 245], 4.6));
+        this.host.style.setProperty("--sc-link-dark", ensureContrast(rgb, [38, 43, 51], 4.6));
       } else if (root.console) {
         console.warn("storefront-chat: data-color must be a hex colour such as #1f6feb");
       }

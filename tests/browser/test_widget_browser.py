@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from widget_support import ARTIFACTS, HOSTILE_TITLE, LiveServer, new_page
+from widget_support import ARTIFACTS, HOSTILE_TITLE, LiveServer, assert_contrast, new_page
 
 from chatbot import identity
 from chatbot.types import Source
@@ -149,6 +149,7 @@ async def test_streamed_reply_then_final_reply_with_source(page: Any, live: Live
     announced = await page.evaluate("window.__announced")
     assert announced == [f"Assistant: {final}"], announced
     await shot(page, "desktop-reply-with-source")
+    await assert_contrast(page)
     assert live.dialogs == [] and page.errors == []
 
 
@@ -205,6 +206,20 @@ async def test_dropped_socket_resumes_the_reply(page: Any, live: LiveServer) -> 
     await expect_hidden(page, f"{W} .conn")
     await expect_hidden(page, f"{W} .activity")
     assert await page.locator(BOT).count() == 1
+
+
+async def test_stop_button_interrupts_the_reply(page: Any, live: LiveServer) -> None:
+    live.fake.queue(REPLY, delay_s=0.05, pause_at=3)
+    await open_demo(page, live)
+    await page.click(LAUNCHER)
+    await ask(page, "How long does shipping take?")
+    await live.fake.wait_paused()
+    stop = page.locator(f"{W} .actions .pill", has_text="Stop")
+    await stop.click()
+    await page.locator(f"{BOT} .meta", has_text="Reply interrupted").wait_for()
+    assert await last_bot_text(page) == "".join(REPLY[:3]).strip()
+    await expect_hidden(page, f"{W} .actions .pill >> text=Stop")
+    live.fake.release()
 
 
 async def test_markup_in_replies_renders_as_text(page: Any, live: LiveServer) -> None:
@@ -308,12 +323,19 @@ async def test_mobile_viewport_is_full_screen(browser: Any, live: LiveServer) ->
         await open_demo(page, live)
         await shot(page, "mobile-closed")
         await page.click(LAUNCHER)
+        # Measure once the opening animation has finished.
+        await page.wait_for_function(
+            f"() => {SHADOW}.querySelector('.panel').getAnimations().length === 0"
+        )
         box = await page.locator(PANEL).bounding_box()
-        assert box == {"x": 0, "y": 0, "width": 375, "height": 667}, box
+        assert box is not None
+        full_screen = {"x": 0, "y": 0, "width": 375, "height": 667}
+        assert {k: round(v) for k, v in box.items()} == full_screen
         await expect_hidden(page, LAUNCHER)
         await ask(page, "What is your return policy?")
         await page.locator(f"{BOT} .sources").wait_for()
         await shot(page, "mobile-open-reply")
+        await assert_contrast(page)
         await page.locator(f"{W} button[aria-label='Close chat']").last.click()
         await page.locator(LAUNCHER).wait_for(state="visible")
     finally:
@@ -352,6 +374,7 @@ async def test_handoff_end_rating_and_new_conversation(page: Any, live: LiveServ
     await page.locator(f"{W} .csat .primary").wait_for()
     assert "Thank you" in await page.locator(f"{W} .csat").inner_text()
     await shot(page, "satisfaction-rated")
+    await assert_contrast(page)
     await page.locator(f"{W} .csat .primary").click()
     await page.wait_for_function(
         "(old) => StorefrontChat.conversationId() && StorefrontChat.conversationId() !== old",
@@ -401,6 +424,7 @@ async def test_agent_joins_types_writes_and_leaves_live(page: Any, live: LiveSer
     assert await agent_row.locator("strong").inner_text() == "send me a photo"
     await expect_hidden(page, f"{W} .activity")
     await shot(page, "agent-joined")
+    await assert_contrast(page)
 
     await service.transition(await service.get(conv.id), Action.HAND_BACK)
     await page.locator(f"{W} .row.system", has_text="Sam left the conversation").wait_for()
@@ -435,6 +459,7 @@ async def test_language_position_colour_title_and_identity(page: Any, live: Live
     assert "invitado" in await notice.inner_text()
     assert await page.evaluate("StorefrontChat.conversationId()") == guest_id
     await shot(page, "spanish-left-yellow")
+    await assert_contrast(page)
 
 
 async def expect_hidden(page: Any, selector: str) -> None:

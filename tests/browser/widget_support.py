@@ -119,3 +119,51 @@ async def new_page(browser: Any, live: LiveServer, **context_options: Any) -> An
     page.on("dialog", on_dialog)
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     return page
+
+
+# Every visible text node in the widget against its composited background (WCAG 2.x
+# relative luminance). Returns the failures: [text, ratio, needed].
+CONTRAST_JS = """() => {
+  const root = document.querySelector('storefront-chat').shadowRoot;
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const over = (top, under) => {
+    const a = top.length > 3 ? top[3] : 1;
+    return [0, 1, 2].map((i) => top[i] * a + under[i] * (1 - a));
+  };
+  const background = (el) => {
+    const layers = [];
+    for (let n = el; n; n = n.parentElement || (n.getRootNode() && n.getRootNode().host)) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c.length && (c.length < 4 || c[3] > 0)) layers.push(c);
+      if (c.length && (c.length < 4 || c[3] === 1)) break;
+    }
+    return layers.reverse().reduce((acc, c) => over(c, acc), [255, 255, 255]);
+  };
+  const bad = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+    const el = t.parentElement;
+    if (!t.textContent.trim() || !el || !el.checkVisibility({opacityProperty: true})) continue;
+    if (el.closest('.sr')) continue;
+    const cs = getComputedStyle(el);
+    const bg = background(el);
+    const fg = over(parse(cs.color), bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(cs.fontSize), bold = parseInt(cs.fontWeight, 10) >= 700;
+    const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    const text = t.textContent.trim().slice(0, 40);
+    if (ratio < needed) bad.push([text, Math.round(ratio * 100) / 100, needed]);
+  }
+  return bad;
+}"""
+
+
+async def assert_contrast(page: Any) -> None:
+    """Fail when any visible widget text is below WCAG AA contrast."""
+    failures = await page.evaluate(CONTRAST_JS)
+    assert failures == [], f"text below WCAG AA contrast: {failures}"
