@@ -18,9 +18,6 @@ from chatbot.errors import ImportFileError
 
 CENT = Decimal("0.01")
 
-# Store-level fields an import file may set (never the widget key or the signing secret).
-STORE_META_FIELDS = ("title", "currency", "allowed_origins", "settings")
-
 
 @dataclass
 class StoreData:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from chatbot.errors import ImportFileError
-from knowledge_base.importers.records import CENT, STORE_META_FIELDS, ImportSummary, StoreData
+from knowledge_base.importers.records import CENT, ImportSummary, StoreData
 from knowledge_base.models import (
     Article,
     Customer,
@@ -78,7 +78,7 @@ def write_store_data(
     counts = data.counts()
     total = sum(counts.values())
     with tqdm(total=total, disable=not progress, unit="rec", desc=f"import {store.name}") as bar:
-        _apply_meta(store, data.meta, summary if not new_store else ImportSummary(store.name))
+        _apply_meta(store, data.meta, summary, new_store=new_store)
         session.flush()
         _upsert(session, Article, store.id, data.articles, ARTICLE_FIELDS, "articles", summary)
         bar.update(counts["articles"])
@@ -108,13 +108,27 @@ def write_store_data(
     return summary
 
 
-def _apply_meta(store: Store, meta: dict[str, Any], summary: ImportSummary) -> None:
+def _apply_meta(store: Store, meta: dict[str, Any], summary: ImportSummary, *,
+                new_store: bool) -> None:
+    """Apply the file's store fields: title and currency as given, settings merged key by key.
+
+    Allowed origins are a security setting: a file may set them on a new store or narrow
+    them, but an empty list (meaning "any origin") never widens an existing store's list.
+    """
+    wanted: dict[str, Any] = {}
+    for key in ("title", "currency"):
+        if key in meta:
+            wanted[key] = meta[key]
+    if "settings" in meta:
+        wanted["settings"] = {**(store.settings or {}), **meta["settings"]}
+    if "allowed_origins" in meta and (new_store or meta["allowed_origins"]):
+        wanted["allowed_origins"] = list(meta["allowed_origins"])
     changed = False
-    for key in STORE_META_FIELDS:
-        if key in meta and getattr(store, key) != meta[key]:
-            setattr(store, key, meta[key])
+    for key, value in wanted.items():
+        if getattr(store, key) != value:
+            setattr(store, key, value)
             changed = True
-    if changed:
+    if changed and not new_store:
         summary.updated["store"] += 1
 
 

@@ -79,9 +79,19 @@ def small_store() -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file; each test gets a copy (migrating per test is the slow part)."""
+    path = tmp_path_factory.mktemp("template") / "kb.db"
+    Database(f"sqlite:///{path}").dispose()
+    return path
+
+
 @pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'kb.db'}")
+def db(tmp_path: Path, migrated: Path) -> Iterator[Database]:
+    path = tmp_path / "kb.db"
+    shutil.copyfile(migrated, path)
+    database = Database(f"sqlite:///{path}", run_migrations=False)
     yield database
     database.dispose()
 
@@ -416,6 +426,32 @@ def test_store_lookup_by_name_or_widget_key(db: Database) -> None:
         get_or_create_store(session, "other", widget_key="nw-public")
     with db.transaction() as session, pytest.raises(ChatbotError, match="invalid store name"):
         get_or_create_store(session, "bad name!")
+
+
+def test_store_fields_from_a_file_never_widen_origins(db: Database, tmp_path: Path) -> None:
+    doc = small_store()
+    doc["store"]["allowed_origins"] = ["https://tiny.example"]
+    import_path(db, "json", write_json(tmp_path / "a.json", doc), "tiny")
+    with db.transaction() as session:
+        store = get_store(session, "tiny")
+        store.settings = {**store.settings, "handoff": "weekdays"}
+    doc["store"]["allowed_origins"] = []  # "any origin": must not replace a real list
+    doc["store"]["settings"] = {"support_email": "new@tiny.example"}
+    doc["store"]["title"] = "Tiny Shop Co"
+    assert import_path(db, "json", write_json(tmp_path / "b.json", doc), "tiny").updated[
+        "store"] == 1
+    with db.session() as session:
+        store = get_store(session, "tiny")
+        assert store.allowed_origins == ["https://tiny.example"]
+        assert store.settings == {"support_email": "new@tiny.example", "handoff": "weekdays"}
+        assert store.title == "Tiny Shop Co"
+        secret = store.identity_secret
+    doc["store"]["allowed_origins"] = ["https://shop.tiny.example"]
+    import_path(db, "json", write_json(tmp_path / "c.json", doc), "tiny")
+    with db.session() as session:
+        store = get_store(session, "tiny")
+        assert store.allowed_origins == ["https://shop.tiny.example"]
+        assert store.identity_secret == secret  # never touched by an import
 
 
 def test_unknown_format_is_a_clear_error() -> None:
