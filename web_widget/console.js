@@ -425,6 +425,7 @@
     if (ev.kind === "agent_left") conv.owner = null;
     if (isEphemeral(ev)) {
       if (!live) return;
+      if (ev.agent && state.agent && ev.agent === state.agent.name) return; // my own typing
       clearIndicator();
       if (ev.kind === "idle") return;
       var who = ev.kind === "thinking" ? "Bot is thinking…" : (ev.agent ? ev.agent + " is typing…" : "Shopper is typing…");
@@ -644,6 +645,27 @@
     renderHeader();
   }
 
+  // Tell the shopper the agent is typing (throttled), and when they stopped.
+  var typing = { sentAt: 0, timer: null };
+
+  function onComposerInput() {
+    if (!state.conv || state.mode !== "reply" || $("composer-send").disabled) return;
+    var now = Date.now();
+    if (now - typing.sentAt > 3000) {
+      typing.sentAt = now;
+      send("typing", { conversation_id: state.conv.id, active: true });
+    }
+    clearTimeout(typing.timer);
+    typing.timer = setTimeout(stopTyping, 4000);
+  }
+
+  function stopTyping() {
+    clearTimeout(typing.timer);
+    if (!typing.sentAt || !state.conv) return;
+    typing.sentAt = 0;
+    send("typing", { conversation_id: state.conv.id, active: false });
+  }
+
   function submitComposer(event) {
     event.preventDefault();
     if (!state.conv) return;
@@ -654,6 +676,7 @@
     var id = (state.mode === "note" ? "n_" : "a_") + Date.now().toString(36) + "_" + state.sendCounter;
     if (send(state.mode === "note" ? "note" : "send", { conversation_id: state.conv.id, id: id, text: text })) {
       textarea.value = "";
+      if (state.mode === "reply") stopTyping();
     }
   }
 
@@ -717,6 +740,7 @@
     $("btn-suggest").addEventListener("click", suggest);
     $("btn-insert").addEventListener("click", insertSuggestion);
     $("composer").addEventListener("submit", submitComposer);
+    $("composer-text").addEventListener("input", onComposerInput);
     $("composer-text").addEventListener("keydown", function (e) {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) submitComposer(e);
     });

@@ -32,6 +32,7 @@ from chatbot.errors import NotFoundError
 from chatbot.types import Turn
 from knowledge_base.models import Customer, Order, Store
 from knowledge_base.orders import customer_orders, verified_guest_orders
+from knowledge_base.stores import find_store
 
 INBOX_LIMIT = 200
 RECENT_MESSAGES = 8  # per conversation, for previews, waiting times and summaries
@@ -377,3 +378,57 @@ def mark_read(session: Session, agent_id: int, conversation_id: int) -> int:
 def find_conversation(session: Session, public_id: str) -> Conversation | None:
     """A conversation by its public id (any store; the caller checks access)."""
     return session.scalars(select(Conversation).where(Conversation.public_id == public_id)).first()
+
+
+# ---- small lookups for the console socket ------------------------------------------------
+
+
+def store_ref(session: Session, name_or_key: str) -> tuple[int, str] | None:
+    """``(id, name)`` of a store by name or widget key, or None."""
+    store = find_store(session, name_or_key)
+    return None if store is None else (store.id, store.name)
+
+
+def owner_id(session: Session, conversation_id: int) -> int | None:
+    """The id of the agent owning the conversation (kept after resolve), or None."""
+    return session.scalar(select(Conversation.agent_id).where(Conversation.id == conversation_id))
+
+
+def owner_of(session: Session, conversation_id: int) -> dict[str, Any] | None:
+    """``{id, name}`` of the agent owning the conversation, or None."""
+    row = session.execute(
+        select(Conversation.agent_id, Conversation.agent_name).where(
+            Conversation.id == conversation_id
+        )
+    ).first()
+    if row is None or row[0] is None:
+        return None
+    return {"id": row[0], "name": row[1]}
+
+
+def inbox_snapshot(
+    session: Session, store_id: int, agent_id: int, kind: str, q: str
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The rows and counts of an ``inbox`` frame."""
+    rows = inbox_rows(session, store_id, agent_id, filter=kind, q=q)
+    return rows, inbox_counts(session, store_id, agent_id)
+
+
+def inbox_updates(
+    session: Session, store_id: int, ids: Sequence[int], agent_id: int, kind: str, q: str
+) -> tuple[list[tuple[dict[str, Any], bool]], dict[str, int]]:
+    """Fresh rows (and whether they match) for changed conversations, plus the counts."""
+    updates = [inbox_row(session, i, agent_id, filter=kind, q=q) for i in ids]
+    return updates, inbox_counts(session, store_id, agent_id)
+
+
+def latest_shopper_message(session: Session, conversation_id: int) -> tuple[str, int] | None:
+    """``(text, seq)`` of the shopper's latest stored message, or None."""
+    row = session.execute(
+        select(ChatMessage.text, ChatMessage.seq)
+        .where(ChatMessage.conversation_id == conversation_id, ChatMessage.role == "shopper",
+               ChatMessage.seq.is_not(None))
+        .order_by(ChatMessage.seq.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], int(row[1]))

@@ -24,6 +24,7 @@ from chatbot.protocol.common import (
     ErrorCode,
     decode_envelope,
     encode_frame,
+    opt_bool,
     opt_str,
     req_str,
 )
@@ -116,6 +117,14 @@ class Suggest:
 
 
 @dataclass(frozen=True)
+class Typing:
+    """The owning agent is typing (``active``) or stopped: the shopper sees an indicator."""
+
+    conversation_id: str
+    active: bool = True
+
+
+@dataclass(frozen=True)
 class MarkRead:
     """Everything up to the conversation's latest event has been read by this agent."""
 
@@ -124,7 +133,7 @@ class MarkRead:
 
 ClientMessage = (
     Auth | SubscribeInbox | Open | Close | TakeOver | HandBack | Resolve | Reopen | Send | Note
-    | Suggest | MarkRead
+    | Suggest | Typing | MarkRead
 )
 
 
@@ -169,6 +178,7 @@ _CLIENT: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
         _conversation_id(o), req_str(o, "id", max_chars=MAX_ID_CHARS), _text(o)
     ),
     "suggest": lambda o: Suggest(_conversation_id(o)),
+    "typing": lambda o: Typing(_conversation_id(o), opt_bool(o, "active", True)),
     "mark_read": lambda o: MarkRead(_conversation_id(o)),
 }
 
@@ -177,7 +187,7 @@ CLIENT_TYPES = frozenset(_CLIENT)
 _CLIENT_NAMES: dict[type, str] = {
     Auth: "auth", SubscribeInbox: "subscribe_inbox", Open: "open", Close: "close",
     TakeOver: "take_over", HandBack: "hand_back", Resolve: "resolve", Reopen: "reopen",
-    Send: "send", Note: "note", Suggest: "suggest", MarkRead: "mark_read",
+    Send: "send", Note: "note", Suggest: "suggest", Typing: "typing", MarkRead: "mark_read",
 }
 
 

@@ -31,7 +31,7 @@ from chatbot.agents.authz import Principal
 from chatbot.agents.models import Agent
 from chatbot.conversations.hub import HubItem, Subscription
 from chatbot.conversations.log import ConversationRef, to_ref
-from chatbot.conversations.models import AGENT, ChatMessage, Conversation, new_public_id
+from chatbot.conversations.models import AGENT, new_public_id
 from chatbot.conversations.ownership import Action
 from chatbot.errors import AuthError, ChatbotError, NotFoundError, ProtocolError
 from chatbot.protocol import agent as proto
@@ -40,7 +40,6 @@ from chatbot.server.chat_socket import remote_ip
 from chatbot.server.console_http import ConsoleHttp, agent_json, session_token
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket
 from chatbot.types import AnswerRequest, ReplyDone, ReplyToken
-from knowledge_base.stores import find_store
 
 if TYPE_CHECKING:
     from chatbot.server.app import ChatServer
@@ -276,6 +275,8 @@ class AgentSocket:
             if self.suggestion is not None:
                 self.suggestion.cancel()
             self.suggestion = asyncio.create_task(self._suggest(conv))
+        elif isinstance(msg, proto.Typing):
+            await self._typing(msg)
         elif isinstance(msg, proto.MarkRead):
             conv = await self._conversation(msg.conversation_id)
             assert self.principal is not None
@@ -302,7 +303,7 @@ class AgentSocket:
         principal = self.principal
         assert principal is not None
         if action is Action.HAND_BACK and conv.state == AGENT:
-            owner = await self.app.conversations.run(_owner_id, conv.id)
+            owner = await self.app.conversations.run(inbox.owner_id, conv.id)
             if owner != principal.agent_id and not principal.is_admin:
                 raise AuthError("only the agent who owns it (or an admin) can hand it back",
                                 code=ErrorCode.FORBIDDEN)
@@ -318,7 +319,7 @@ class AgentSocket:
         conv = await self._conversation(msg.conversation_id)
         principal = self.principal
         assert principal is not None
-        owner = await self.app.conversations.run(_owner_id, conv.id)
+        owner = await self.app.conversations.run(inbox.owner_id, conv.id)
         if conv.state != AGENT or owner != principal.agent_id:
             raise ChatbotError("take over the conversation before replying to the shopper",
                                code=ErrorCode.NOT_ALLOWED)
@@ -326,10 +327,22 @@ class AgentSocket:
             conv, msg.text, agent_id=principal.agent_id, agent_name=principal.name
         )
 
+    async def _typing(self, msg: proto.Typing) -> None:
+        conv = await self._conversation(msg.conversation_id)
+        principal = self.principal
+        assert principal is not None
+        owner = await self.app.conversations.run(inbox.owner_id, conv.id)
+        if conv.state != AGENT or owner != principal.agent_id:
+            return  # only the owner's typing is shown to the shopper; nothing to report
+        self.app.conversations.publish_ephemeral(conv, {
+            "type": "status", "kind": "typing" if msg.active else "idle", "text": "",
+            "agent": principal.name, "state": AGENT,
+        })
+
     # ---- inbox -----------------------------------------------------------------------
 
     async def _subscribe(self, msg: proto.SubscribeInbox) -> None:
-        store = await self.app.conversations.run(_store_ref, msg.store)
+        store = await self.app.conversations.run(inbox.store_ref, msg.store)
         if store is None:
             raise ChatbotError(f"no store {msg.store!r}", code=ErrorCode.UNKNOWN_STORE)
         principal = await self._authorize(store[0])
@@ -339,7 +352,7 @@ class AgentSocket:
         # Subscribe before reading: a change committed in between arrives as an update.
         self.inbox_sub = sub = self.app.hub.subscribe_store(store[0])
         rows, counts = await self.app.conversations.run(
-            _inbox_snapshot, store[0], principal.agent_id, msg.filter, msg.q
+            inbox.inbox_snapshot, store[0], principal.agent_id, msg.filter, msg.q
         )
         await self.send(proto.Inbox(store[1], msg.filter, msg.q, rows, counts))
         self.inbox_task = asyncio.create_task(self._pump_inbox(sub))
@@ -379,7 +392,7 @@ class AgentSocket:
         ids, self.inbox_pending = sorted(self.inbox_pending), set()
         store_id, store_name = self.inbox_store
         updates, counts = await self.app.conversations.run(
-            _inbox_updates, store_id, ids, self.principal.agent_id, self.inbox_filter,
+            inbox.inbox_updates, store_id, ids, self.principal.agent_id, self.inbox_filter,
             self.inbox_q,
         )
         for row, matches in updates:
@@ -433,7 +446,7 @@ class AgentSocket:
             self.delivered = item.stored.seq
             owner = None
             if item.stored.kind == "status" and item.stored.payload.get("state"):
-                owner = await self.app.conversations.run(_owner, conv.id)
+                owner = await self.app.conversations.run(inbox.owner_of, conv.id)
             await self.send(proto.Event(conv.public_id, _wire(item.stored), owner))
         elif item.ephemeral is not None and item.audience != "shopper":
             event = {"v": 1, "seq": self.delivered, **item.ephemeral}
@@ -449,7 +462,7 @@ class AgentSocket:
                 await self.send_error(ErrorCode.NOT_READY, "the copilot is still loading",
                                       "suggest", conv.public_id)
                 return
-            latest = await self.app.conversations.run(_latest_shopper_message, conv.id)
+            latest = await self.app.conversations.run(inbox.latest_shopper_message, conv.id)
             if latest is None:
                 await self.send_error(ErrorCode.NOT_FOUND, "the shopper has not written yet",
                                       "suggest", conv.public_id)
@@ -490,45 +503,9 @@ def _wire(event: Any) -> dict[str, Any]:
     return wire
 
 
-def _owner_id(session: Session, conversation_id: int) -> int | None:
-    conv = session.get(Conversation, conversation_id)
-    return None if conv is None else conv.agent_id
-
-
-def _owner(session: Session, conversation_id: int) -> dict[str, Any] | None:
-    conv = session.get(Conversation, conversation_id)
-    if conv is None or conv.agent_id is None:
-        return None
-    return {"id": conv.agent_id, "name": conv.agent_name}
-
-
-def _store_ref(session: Session, name_or_key: str) -> tuple[int, str] | None:
-    store = find_store(session, name_or_key)
-    return None if store is None else (store.id, store.name)
-
-
-def _inbox_snapshot(
-    session: Session, store_id: int, agent_id: int, kind: str, q: str
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    rows = inbox.inbox_rows(session, store_id, agent_id, filter=kind, q=q)
-    return rows, inbox.inbox_counts(session, store_id, agent_id)
-
-
-def _inbox_updates(
-    session: Session, store_id: int, ids: list[int], agent_id: int, kind: str, q: str
-) -> tuple[list[tuple[dict[str, Any], bool]], dict[str, int]]:
-    updates = [inbox.inbox_row(session, i, agent_id, filter=kind, q=q) for i in ids]
-    return updates, inbox.inbox_counts(session, store_id, agent_id)
-
-
-def _latest_shopper_message(session: Session, conversation_id: int) -> tuple[str, int] | None:
-    from sqlalchemy import select
-
-    row = session.execute(
-        select(ChatMessage.text, ChatMessage.seq)
-        .where(ChatMessage.conversation_id == conversation_id, ChatMessage.role == "shopper",
-               ChatMessage.seq.is_not(None))
-        .order_by(ChatMessage.seq.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else (row[0], int(row[1]))
+def _wire(event: Any) -> dict[str, Any]:
+    """A stored event in wire form; notes are flagged ``internal`` for the console."""
+    wire: dict[str, Any] = event.wire()
+    if event.internal:
+        wire["internal"] = True
+    return wire

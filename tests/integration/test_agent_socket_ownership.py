@@ -124,6 +124,13 @@ async def test_two_agents_one_takeover_wins_and_both_see_the_same_state(tmp_path
             assert (winner == "Ana") == bool(bob_errors)
             assert winner in ("Ana", "Bob")
             loser = bob if winner == "Ana" else ana
+            # The owner's typing reaches the shopper (with the name); the loser's does not.
+            await loser.act("typing", cid, active=True)
+            winner_client = ana if winner == "Ana" else bob
+            await winner_client.act("typing", cid, active=True)
+            typing = (await shopper.until(lambda f: f.get("kind") == "typing"))[-1]
+            assert typing["agent"] == winner and typing["state"] == "agent"
+            assert not [f for f in await quiet(shopper, 0.3) if f.get("kind") == "typing"]
             # The loser cannot reply, nor hand back someone else's conversation.
             await loser.act("send", cid, id="x1", text="me too")
             assert (await loser.error())["code"] == "not_allowed"
