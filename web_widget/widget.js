@@ -1304,7 +1304,7 @@
     var cfg = configFrom(script);
     if (!cfg.store) { if (root.console) console.warn("storefront-chat: the script tag needs data-store"); return; }
     var w = new Widget(cfg);
-    /** The public JS API (documented in web_widget/README.md). */
+    /** The public JS API (documented in docs/widget.md). */
     root.StorefrontChat = {
       version: VERSION,
       open: function () { w.open(); },

@@ -461,6 +461,12 @@ async def test_language_position_colour_title_and_identity(page: Any, live: Live
     await shot(page, "spanish-left-yellow")
     await assert_contrast(page)
 
+    await page.evaluate("StorefrontChat.setTheme({theme: 'dark', color: '#7c3aed'})")
+    await ask(page, "\u00bfHac\u00e9is env\u00edos a Canad\u00e1?")
+    await page.locator(f"{BOT} .rating").wait_for()
+    await shot(page, "spanish-dark-purple")
+    await assert_contrast(page)
+
 
 async def expect_hidden(page: Any, selector: str) -> None:
     await page.locator(selector).first.wait_for(state="hidden", timeout=10000)
