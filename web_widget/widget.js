@@ -293,7 +293,11 @@
         it = this.find("bot", ev.reply_id) || this.add({ role: "bot", id: str(ev.reply_id), text: "" });
         it.text = str(ev.text);
         it.done = true;
-        it.sources = Array.isArray(ev.sources) ? ev.sources.filter(function (s) { return s && typeof s === "object"; }) : [];
+        var seen = {};
+        it.sources = (Array.isArray(ev.sources) ? ev.sources : []).filter(function (s) {
+          if (!s || typeof s !== "object" || seen[s.kind + ":" + s.id]) return false;
+          return (seen[s.kind + ":" + s.id] = true);
+        });
         it.handoff = !!ev.handoff;
         it.interrupted = !!ev.interrupted;
         this.activity = null; fx.activity = true;
@@ -581,7 +585,7 @@
     this.identity = cfg.identity || null;
     this.lang = pickLanguage([cfg.lang].concat(root.navigator ? (navigator.languages || [navigator.language]) : []));
     this.t = STRINGS[this.lang];
-    this.ws = null; this.ready = false; this.attempt = 0; this.retryTimer = null;
+    this.ws = null; this.ready = false; this.attempt = 0; this.retryTimer = null; this.held = [];
     this.fatal = false; this.dormant = false; this.startOver = false; this.lastTyping = 0;
     this.listeners = {}; this.nodes = {}; this.announced = {}; this.dirty = {};
     this.build();
@@ -737,6 +741,7 @@
     this.host.removeAttribute("data-open");
     this.nodes.panel.hidden = true;
     this.nodes.launcher.setAttribute("aria-expanded", "false");
+    this.renderBadge();
     this.save();
     this.nodes.launcher.focus();
     this.emit("close");
@@ -826,9 +831,13 @@
     this.connect();
   };
 
-  W.sendFrame = function (obj) {
-    if (!this.ws || !this.ready) return false;
-    try { this.ws.send(JSON.stringify(obj)); return true; } catch (e) { return false; }
+  /** Send now; with `keep`, hold the frame until the next welcome if the socket is down. */
+  W.sendFrame = function (obj, keep) {
+    if (this.ws && this.ready) {
+      try { this.ws.send(JSON.stringify(obj)); return true; } catch (e) { /* closing: fall through */ }
+    }
+    if (keep) this.held.push(obj);
+    return false;
   };
 
   W.receive = function (text) {
@@ -845,6 +854,8 @@
       this.renderConn();
       var self = this;
       c.pending().forEach(function (it) { self.sendFrame(frames.message(it.id, it.text)); });
+      // Ratings, handoff and end requests made while offline (not across page loads).
+      this.held.splice(0).forEach(function (f) { self.sendFrame(f); });
     }
     this.render(fx);
   };
@@ -918,7 +929,7 @@
   };
 
   W.handoff = function () {
-    this.sendFrame(frames.handoff(""));
+    this.sendFrame(frames.handoff(""), true);
   };
 
   W.stop = function () {
@@ -929,7 +940,7 @@
   W.rate = function (it, rating) {
     if (it.rating === rating) return;
     it.rating = rating;
-    this.sendFrame(frames.feedback(it.id, rating));
+    this.sendFrame(frames.feedback(it.id, rating), true);
     this.render({ items: [it] });
   };
 
@@ -943,7 +954,7 @@
   };
 
   W.endWith = function (rating) {
-    this.sendFrame(frames.end(rating || null));
+    this.sendFrame(frames.end(rating || null), true);
     this.conv.csat = rating || "ended";
     this.renderCsat();
     this.save();
@@ -957,6 +968,7 @@
     this.conv = new Conversation();
     this.conv.items = pending;
     this.startOver = true;
+    this.held = []; // they were about the old conversation
     this.announced = {};
     this.renderAll();
     this.save();
@@ -1053,7 +1065,9 @@
     if (it.role === "system") {
       var key = { handoff_requested: "handoffRequested", agent_joined: "agentJoined", agent_left: "agentLeft",
         resolved: "resolved", reopened: "reopened", verified: "verified" }[it.kind];
-      row.appendChild(el("span", { text: key === "verified" && it.text ? it.text : key ? t(key, { name: it.agent || t("someone") }) : it.text }));
+      // The server's text names the verified order, but it is English only.
+      var serverText = key === "verified" && it.text && this.lang === "en";
+      row.appendChild(el("span", { text: serverText ? it.text : key ? t(key, { name: it.agent || t("someone") }) : it.text }));
       return row;
     }
     var who = it.role === "shopper" ? t("you") : it.role === "agent" ? (it.agent || t("team")) : t("assistant");

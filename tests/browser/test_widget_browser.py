@@ -222,6 +222,29 @@ async def test_stop_button_interrupts_the_reply(page: Any, live: LiveServer) -> 
     live.fake.release()
 
 
+async def test_offline_message_is_sent_when_back_online(page: Any, live: LiveServer) -> None:
+    live.fake.queue(["Yes, ", "we ", "do."])
+    await open_demo(page, live)
+    await page.click(LAUNCHER)
+    await page.wait_for_function("() => !!StorefrontChat.conversationId()")
+    await page.context.set_offline(True)
+    await drop_sockets(live)  # offline emulation alone does not close an open socket
+    conn = page.locator(f"{W} .conn")
+    await conn.wait_for(state="visible")
+    assert "offline" in await conn.inner_text()
+    await ask(page, "Do you sell gift cards?")
+    await page.locator(f"{SHOPPER} .meta", has_text="Sending").wait_for()
+    await page.wait_for_timeout(1000)
+    assert live.fake.requests == [], "nothing can be sent while offline"
+
+    await page.context.set_offline(False)
+    await page.locator(f"{BOT} .rating").wait_for(timeout=15000)
+    assert await last_bot_text(page) == "Yes, we do."
+    assert [r.message for r in live.fake.requests] == ["Do you sell gift cards?"]
+    await expect_hidden(page, f"{W} .conn")
+    await expect_hidden(page, f"{SHOPPER} .meta")
+
+
 async def test_markup_in_replies_renders_as_text(page: Any, live: LiveServer) -> None:
     payload = "<img src=x onerror=alert(1)>"
     live.fake.queue(
@@ -294,6 +317,8 @@ async def test_keyboard_only_conversation(page: Any, live: LiveServer) -> None:
     assert await page.evaluate(f"() => {SHADOW}.activeElement?.classList.contains('launcher')"), (
         "focus returns to the launcher"
     )
+    assert await page.locator(LAUNCHER).get_attribute("aria-label") == "Open chat"
+    assert await page.locator(LAUNCHER).get_attribute("aria-expanded") == "false"
     await page.keyboard.press("Enter")
     await page.locator(PANEL).wait_for(state="visible")
     assert await page.evaluate(f"() => {SHADOW}.activeElement?.id") == "sc-input"

@@ -148,6 +148,14 @@ test("handoff, agent joined, agent typing, agent message, agent left, resolved",
   assert.deepEqual(kinds, ["handoff_requested", "agent_joined", "agent_left", "resolved"]);
 });
 
+test("repeated sources are shown once", () => {
+  const c = new W.Conversation();
+  const done = server("done");
+  done.sources = [...done.sources, ...done.sources, { kind: "faq", id: "x", title: "X", url: "" }];
+  c.apply(wire(done));
+  assert.deepEqual(c.find("bot", "r_7f3a9c").sources.map((s) => s.id), ["shipping-policy", "x"]);
+});
+
 test("an interrupted reply is kept and marked", () => {
   const c = new W.Conversation();
   c.apply(wire(server("welcome (new)")));
