@@ -150,7 +150,10 @@ def export_command(ctx: click.Context, store_name: str, output: Path | None) -> 
     data = text.encode("utf-8")
     if output.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
-    output.write_bytes(data)
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
     click.echo(f"Wrote store {store_name!r} to {output} ({len(data):,} bytes)", err=True)
 
 

@@ -21,7 +21,15 @@ from knowledge_base.importers import get_reader, import_path
 from knowledge_base.importers.json_format import dumps, export_store
 from knowledge_base.importers.shopify_csv import html_to_text
 from knowledge_base.importers.tau_retail import policy_articles
-from knowledge_base.models import Customer, Order, OrderItem, Product, Store, Variant
+from knowledge_base.models import (
+    Article,
+    Customer,
+    Order,
+    OrderItem,
+    Product,
+    Store,
+    Variant,
+)
 from knowledge_base.stores import get_or_create_store, get_store, store_stats
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,6 +151,8 @@ def test_json_reimport_is_idempotent_and_updates_only_changes(db: Database, tmp_
     assert again.unchanged["orders"] == 2 and again.unchanged["variants"] == 2
     assert snapshot(db, "tiny") == before
 
+    with db.session() as session:
+        stamps = dict(session.execute(select(Article.source_id, Article.updated_at)).all())
     changed = copy.deepcopy(doc)
     changed["articles"][0]["body"] = "Return within 45 days."
     changed["orders"][0]["shipments"][0]["status"] = "returned"
@@ -152,6 +162,9 @@ def test_json_reimport_is_idempotent_and_updates_only_changes(db: Database, tmp_
     assert third.updated["orders"] == 1 and third.unchanged["orders"] == 1
     assert third.updated["variants"] == 1
     with db.session() as session:
+        # Only edited rows get a new updated_at: incremental index sync relies on it.
+        after = dict(session.execute(select(Article.source_id, Article.updated_at)).all())
+        assert after["shipping"] == stamps["shipping"] and after["returns"] > stamps["returns"]
         assert session.scalar(select(func.count()).select_from(OrderItem)) == 2  # no duplicates
         order = session.scalars(select(Order).where(Order.number == "#T1001")).one()
         assert order.shipments[0].status == "returned" and len(order.shipments) == 1
