@@ -310,6 +310,8 @@ async def test_keyboard_only_conversation(page: Any, live: LiveServer) -> None:
     )
     assert await page.evaluate(f"() => {SHADOW}.activeElement?.getAttribute('data-f')") == "up"
     assert await helpful.get_attribute("aria-label") == "Helpful"
+    public_id = await page.evaluate("StorefrontChat.conversationId()")
+    await wait_for_stored(lambda: stored_ratings(live, public_id), (None, [1]))
     await shot(page, "keyboard-rated")
 
     await page.keyboard.press("Escape")
@@ -398,6 +400,7 @@ async def test_handoff_end_rating_and_new_conversation(page: Any, live: LiveServ
     await page.locator(f"{W} .star[aria-label='4 out of 5']").click()
     await page.locator(f"{W} .csat .primary").wait_for()
     assert "Thank you" in await page.locator(f"{W} .csat").inner_text()
+    await wait_for_stored(lambda: stored_ratings(live, first_id), (4, [None]))
     await shot(page, "satisfaction-rated")
     await assert_contrast(page)
     await page.locator(f"{W} .csat .primary").click()
@@ -406,6 +409,24 @@ async def test_handoff_end_rating_and_new_conversation(page: Any, live: LiveServ
         arg=first_id,
     )
     assert await page.locator(f"{W} .row").count() == 1, "only the greeting remains"
+
+
+def stored_ratings(live: LiveServer, public_id: str) -> tuple[int | None, list[Any]]:
+    """(conversation CSAT, [bot reply ratings]) as the server stored them."""
+    from sqlalchemy import select
+
+    from chatbot.conversations.models import ChatMessage, Conversation
+
+    with live.db.session() as session:
+        conv = session.scalars(
+            select(Conversation).where(Conversation.public_id == public_id)
+        ).one()
+        replies = session.scalars(
+            select(ChatMessage.rating).where(
+                ChatMessage.conversation_id == conv.id, ChatMessage.role == "bot"
+            )
+        ).all()
+        return conv.csat_rating, list(replies)
 
 
 async def conversation_ref(live: LiveServer, public_id: str) -> Any:
@@ -495,6 +516,16 @@ async def test_language_position_colour_title_and_identity(page: Any, live: Live
 
 async def expect_hidden(page: Any, selector: str) -> None:
     await page.locator(selector).first.wait_for(state="hidden", timeout=10000)
+
+
+async def wait_for_stored(read: Any, expected: Any, timeout: float = 10.0) -> None:
+    """Poll the database read ``read()`` (in a thread) until it returns ``expected``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (value := await asyncio.to_thread(read)) != expected:
+        if loop.time() > deadline:
+            raise AssertionError(f"{value!r} != {expected!r}")
+        await asyncio.sleep(0.1)
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
