@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from chatbot.agents.models import AgentRead
 from chatbot.agents.summary import summarize
 from chatbot.answering.facts import item_lines, money
+from chatbot.answering.router import Intent, route
 from chatbot.conversations.models import (
     AGENT,
     RESOLVED,
@@ -38,6 +40,8 @@ INBOX_LIMIT = 200
 RECENT_MESSAGES = 8  # per conversation, for previews, waiting times and summaries
 PREVIEW_CHARS = 160
 PANEL_ORDERS = 5
+COPILOT_LOOKBACK = 6  # shopper messages searched for the question the copilot answers
+COPILOT_HISTORY = 8  # turns before it given to the pipeline (as the bot's own replies get)
 # Bot replies that could not be grounded (ReplyDone.reason); counted in summaries.
 UNGROUNDED_REASONS = frozenset({"no_match", "order_not_found", "no_orders", "verify_failed"})
 
@@ -422,13 +426,49 @@ def inbox_updates(
     return updates, inbox_counts(session, store_id, agent_id)
 
 
-def latest_shopper_message(session: Session, conversation_id: int) -> tuple[str, int] | None:
-    """``(text, seq)`` of the shopper's latest stored message, or None."""
-    row = session.execute(
+@dataclass(frozen=True)
+class CopilotInput:
+    """What the copilot answers: a shopper message, the turns before it, proven orders."""
+
+    text: str
+    seq: int
+    history: list[Turn]
+    verified_orders: frozenset[str]
+
+
+def copilot_input(session: Session, conversation_id: int) -> CopilotInput | None:
+    """The shopper message the copilot should answer, with its context; None if none yet.
+
+    That is the newest shopper message with a question in it: "can I talk to a person?" or
+    "thanks!" after a real question is skipped, because the agent taking over wants help
+    with the question, not a reply to the handoff request.
+    """
+    rows = session.execute(
         select(ChatMessage.text, ChatMessage.seq)
         .where(ChatMessage.conversation_id == conversation_id, ChatMessage.role == "shopper",
                ChatMessage.seq.is_not(None))
         .order_by(ChatMessage.seq.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else (row[0], int(row[1]))
+        .limit(COPILOT_LOOKBACK)
+    ).all()
+    if not rows:
+        return None
+    text, seq = next(
+        (r for r in rows if route(r[0]).intent not in (Intent.HANDOFF, Intent.SMALL_TALK)),
+        rows[0],
+    )
+    earlier = session.scalars(
+        select(ChatMessage)
+        .where(ChatMessage.conversation_id == conversation_id, ChatMessage.internal.is_(False),
+               ChatMessage.seq < seq, ChatMessage.text != "")
+        .order_by(ChatMessage.seq.desc())
+        .limit(COPILOT_HISTORY)
+    ).all()
+    history = [Turn(role=m.role, text=m.text) for m in reversed(earlier)]  # type: ignore[arg-type]
+    orders = frozenset(
+        session.scalars(
+            select(GuestVerification.order_number).where(
+                GuestVerification.conversation_id == conversation_id
+            )
+        )
+    )
+    return CopilotInput(text, int(seq), history, orders)

@@ -462,16 +462,15 @@ class AgentSocket:
                 await self.send_error(ErrorCode.NOT_READY, "the copilot is still loading",
                                       "suggest", conv.public_id)
                 return
-            latest = await self.app.conversations.run(inbox.latest_shopper_message, conv.id)
-            if latest is None:
+            target = await self.app.conversations.run(inbox.copilot_input, conv.id)
+            if target is None:
                 await self.send_error(ErrorCode.NOT_FOUND, "the shopper has not written yet",
                                       "suggest", conv.public_id)
                 return
-            text, seq = latest
-            history, orders, _ = await self.app.conversations.context(conv, seq)
+            seq = target.seq
             request = AnswerRequest(
-                store_id=conv.store_id, message=text, history=history,
-                customer_id=conv.customer_id, verified_orders=orders,
+                store_id=conv.store_id, message=target.text, history=target.history,
+                customer_id=conv.customer_id, verified_orders=target.verified_orders,
                 conversation_key=f"copilot:{conv.public_id}",
             )
             suggestion_id = new_public_id("s")

@@ -56,8 +56,8 @@ async def test_inbox_rows_counts_search_unread_and_summary(
     guest, _ = await service.open(world["store"], None)
     elsewhere, _ = await service.open(world["other"], None)
 
-    await service.add_shopper_message(verified, "m1", "Where is my order #W2611340?")
-    await service.start_reply(verified, "r1", "m1")
+    ack, _ = await service.add_shopper_message(verified, "m1", "Where is my order #W2611340?")
+    assert await service.begin_reply(verified, ack.seq, "r1", "m1") is not None
     await service.append_tokens(verified, "r1", ["It ", "shipped."])
     await service.finish_reply(verified, "r1", text="It shipped.", in_reply_to="m1",
                                sources=[Source("order", "#W2611340", "Order #W2611340")])
@@ -81,6 +81,13 @@ async def test_inbox_rows_counts_search_unread_and_summary(
     assert summary["orders"] == ["#W2611340"]
     assert summary["topic"].startswith("Order")
     assert "I want to talk to a human please" in summary["text"]
+
+    # The copilot answers the question, not the request for a person that followed it.
+    target = await service.run(inbox.copilot_input, verified.id)
+    assert target is not None and target.text == "Where is my order #W2611340?"
+    assert target.history == []
+    other = await service.run(inbox.copilot_input, elsewhere.id)
+    assert other is not None and (other.text, other.seq) == ("other store's secret", 1)
 
     counts = await service.run(inbox.inbox_counts, world["store"], world["ana"])
     assert counts == {"bot": 1, "waiting": 1, "agent": 0, "resolved": 0, "open": 2, "all": 2,
