@@ -514,6 +514,32 @@ async def test_language_position_colour_title_and_identity(page: Any, live: Live
     await assert_contrast(page)
 
 
+async def test_signed_identity_reaches_the_answerer_and_is_never_stored(
+    page: Any, live: LiveServer
+) -> None:
+    from knowledge_base.models import Customer, Store
+
+    with live.db.transaction() as session:
+        store = session.query(Store).filter_by(widget_key="demo").one()
+        customer = Customer(store_id=store.id, source_id="mia_1", email="mia@example.com",
+                            first_name="Mia", last_name="Lopez")
+        session.add(customer)
+        session.flush()
+        customer_id = customer.id
+    token = identity.sign(live.store_secret, "mia_1")
+
+    await open_demo(page, live)
+    await page.evaluate("(t) => StorefrontChat.setIdentity(t)", token)
+    assert await widget_storage(page) == {}, "setIdentity before open writes nothing"
+    await page.click(LAUNCHER)
+    await ask(page, "Where is my order?")
+    await page.locator(f"{BOT} .rating").wait_for()
+    assert [r.customer_id for r in live.fake.requests] == [customer_id]
+    stored = json.dumps(await widget_storage(page))
+    assert token not in stored and token.split(".")[1] not in stored
+    assert await page.locator(f"{W} .notice").is_hidden()
+
+
 async def expect_hidden(page: Any, selector: str) -> None:
     await page.locator(selector).first.wait_for(state="hidden", timeout=10000)
 
