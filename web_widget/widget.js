@@ -597,8 +597,10 @@
     root.addEventListener("pagehide", function () { self.flushSave(); });
     if (this.activated) {
       this.connect();
-      // Keep the panel open across page navigations, without stealing focus on load.
-      if (saved.open) this.open({ focus: false });
+      // Keep the panel open across page navigations, without stealing focus on load;
+      // not on phones, where the open panel would cover every page the shopper visits.
+      var phone = root.matchMedia && root.matchMedia("(max-width: 479.98px)").matches;
+      if (saved.open && !phone) this.open({ focus: false });
     }
   }
 

@@ -363,6 +363,13 @@ async def test_mobile_viewport_is_full_screen(browser: Any, live: LiveServer) ->
         await page.locator(f"{BOT} .sources").wait_for()
         await shot(page, "mobile-open-reply")
         await assert_contrast(page)
+        # On a phone the full-screen panel does not reopen by itself on the next page.
+        await page.reload()
+        await page.wait_for_function("() => !!window.StorefrontChat")
+        await page.locator(LAUNCHER).wait_for(state="visible")
+        await expect_hidden(page, PANEL)
+        await page.click(LAUNCHER)
+        assert await page.locator(f"{BOT} .body").inner_text() == "Returns are free within 30 days."
         await page.locator(f"{W} button[aria-label='Close chat']").last.click()
         await page.locator(LAUNCHER).wait_for(state="visible")
     finally:
