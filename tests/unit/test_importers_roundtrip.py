@@ -108,7 +108,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     database.dispose()
 
 
-@settings(max_examples=30, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(doc=documents())
 def test_any_valid_document_roundtrips(db: Database, tmp_path: Path, doc: dict[str, Any]) -> None:
