@@ -16,6 +16,7 @@ import hmac
 import secrets
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
@@ -42,6 +43,7 @@ from chatbot.conversations.models import (
     ConversationEvent,
     GuestVerification,
 )
+from chatbot.conversations.writer import GroupWriter
 from chatbot.errors import NotFoundError
 from chatbot.types import Source, Turn
 from knowledge_base.db import Database, transaction
@@ -53,12 +55,23 @@ HISTORY_TURNS = 8
 __all__ = ["BotSilencedError", "ConversationRef", "ConversationService", "NewEvent"]
 
 
+@dataclass(frozen=True)
+class ReplyContext:
+    """What a bot reply starts from: a fresh snapshot, recent turns, proven orders."""
+
+    conv: ConversationRef
+    history: list[Turn]
+    verified_orders: frozenset[str]
+
+
 class ConversationService:
     """Conversation reads and writes for the sockets; publishes committed events to the hub."""
 
-    def __init__(self, db: Database, hub: ConversationHub) -> None:
+    def __init__(self, db: Database, hub: ConversationHub, *, group_commit: bool = True) -> None:
         self.db = db
         self.hub = hub
+        # Token events of all streaming replies share transactions (see writer.py).
+        self.writer = GroupWriter(db) if group_commit else None
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -91,19 +104,25 @@ class ConversationService:
         """
         async with self._lock(conv.id):
             result, stored = await self.run(fn, *args, **kwargs)
-            high = self.hub.high(conv.id)
-            if stored and high is not None and stored[0].seq > high + 1:
-                # Another process wrote in between (multi-process deployments): publish
-                # its events first so followers see the log in order, without holes.
-                missing = await self.run(
-                    events_after, conv.id, high, include_internal=True, coalesce=False
-                )
-                for event in missing:
-                    if event.seq < stored[0].seq:
-                        self.hub.publish(HubItem(conv.id, conv.store_id, stored=event))
-            for event in stored:
-                self.hub.publish(HubItem(conv.id, conv.store_id, stored=event, state=state))
+            await self._publish(conv, stored, state)
         return result, stored
+
+    async def _publish(
+        self, conv: ConversationRef, stored: list[StoredEvent], state: str | None = None
+    ) -> None:
+        """Publish committed events in seq order (caller holds the conversation lock)."""
+        high = self.hub.high(conv.id)
+        if stored and high is not None and stored[0].seq > high + 1:
+            # Another process wrote in between (multi-process deployments): publish its
+            # events first so followers see the log in order, without holes.
+            missing = await self.run(
+                events_after, conv.id, high, include_internal=True, coalesce=False
+            )
+            for event in missing:
+                if event.seq < stored[0].seq:
+                    self.hub.publish(HubItem(conv.id, conv.store_id, stored=event))
+        for event in stored:
+            self.hub.publish(HubItem(conv.id, conv.store_id, stored=event, state=state))
 
     async def append(
         self, conv: ConversationRef, events: Sequence[NewEvent], *, bot_only: bool = False
@@ -248,10 +267,39 @@ class ConversationService:
 
         return (await self.write(conv, fn))[0]
 
-    async def start_reply(self, conv: ConversationRef, reply_id: str, in_reply_to: str) -> None:
-        """Create the bot reply row (status ``streaming``) before the first token."""
+    async def begin_reply(
+        self, conv: ConversationRef, before_seq: int, reply_id: str, in_reply_to: str
+    ) -> ReplyContext | None:
+        """Check ownership, read the context and create the reply row, in one transaction.
 
-        def fn(session: Session) -> None:
+        Returns None (and creates nothing) when a human owns the conversation.
+        """
+
+        def fn(session: Session) -> ReplyContext | None:
+            row = session.get(Conversation, conv.id)
+            if row is None:
+                raise NotFoundError(f"conversation {conv.id} does not exist")
+            if row.state not in ownership.BOT_MAY_SPEAK:
+                return None
+            rows = session.scalars(
+                select(ChatMessage)
+                .where(
+                    ChatMessage.conversation_id == conv.id,
+                    ChatMessage.internal.is_(False),
+                    ChatMessage.seq < before_seq,
+                    ChatMessage.text != "",
+                )
+                .order_by(ChatMessage.seq.desc())
+                .limit(HISTORY_TURNS)
+            ).all()
+            turns = [Turn(role=r.role, text=r.text) for r in reversed(rows)]  # type: ignore[arg-type]
+            orders = frozenset(
+                session.scalars(
+                    select(GuestVerification.order_number).where(
+                        GuestVerification.conversation_id == conv.id
+                    )
+                )
+            )
             session.add(
                 ChatMessage(
                     conversation_id=conv.id,
@@ -261,8 +309,9 @@ class ConversationService:
                     in_reply_to=in_reply_to,
                 )
             )
+            return ReplyContext(to_ref(row), turns, orders)
 
-        await self.run(fn)
+        return await self.run(fn)
 
     async def append_tokens(
         self, conv: ConversationRef, reply_id: str, pieces: Sequence[str]
@@ -271,7 +320,12 @@ class ConversationService:
         events = [
             NewEvent("token", {"reply_id": reply_id, "text": p}, reply_id=reply_id) for p in pieces
         ]
-        return await self.append(conv, events, bot_only=True)
+        if self.writer is None:
+            return await self.append(conv, events, bot_only=True)
+        async with self._lock(conv.id):
+            stored = await self.writer.append(conv.id, events, bot_only=True)
+            await self._publish(conv, stored)
+        return stored
 
     async def finish_reply(
         self,
@@ -433,33 +487,3 @@ class ConversationService:
             return None, append_events(session, conv.id, events)
 
         return (await self.write(conv, fn))[1]
-
-    async def context(
-        self, conv: ConversationRef, before_seq: int
-    ) -> tuple[list[Turn], frozenset[str], str]:
-        """History turns before ``before_seq``, the guest's verified orders and the state."""
-
-        def fn(session: Session) -> tuple[list[Turn], frozenset[str], str]:
-            rows = session.scalars(
-                select(ChatMessage)
-                .where(
-                    ChatMessage.conversation_id == conv.id,
-                    ChatMessage.internal.is_(False),
-                    ChatMessage.seq < before_seq,
-                    ChatMessage.text != "",
-                )
-                .order_by(ChatMessage.seq.desc())
-                .limit(HISTORY_TURNS)
-            ).all()
-            turns = [Turn(role=r.role, text=r.text) for r in reversed(rows)]  # type: ignore[arg-type]
-            orders = frozenset(
-                session.scalars(
-                    select(GuestVerification.order_number).where(
-                        GuestVerification.conversation_id == conv.id
-                    )
-                )
-            )
-            state = session.scalar(select(Conversation.state).where(Conversation.id == conv.id))
-            return turns, orders, state or ""
-
-        return await self.run(fn)

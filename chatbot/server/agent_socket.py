@@ -171,11 +171,12 @@ class AgentSocket:
                 return await self._refuse(ErrorCode.UNAUTHORIZED, "log in first (send 'auth')")
         self.token = token
         try:
-            self.principal, stores = await self.app.conversations.run(self._who_and_stores)
+            principal, stores = await self.app.conversations.run(self._who_and_stores)
         except AuthError as exc:
             return await self._refuse(exc.code, exc.message)
-        await self.send(proto.Ready(agent=agent_json(self.principal), stores=stores))
-        log.info("agent %s connected to the console from %s", self.principal.email, self.ip)
+        self.principal = principal
+        await self.send(proto.Ready(agent=agent_json(principal), stores=stores))
+        log.info("agent %s connected to the console from %s", principal.email, self.ip)
         return True
 
     def _who_and_stores(self, session: Session) -> tuple[Principal, list[dict[str, Any]]]:
@@ -416,6 +417,7 @@ class AgentSocket:
         details = await self.app.conversations.run(inbox.conversation_details, conv.id)
         fresh = await self.app.conversations.get(conv.id)
         self.delivered = high
+        self.app.hub.seen(conv.id, high)  # an event-log poller resumes from here
         await self.send(
             proto.Conversation(
                 conversation_id=conv.public_id,
@@ -490,16 +492,6 @@ class AgentSocket:
             log.exception("copilot failed for conversation %s", conv.public_id)
             await self.send_error(ErrorCode.ANSWER_FAILED, "the copilot could not suggest a reply",
                                   "suggest", conv.public_id)
-
-
-# ---- small synchronous queries (run in one transaction each) ----------------------------
-
-
-def _wire(event: Any) -> dict[str, Any]:
-    wire: dict[str, Any] = event.wire()
-    if event.internal:
-        wire["internal"] = True
-    return wire
 
 
 def _wire(event: Any) -> dict[str, Any]:

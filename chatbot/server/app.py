@@ -79,13 +79,14 @@ class ChatServer:
         flush_interval_s: float = 0.03,
         reply_grace_s: float = 15.0,
         poll_interval_s: float | None = None,
+        group_commit: bool = True,
     ) -> None:
         self.settings = settings
         self.db = db
         self.answerer = answerer
         self.static_dir = static_dir or STATIC_DIR
         self.hub = ConversationHub()
-        self.conversations = ConversationService(db, self.hub)
+        self.conversations = ConversationService(db, self.hub, group_commit=group_commit)
         self.metrics = ServerMetrics()
         limits = settings.limits
         self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
@@ -239,6 +240,9 @@ class ChatServer:
             ping_interval=20,
             ping_timeout=20,
             server_header=None,
+            # Frames are small JSON (a token is ~80 bytes): per-message deflate costs
+            # more CPU per frame than it saves on the wire.
+            compression=None,
         )
         if self.poller is not None:
             self._poll_task = asyncio.create_task(self.poller.run(), name="event-poller")

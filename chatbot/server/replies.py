@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from chatbot.conversations.hub import ConversationHub
 from chatbot.conversations.log import BotSilencedError, ConversationRef
 from chatbot.conversations.models import new_public_id
-from chatbot.conversations.ownership import BOT_MAY_SPEAK, Action
+from chatbot.conversations.ownership import Action
 from chatbot.conversations.service import ConversationService
 from chatbot.errors import ChatbotError
 from chatbot.protocol.common import ErrorCode
@@ -224,29 +224,30 @@ class ReplyManager:
         )
 
     async def _reply(self, worker: _Worker, message: PendingMessage) -> None:
-        conv = await self.service.get(worker.conv.id)  # ownership from the database
-        if conv.state not in BOT_MAY_SPEAK:
-            return
         answerer = self.answerer()
         if answerer is None:
             self._error(
-                conv,
+                worker.conv,
                 ErrorCode.NOT_READY,
                 "The assistant is starting; an agent will see your message.",
                 message.client_id,
             )
             return
-        history, orders, state = await self.service.context(conv, message.seq)
+        reply_id = new_public_id("r")
+        # Ownership is read from the database here, in the transaction that creates the
+        # reply: a human owns it -> no reply at all.
+        ctx = await self.service.begin_reply(worker.conv, message.seq, reply_id, message.client_id)
+        if ctx is None:
+            return
+        conv, state = ctx.conv, ctx.conv.state
         request = AnswerRequest(
             store_id=conv.store_id,
             message=message.text,
-            history=history,
+            history=ctx.history,
             customer_id=conv.customer_id,
-            verified_orders=orders,
+            verified_orders=ctx.verified_orders,
             conversation_key=conv.public_id,
         )
-        reply_id = new_public_id("r")
-        await self.service.start_reply(conv, reply_id, message.client_id)
         worker.reply_id, worker.stop, worker.stop_reason = reply_id, asyncio.Event(), ""
         self.service.publish_ephemeral(
             conv, {"type": "status", "kind": "thinking", "text": "", "agent": None, "state": state}
