@@ -471,4 +471,4 @@ def copilot_input(session: Session, conversation_id: int) -> CopilotInput | None
             )
         )
     )
-    return CopilotInput(text, int(seq), history, orders)
+    return CopilotInput(text, int(seq or 0), history, orders)

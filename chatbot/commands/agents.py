@@ -139,9 +139,9 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     if not rows:
         click.echo("no agents yet: chatbot agents add EMAIL --store STORE")
         return
-    width = max(len(r["email"]) for r in rows)
+    width = max(len(str(r["email"])) for r in rows)
     for r in rows:
-        stores = "* (admin)" if r["admin"] else ",".join(r["stores"]) or "-"
+        stores = "* (admin)" if r["admin"] else ",".join(r["stores"]) or "-"  # type: ignore[arg-type]
         last = r["last_login"] or "never"
         click.echo(f"{r['email']:<{width}}  {stores:<24}  last login {last}")
 
