@@ -595,6 +595,13 @@
     root.addEventListener("online", function () { if (self.activated && !self.ws) self.connect(); });
     root.addEventListener("offline", function () { self.renderConn(); });
     root.addEventListener("pagehide", function () { self.flushSave(); });
+    document.addEventListener("visibilitychange", function () {
+      // Back to a tab whose socket was closed for idleness: pick up what happened since.
+      if (document.visibilityState === "visible" && self.activated && self.dormant && !self.ws) {
+        self.dormant = false;
+        self.connect();
+      }
+    });
     if (this.activated) {
       this.connect();
       // Keep the panel open across page navigations, without stealing focus on load;
