@@ -183,7 +183,8 @@ def _order(rng: random.Random, status: str, customer: dict[str, Any] | None,
     total = subtotal + shipping
     timeline = _timeline(rng, status, service)
     placed = timeline["placed"]
-    klarna = method["type"] == "card" and rng.random() < 0.06
+    # Klarna splits orders of $50 to $1,000 (see the klarna-pay-later article).
+    klarna = method["type"] == "card" and 50 <= total <= 1000 and rng.random() < 0.1
     payment_label = "Klarna" if klarna else method_label(method)
     order: dict[str, Any] = {
         "customer": customer["id"] if customer else None,

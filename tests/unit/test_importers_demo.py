@@ -150,6 +150,8 @@ def test_money_follows_the_shipping_policy(doc: dict[str, Any]) -> None:
         assert shipping in {Decimal(a) for a in allowed}, order["number"]
         paid = [p for p in order["payments"] if p["kind"] == "payment"]
         assert len(paid) == 1 and paid[0]["amount"] == order["total"]
+        if paid[0]["method"] == "Klarna":
+            assert 50 <= order["total"] <= 1000
 
 
 def test_returns_refunds_and_exchanges(doc: dict[str, Any]) -> None:
