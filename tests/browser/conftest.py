@@ -30,11 +30,17 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
-async def live(tmp_path: Path, chromium_path: str) -> AsyncIterator[LiveServer]:
-    """The real ChatServer with a FakeAnswerer, on a free port, with the demo store."""
+async def live(
+    request: pytest.FixtureRequest, tmp_path: Path, chromium_path: str
+) -> AsyncIterator[LiveServer]:
+    """The real ChatServer with a FakeAnswerer, on a free port, with the demo store.
+
+    Parametrize indirectly with a dict of ``CHATBOT_*`` variables to change settings.
+    """
     from chatbot.server.app import ChatServer
 
-    settings = Settings.from_env(env={}, data_dir=tmp_path, port=0, adapter_path="none")
+    env = dict(getattr(request, "param", {}))
+    settings = Settings.from_env(env=env, data_dir=tmp_path, port=0, adapter_path="none")
     db = Database(settings.database_url)
     secret = seed_demo_store(db)
     fake = FakeAnswerer(delay_s=0.02)

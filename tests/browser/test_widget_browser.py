@@ -245,6 +245,25 @@ async def test_offline_message_is_sent_when_back_online(page: Any, live: LiveSer
     await expect_hidden(page, f"{SHOPPER} .meta")
 
 
+@pytest.mark.parametrize("live", [{"CHATBOT_IDLE_TIMEOUT_S": "1.5"}], indirect=True)
+async def test_idle_timeout_does_not_reconnect_in_a_loop(page: Any, live: LiveServer) -> None:
+    sockets: list[Any] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    await open_demo(page, live)
+    await page.click(LAUNCHER)
+    await wait_until(lambda: len(sockets) == 1)
+    await wait_until(lambda: sockets[0].is_closed(), timeout=10)  # the server's idle timeout
+    await page.wait_for_timeout(2500)
+    assert len(sockets) == 1, "an idle-closed widget waits for the shopper"
+    await expect_hidden(page, f"{W} .conn")
+
+    live.fake.queue(["Welcome ", "back."])
+    await ask(page, "Are you still there?")
+    await page.locator(f"{BOT} .rating").wait_for()
+    assert await last_bot_text(page) == "Welcome back."
+    assert len(sockets) == 2
+
+
 async def test_markup_in_replies_renders_as_text(page: Any, live: LiveServer) -> None:
     payload = "<img src=x onerror=alert(1)>"
     live.fake.queue(
