@@ -44,6 +44,12 @@ SHIPPING = {"standard": Decimal("5.95"), "expedited": Decimal("14.95"),
 TRANSIT = {"standard": (5, 7), "expedited": (2, 3), "overnight": (1, 1),
            "international": (4, 10), "remote": (6, 10)}
 NO_SALE = ("Gift Cards",)
+# What the international-shipping article says cannot ship abroad (knives: UK, Australia).
+NO_EXPORT: dict[str, tuple[str, ...]] = {
+    "*": ("fuel-canister-230",),
+    "United Kingdom": ("fuel-canister-230", "multitool"),
+    "Australia": ("fuel-canister-230", "multitool"),
+}
 
 
 def add_business_days(start: datetime, days: int) -> datetime:
@@ -176,7 +182,8 @@ def _order(rng: random.Random, status: str, customer: dict[str, Any] | None,
         email, address = customer["email"], customer["address"]
         method = rng.choice(customer["payment_methods"])
     # Exchanges swap a size or colour, so those orders hold products that have options.
-    items = _items(rng, products, popularity, exchangeable=status.startswith("exchange"))
+    items = _items(rng, products, popularity, exchangeable=status.startswith("exchange"),
+                   country=address["country"])
     subtotal = sum((Decimal(str(i["unit_price"])) * i["quantity"] for i in items), Decimal(0))
     service = _service(rng, address)
     shipping = _shipping_cost(service, subtotal)
@@ -212,13 +219,15 @@ def _order(rng: random.Random, status: str, customer: dict[str, Any] | None,
 
 
 def _items(rng: random.Random, products: list[dict[str, Any]], popularity: list[float],
-           *, exchangeable: bool = False) -> list[dict[str, Any]]:
+           *, exchangeable: bool = False, country: str = "USA") -> list[dict[str, Any]]:
     lines = rng.choices((1, 2, 3, 4), (50, 30, 14, 6))[0]
     items: list[dict[str, Any]] = []
     used: set[str] = set()
     while len(items) < lines:
         product = rng.choices(products, popularity)[0]
         if exchangeable and len(product["variants"]) < 2:
+            continue
+        if country != "USA" and product["id"] in NO_EXPORT.get(country, NO_EXPORT["*"]):
             continue
         in_stock = [v for v in product["variants"] if v["available"]] or product["variants"]
         variant = rng.choice(in_stock)

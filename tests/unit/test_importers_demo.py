@@ -129,6 +129,7 @@ def test_shipments_have_real_tracking_formats_and_consistent_dates(doc: dict[str
                 assert shipped is None
         if order["shipping_address"]["country"] != "USA":
             assert {s["carrier"] for s in shipments} <= {"DHL"}
+            assert "fuel-canister-230" not in {i["product"] for i in order["items"]}
     assert set(seen) == {"UPS", "USPS", "FedEx", "DHL"}
 
 
