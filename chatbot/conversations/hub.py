@@ -101,8 +101,12 @@ class ConversationHub:
         self._queue_size = queue_size
         self._subs: dict[tuple[str, int], set[Subscription]] = defaultdict(set)
         self._cancellers: dict[int, ReplyCanceller] = {}
-        # conversation id -> highest stored seq published (only while followed)
+        # conversation id -> highest stored seq published here (only while followed);
+        # used to drop a second publish of the same event.
         self._high: dict[int, int] = {}
+        # conversation id -> position a subscriber already read from the log (replay);
+        # only a starting point for the poller, never used to drop local events.
+        self._seen: dict[int, int] = {}
 
     def subscribe(self, conversation_id: int) -> Subscription:
         """Live items of one conversation."""
@@ -171,3 +175,4 @@ class ConversationHub:
                 del self._subs[sub.key]
                 if sub.key[0] == "conversation":
                     self._high.pop(sub.key[1], None)
+                    self._seen.pop(sub.key[1], None)

@@ -54,7 +54,10 @@ class EventPoller:
                 # Nobody recorded a position yet: start from now, publish nothing old.
                 self.hub.seen(conversation_id, last_seq)
                 continue
+            after = followed[conversation_id] or 0
             for event in events:
+                if event.seq <= after:
+                    continue
                 before = self.hub.high(conversation_id)
                 self.hub.publish(HubItem(conversation_id, store_id, stored=event))
                 published += self.hub.high(conversation_id) != before
