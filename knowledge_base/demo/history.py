@@ -148,7 +148,8 @@ def generate_orders(rng: random.Random, customers: list[dict[str, Any]],
     """1,000 orders in every status; numbered #NW10001 upwards in the order they were placed."""
     statuses = [s for s, n in STATUS_COUNTS.items() for _ in range(n)]
     rng.shuffle(statuses)
-    weights = [rng.expovariate(1.0) for _ in customers]
+    # Some customers order often, most a few times, some never (at most about a dozen).
+    weights = [rng.lognormvariate(0.0, 0.5) for _ in customers]
     sellable = [p for p in products if p["product_type"] not in NO_SALE]
     popularity = [rng.uniform(0.3, 3.0) for _ in sellable]
     orders = []
