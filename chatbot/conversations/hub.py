@@ -133,17 +133,26 @@ class ConversationHub:
                 sub.put(item)
 
     def seen(self, conversation_id: int, seq: int) -> None:
-        """Record that subscribers have the log up to ``seq`` (e.g. after a replay)."""
+        """Record that a subscriber read the log up to ``seq`` (e.g. its replay)."""
         if ("conversation", conversation_id) in self._subs:
-            self._high[conversation_id] = max(seq, self._high.get(conversation_id, 0))
+            self._seen[conversation_id] = max(seq, self._seen.get(conversation_id, 0))
 
     def high(self, conversation_id: int) -> int | None:
-        """Highest stored seq published for a followed conversation, or None."""
+        """Highest stored seq published here for a followed conversation, or None."""
         return self._high.get(conversation_id)
 
     def followed(self) -> dict[int, int | None]:
-        """Conversations with subscribers here, and their published high-water seq."""
-        return {key[1]: self._high.get(key[1]) for key in self._subs if key[0] == "conversation"}
+        """Conversations with subscribers here and the log position to poll after."""
+        out: dict[int, int | None] = {}
+        for kind, conversation_id in self._subs:
+            if kind == "conversation":
+                marks = [
+                    m
+                    for m in (self._high.get(conversation_id), self._seen.get(conversation_id))
+                    if m is not None
+                ]
+                out[conversation_id] = max(marks) if marks else None
+        return out
 
     # ---- reply cancellation (takeover, stop, shutdown) ---------------------------------
 
