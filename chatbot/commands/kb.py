@@ -63,6 +63,9 @@ def kb() -> None:
       chatbot kb import --format shopify-csv products_export.csv --store myshop
       chatbot kb export --store tau -o tau.json
       chatbot kb stats --store tau
+      chatbot kb search --store demo "how long does shipping take"
+
+    Formats and import rules: docs/store-format.md.
     """
 
 
