@@ -1,4 +1,4 @@
-"""The real server over a real websockets client: every message type, resume, identity, ownership."""
+"""The real server and a real websockets client: message types, resume, identity, ownership."""
 
 from __future__ import annotations
 
