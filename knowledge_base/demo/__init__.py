@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from chatbot.errors import ChatbotError
 from knowledge_base.db import Database
 from knowledge_base.models import Order, Store
 
@@ -42,7 +43,13 @@ def ensure_demo_store(db: Database, *, progress: bool = False) -> Store:
             if has_orders and current:
                 session.expunge(store)
                 return store
-    return import_demo_store(db, progress=progress)
+    try:
+        return import_demo_store(db, progress=progress)
+    except ChatbotError:
+        # Another process (a second server, `chatbot ask`) imported it at the same time and
+        # won the race; a second pass finds its rows and only confirms them.
+        log.info("demo store import raced with another process; retrying once")
+        return import_demo_store(db, progress=progress)
 
 
 def import_demo_store(db: Database, *, progress: bool = False) -> Store:

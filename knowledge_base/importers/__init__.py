@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chatbot.errors import ChatbotError
 from knowledge_base.db import Database, transaction
@@ -63,8 +63,9 @@ def import_data(
             return write_store_data(
                 session, store, data, path=source, progress=progress, new_store=new_store
             )
-    except IntegrityError as exc:
-        # Validation catches duplicates inside a file; this is a concurrent writer.
+    except (IntegrityError, OperationalError) as exc:
+        # Validation catches duplicates inside a file; this is a concurrent writer (or a
+        # locked/unreachable database). The transaction was rolled back either way.
         raise ChatbotError(
             f"{source}: the database refused the import, nothing was changed ({exc.orig})",
             code="import_error",
