@@ -169,6 +169,9 @@ class ChatServer:
 
     def _static(self, req: HttpRequest) -> Response:
         name = req.path[len("/static/") :]
+        if "/" in name or "\\" in name:
+            # Only the top level of web_widget/ is public (not its tests/ folder).
+            return text_response(404, "not found")
         return file_response(self.static_dir, name, cross_origin=name.endswith(".js"))
 
     def _page(self, candidates: tuple[str, ...]) -> Callable[[HttpRequest], Response]:

@@ -267,6 +267,7 @@ async def test_http_endpoints_headers_and_static_files(tmp_path: Path) -> None:
             "/static/.hidden.js",
             "/nope",
             "/static/missing.js",
+            "/static/sub/widget.js",
         ):
             assert (await get(bad))[0] == 404, bad
         # a plain GET on the socket path is not an upgrade
