@@ -70,7 +70,8 @@
     var err = $("login-error");
     err.hidden = !message;
     err.textContent = message || "";
-    $("login-email").focus();
+    // After a failed attempt the email is usually right: retype the password.
+    (message && $("login-email").value ? $("login-password") : $("login-email")).focus();
   }
 
   function showApp() {

@@ -1,9 +1,9 @@
 """Password hashing with argon2id (argon2-cffi), plus the password policy.
 
 Parameters follow OWASP's Password Storage Cheat Sheet for argon2id (19 MiB, 2 passes,
-1 lane): a login costs about 0.1 s of one core on a small shared CPU (measured 0.12 s
-on the 2-core dev box under load), so a burst of logins cannot starve the chat streams,
-while an offline guess still costs 19 MiB of memory. Hashes made with other parameters
+1 lane): a login costs about 90 ms of one core against about 700 ms for argon2-cffi's
+default profile on the 2-core dev box (``bench/console_login.py``), so a burst of logins
+cannot starve the chat streams, while an offline guess still costs 19 MiB of memory. Hashes made with other parameters
 are upgraded at the next successful login (:func:`needs_rehash`).
 """
 
