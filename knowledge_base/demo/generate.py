@@ -53,10 +53,11 @@ def build_document(seed: int = history.DEFAULT_SEED) -> dict[str, Any]:
     products = source.load_catalogue()
     customers = history.generate_customers(rng)
     orders = history.generate_orders(rng, customers, products)
-    doc = {
+    meta: dict[str, Any] = copy.deepcopy(STORE_META)
+    doc: dict[str, Any] = {
         "format": json_format.FORMAT_NAME,
         "version": json_format.FORMAT_VERSION,
-        "store": copy.deepcopy(STORE_META),
+        "store": meta,
         "articles": source.load_articles(),
         "products": products,
         "customers": customers,
@@ -64,7 +65,7 @@ def build_document(seed: int = history.DEFAULT_SEED) -> dict[str, Any]:
     }
     # A content fingerprint, so ensure_demo_store can tell an outdated copy in a database.
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
-    doc["store"]["settings"]["data_version"] = digest[:16]
+    meta["settings"]["data_version"] = digest[:16]
     return doc
 
 
