@@ -221,14 +221,24 @@ class AgentSocket:
         return principal
 
     async def _watch_session(self) -> None:
-        """Close the socket soon after the session ends, even if the agent is idle."""
+        """Close the socket soon after the session ends, and stop following a store whose
+        access was revoked, even while the agent is idle."""
         while True:
             await asyncio.sleep(SESSION_CHECK_S)
             try:
-                await self._authorize()
+                principal = await self._authorize()
             except AuthError as exc:
                 await self._refuse(exc.code, exc.message)
                 return
+            revoked = "you no longer have access to this store"
+            if self.inbox_store is not None and not principal.can_access(self.inbox_store[0]):
+                self._stop_inbox()
+                self.inbox_store = None
+                await self.send_error(ErrorCode.FORBIDDEN, revoked, "subscribe_inbox")
+            if self.conv is not None and not principal.can_access(self.conv.store_id):
+                public_id = self.conv.public_id
+                self._close_conversation()
+                await self.send_error(ErrorCode.FORBIDDEN, revoked, "open", public_id)
 
     # ---- messages --------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from tests.integration.agent_support import (
     agent_client,
     basic,
     http,
+    quiet,
     token_for,
 )
 from tests.integration.server_support import conversation_ref, running_server, stored_seqs
@@ -193,3 +194,29 @@ async def test_logout_ends_a_live_console_connection(tmp_path: Path) -> None:
             await client.send(type="subscribe_inbox", store="demo", filter="all")
             assert (await client.error())["code"] == "unauthorized"
             assert await client.closed_code() == 1008
+
+
+async def test_revoked_store_stops_the_live_feed(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatbot.agents import accounts
+    from chatbot.server import agent_socket
+
+    monkeypatch.setattr(agent_socket, "SESSION_CHECK_S", 0.2)
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        async with running.client() as shopper, agent_client(
+            running, token_for(running.db, "ana@shop.example")
+        ) as client:
+            cid = (await shopper.hello())["conversation_id"]
+            await shopper.ask("hello")
+            await client.send(type="subscribe_inbox", store="demo")
+            await client.until("inbox")
+            await client.open(cid)
+            with running.db.transaction() as session:
+                accounts.revoke_stores(session, "ana@shop.example", ["demo"])
+            errors = [(await client.error()), (await client.error())]
+            assert {(e["code"], e["ref"]) for e in errors} == {
+                ("forbidden", "subscribe_inbox"), ("forbidden", "open")}
+            await shopper.ask("are you there?")
+            assert not [f for f in await quiet(client, 0.5)
+                        if f["type"] in ("event", "inbox_update")]
