@@ -40,6 +40,7 @@ from chatbot.server.http import (
     Router,
     file_response,
     make_request,
+    response,
     text_response,
 )
 from chatbot.server.limits import ConnectionLimiter, KeyedRateLimiter
@@ -137,6 +138,7 @@ class ChatServer:
             "/widget.js", lambda req: file_response(self.static_dir, "widget.js", cross_origin=True)
         )
         r.add_prefix("/static/", self._static)
+        r.add("/favicon.ico", lambda req: response(204, b"", "image/x-icon", cache="max-age=86400"))
         for path, candidates in PAGES.items():
             r.add(path, self._page(candidates))
 
@@ -159,8 +161,6 @@ class ChatServer:
         return text_response(200, "ready\n") if self.is_ready() else text_response(503, "loading\n")
 
     def _metrics(self, req: HttpRequest) -> Response:
-        from chatbot.server.http import response
-
         self.metrics.connections.set(len(self._chat_sockets), "chat")
         return response(200, self.metrics.render().encode("utf-8"), CONTENT_TYPE)
 

@@ -84,7 +84,8 @@ def response(
     """A response with the security headers (``headers`` override them)."""
     h = Headers()
     h["Content-Type"] = content_type
-    h["Content-Length"] = str(len(body))
+    if status != 204:  # a 204 must not carry Content-Length (RFC 9110 8.6)
+        h["Content-Length"] = str(len(body))
     h["Cache-Control"] = cache
     for key, value in {**SECURITY_HEADERS, **(headers or {})}.items():
         h[key] = value
