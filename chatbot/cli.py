@@ -87,6 +87,9 @@ def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, ver
         level=logging.DEBUG if verbose else getattr(logging, settings.log_level.upper(), 20),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic announces every migration step at INFO; that is noise in command output.
+    if not verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     ctx.obj = State(settings)
 
 

@@ -125,7 +125,9 @@ class Settings:
 
 
 def _cast(f: dataclasses.Field[Any], raw: str) -> Any:
-    return type(f.default)(raw)
+    """Parse an environment string as the type of the field's default value."""
+    default: Any = f.default
+    return type(default)(raw)
 
 
 def default_adapter_path() -> Path | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -86,7 +86,8 @@ class Database:
     def session(self) -> Session:
         return self.sessions()
 
-    def transaction(self) -> contextmanager[Session]:  # type: ignore[valid-type]
+    def transaction(self) -> AbstractContextManager[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
         return transaction(self.sessions)
 
     def dispose(self) -> None:
