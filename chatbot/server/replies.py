@@ -270,7 +270,14 @@ class ReplyManager:
         first_at: list[float] = []
 
         async def write(batch: list[str]) -> None:
-            await self.service.append_tokens(conv, reply_id, batch)
+            try:
+                await self.service.append_tokens(conv, reply_id, batch)
+            except BotSilencedError:
+                # A human took over (maybe in another process): stop generating now.
+                worker.stop_reason = worker.stop_reason or "takeover"
+                if worker.stop is not None:
+                    worker.stop.set()
+                raise
             if not first_at:
                 first_at.append(time.monotonic())
                 self.metrics.ttft.observe(first_at[0] - message.stored_at)
