@@ -113,24 +113,12 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
       chatbot agents list
       chatbot agents list --json
     """
-    from chatbot.agents.accounts import list_agents
+    from chatbot.agents.team import agent_rows
 
     db = _database(ctx)
     try:
         with db.transaction() as session:
-            rows = [
-                {
-                    "email": a.email,
-                    "name": a.name,
-                    "admin": a.is_admin,
-                    "active": a.active,
-                    "stores": sorted(link.store.name for link in a.store_links),
-                    "last_login": a.last_login_at.isoformat(timespec="seconds") + "Z"
-                    if a.last_login_at
-                    else None,
-                }
-                for a in list_agents(session)
-            ]
+            rows = agent_rows(session)
     finally:
         db.dispose()
     if as_json:

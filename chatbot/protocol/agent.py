@@ -131,10 +131,55 @@ class MarkRead:
     conversation_id: str
 
 
+@dataclass(frozen=True)
+class ListAgents:
+    """Admins: the team (answered with ``agents``)."""
+
+
+@dataclass(frozen=True)
+class AddAgent:
+    """Admins: create an account (password policy as ``chatbot agents add``)."""
+
+    email: str
+    password: str
+    stores: list[str] = field(default_factory=list)
+    admin: bool = False
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class RemoveAgent:
+    """Admins: delete an account; its sessions end at once."""
+
+    email: str
+
+
+@dataclass(frozen=True)
+class SetAgentStores:
+    """Admins: the exact list of stores an agent works in."""
+
+    email: str
+    stores: list[str]
+
+
 ClientMessage = (
     Auth | SubscribeInbox | Open | Close | TakeOver | HandBack | Resolve | Reopen | Send | Note
-    | Suggest | Typing | MarkRead
+    | Suggest | Typing | MarkRead | ListAgents | AddAgent | RemoveAgent | SetAgentStores
 )
+MAX_STORES = 100
+
+
+def _stores(o: dict[str, Any]) -> list[str]:
+    value = o.get("stores", [])
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_STORES
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_ID_CHARS for s in value)
+    ):
+        raise ProtocolError("field 'stores' must be a list of store names",
+                            code=ErrorCode.BAD_MESSAGE)
+    return list(dict.fromkeys(value))
+
 
 
 def _conversation_id(o: dict[str, Any]) -> str:
@@ -180,6 +225,16 @@ _CLIENT: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "suggest": lambda o: Suggest(_conversation_id(o)),
     "typing": lambda o: Typing(_conversation_id(o), opt_bool(o, "active", True)),
     "mark_read": lambda o: MarkRead(_conversation_id(o)),
+    "list_agents": lambda o: ListAgents(),
+    "add_agent": lambda o: AddAgent(
+        email=req_str(o, "email", max_chars=320),
+        password=req_str(o, "password", max_chars=1024),
+        stores=_stores(o),
+        admin=opt_bool(o, "admin"),
+        name=opt_str(o, "name", max_chars=200) or "",
+    ),
+    "remove_agent": lambda o: RemoveAgent(req_str(o, "email", max_chars=320)),
+    "set_agent_stores": lambda o: SetAgentStores(req_str(o, "email", max_chars=320), _stores(o)),
 }
 
 CLIENT_TYPES = frozenset(_CLIENT)
@@ -188,6 +243,8 @@ _CLIENT_NAMES: dict[type, str] = {
     Auth: "auth", SubscribeInbox: "subscribe_inbox", Open: "open", Close: "close",
     TakeOver: "take_over", HandBack: "hand_back", Resolve: "resolve", Reopen: "reopen",
     Send: "send", Note: "note", Suggest: "suggest", Typing: "typing", MarkRead: "mark_read",
+    ListAgents: "list_agents", AddAgent: "add_agent", RemoveAgent: "remove_agent",
+    SetAgentStores: "set_agent_stores",
 }
 
 
@@ -286,6 +343,13 @@ class SuggestionDone:
 
 
 @dataclass(frozen=True)
+class Agents:
+    """Admins: the team, after ``list_agents`` or a change (never carries passwords)."""
+
+    agents: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Error:
     code: str
     message: str
@@ -295,13 +359,14 @@ class Error:
 
 
 ServerEvent = (
-    Ready | Inbox | InboxUpdate | Conversation | Event | SuggestionToken | SuggestionDone | Error
+    Ready | Inbox | InboxUpdate | Conversation | Event | SuggestionToken | SuggestionDone | Agents
+    | Error
 )
 
 _SERVER_NAMES: dict[type, str] = {
     Ready: "ready", Inbox: "inbox", InboxUpdate: "inbox_update", Conversation: "conversation",
     Event: "event", SuggestionToken: "suggestion_token", SuggestionDone: "suggestion_done",
-    Error: "error",
+    Agents: "agents", Error: "error",
 }
 SERVER_TYPES = frozenset(_SERVER_NAMES.values())
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from chatbot.agents import authz, inbox
+from chatbot.agents import authz, inbox, team
 from chatbot.agents.accounts import accessible_stores
 from chatbot.agents.authz import Principal
 from chatbot.agents.models import Agent
@@ -288,6 +288,10 @@ class AgentSocket:
             self.suggestion = asyncio.create_task(self._suggest(conv))
         elif isinstance(msg, proto.Typing):
             await self._typing(msg)
+        elif isinstance(msg, proto.ListAgents | proto.AddAgent | proto.RemoveAgent
+                        | proto.SetAgentStores):
+            rows = await self.app.conversations.run(team.apply, self.token, msg)
+            await self.send(proto.Agents(rows))
         elif isinstance(msg, proto.MarkRead):
             conv = await self._conversation(msg.conversation_id)
             assert self.principal is not None

@@ -220,3 +220,54 @@ async def test_revoked_store_stops_the_live_feed(tmp_path: Path,
             await shopper.ask("are you there?")
             assert not [f for f in await quiet(client, 0.5)
                         if f["type"] in ("event", "inbox_update")]
+
+
+async def test_admins_manage_the_team_over_the_socket(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "boss@shop.example", [], admin=True, name="Robin")
+        add_agent(running.db, "ana@shop.example", ["demo"], name="Ana")
+        ana_token = token_for(running.db, "ana@shop.example")
+        async with agent_client(running, ana_token) as ana:
+            for frame in ({"type": "list_agents"},
+                          {"type": "remove_agent", "email": "boss@shop.example"}):
+                await ana.send(**frame)
+                assert (await ana.error())["code"] == "forbidden"
+
+        async with agent_client(running, token_for(running.db, "boss@shop.example")) as boss:
+            await boss.send(type="add_agent", email="Sam@Shop.example",
+                            password="a long passphrase", stores=["demo"], name="Sam")
+            team = (await boss.until("agents"))[-1]["agents"]
+            assert [(a["email"], a["stores"]) for a in team] == [
+                ("ana@shop.example", ["demo"]), ("boss@shop.example", []),
+                ("sam@shop.example", ["demo"])]
+            assert "password" not in str(team) and "hash" not in str(team)
+            for bad, code in [({"email": "sam@shop.example", "password": "another passphrase"},
+                               "agent_exists"),
+                              ({"email": "x@shop.example", "password": "short",
+                                "stores": ["demo"]}, "weak_password"),
+                              ({"email": "z@shop.example", "password": "a long passphrase"},
+                               "no_store"),
+                              ({"email": "y@shop.example", "password": "a long passphrase",
+                                "stores": ["nope"]}, "unknown_store")]:
+                await boss.send(type="add_agent", **bad)
+                assert (await boss.error())["code"] == code
+            await boss.send(type="remove_agent", email="boss@shop.example")
+            assert (await boss.error())["code"] == "not_allowed"
+
+            # The new account works at once; store changes bite on the agent's next action.
+            status, _, _ = await asyncio.to_thread(
+                http, running, "POST", "/console/login", basic("sam@shop.example",
+                                                              "a long passphrase"))
+            assert status == 200
+            await boss.send(type="set_agent_stores", email="ana@shop.example", stores=["locked"])
+            team = (await boss.until("agents"))[-1]["agents"]
+            assert team[0]["stores"] == ["locked"]
+            async with agent_client(running, ana_token) as ana:
+                await ana.send(type="subscribe_inbox", store="demo")
+                assert (await ana.error())["code"] == "forbidden"
+                # Removing an agent ends their live connection on their next frame.
+                await boss.send(type="remove_agent", email="ana@shop.example")
+                await boss.until("agents")
+                await ana.send(type="subscribe_inbox", store="locked")
+                assert (await ana.error())["code"] == "unauthorized"
+                assert await ana.closed_code() == 1008
