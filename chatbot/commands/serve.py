@@ -63,6 +63,9 @@ def serve(
       CHATBOT_DATABASE_URL=postgresql+psycopg://chat@db/chat chatbot serve
     """
     settings: Settings = ctx.obj.settings.replace(host=host, port=port)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # websockets logs every HTTP request (health checks, metrics scrapes) at INFO.
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     asyncio.run(run_server(settings, demo=demo, drain_s=drain, poll_s=poll_events))
 
 
