@@ -183,6 +183,7 @@
       case "event": return onEvent(frame);
       case "suggestion_token": return onSuggestionToken(frame);
       case "suggestion_done": return onSuggestionDone(frame);
+      case "agents": return renderTeam(frame.agents || []);
       case "error": return onError(frame);
       default: return undefined; // newer server: ignore what we do not know
     }
@@ -196,6 +197,7 @@
     showApp();
     setConnection("Live", "live");
     $("agent-name").textContent = state.agent.name || state.agent.email || "";
+    $("team-open").hidden = !state.agent.admin;
     var select = $("store-select");
     clear(select);
     state.stores.forEach(function (s) {
@@ -244,6 +246,12 @@
       if (state.ws) state.ws.close(1000);
       state.ws = null;
       showLogin(code === "session_expired" ? "Your session has expired. Sign in again." : "");
+      return;
+    }
+    if (frame.ref === "add_agent" || frame.ref === "remove_agent" || frame.ref === "list_agents") {
+      var teamError = $("team-error");
+      teamError.textContent = frame.message || code;
+      teamError.hidden = false;
       return;
     }
     if (frame.ref === "suggest" && state.suggestion) {
@@ -633,6 +641,76 @@
     textarea.setSelectionRange(textarea.value.length, textarea.value.length);
   }
 
+  // ---- team (admins) --------------------------------------------------------------------------
+
+  function openTeam() {
+    $("team-error").hidden = true;
+    var boxes = $("team-stores");
+    clear(boxes);
+    state.stores.forEach(function (s) {
+      var label = el("label", "check");
+      var box = el("input");
+      box.type = "checkbox";
+      box.value = s.name;
+      box.checked = s.name === state.store;
+      label.appendChild(box);
+      label.appendChild(document.createTextNode(s.title && s.title !== s.name ? s.title + " (" + s.name + ")" : s.name));
+      boxes.appendChild(label);
+    });
+    send("list_agents", {});
+    $("team").showModal();
+  }
+
+  function renderTeam(agents) {
+    var body = $("team-rows");
+    clear(body);
+    var added = $("team-email").value.trim().toLowerCase();
+    if (added && agents.some(function (a) { return a.email === added; })) {
+      $("team-email").value = "";
+      $("team-name").value = "";
+      $("team-admin").checked = false;
+    }
+    agents.forEach(function (a) {
+      var tr = el("tr");
+      var who = el("td");
+      who.appendChild(el("div", "", a.name || a.email));
+      who.appendChild(el("div", "sub", a.email));
+      tr.appendChild(who);
+      tr.appendChild(el("td", "", a.admin ? "Admin" : "Agent"));
+      tr.appendChild(el("td", "", a.admin ? "All stores" : (a.stores || []).join(", ") || "—"));
+      tr.appendChild(el("td", "sub", a.last_login ? String(a.last_login).replace("T", " ").slice(0, 16) + " UTC" : "never"));
+      var cell = el("td");
+      if (!state.agent || a.email !== state.agent.email) {
+        var remove = el("button", "btn", "Remove");
+        remove.type = "button";
+        remove.addEventListener("click", function () {
+          if (window.confirm("Remove " + a.email + "? Their open sessions end at once.")) {
+            send("remove_agent", { email: a.email });
+          }
+        });
+        cell.appendChild(remove);
+      }
+      tr.appendChild(cell);
+      body.appendChild(tr);
+    });
+  }
+
+  function addTeamMember(event) {
+    event.preventDefault();
+    $("team-error").hidden = true;
+    var stores = Array.from(document.querySelectorAll("#team-stores input:checked")).map(function (b) { return b.value; });
+    var ok = send("add_agent", {
+      email: $("team-email").value.trim(),
+      name: $("team-name").value.trim(),
+      password: $("team-password").value,
+      stores: stores,
+      admin: $("team-admin").checked,
+    });
+    if (ok) {
+      $("team-password").value = "";
+    }
+  }
+
   // ---- composer and actions -------------------------------------------------------------------
 
   function setMode(mode) {
@@ -734,6 +812,9 @@
       });
       subscribe();
     });
+    $("team-open").addEventListener("click", openTeam);
+    $("team-close").addEventListener("click", function () { $("team").close(); });
+    $("team-add").addEventListener("submit", addTeamMember);
     $("btn-take").addEventListener("click", function () { action("take_over"); });
     $("btn-handback").addEventListener("click", function () { action("hand_back"); });
     $("btn-resolve").addEventListener("click", function () { action("resolve"); });

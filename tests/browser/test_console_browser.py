@@ -193,3 +193,38 @@ async def test_inbox_filters_search_and_markup_stays_text(browser: Any, live: Li
     assert "#W2611340" in await console.locator("#summary-text").inner_text()
     await shot(console, "console-inbox-waiting")
     assert live.dialogs == [] and console.errors == []
+
+
+async def test_admin_adds_a_team_member_who_can_sign_in(browser: Any, live: LiveServer) -> None:
+    with live.db.transaction() as session:
+        accounts.add_agent(session, "boss@shop.example", PASSWORD, is_admin=True, name="Robin")
+    admin = await new_page(browser, live, viewport={"width": 1440, "height": 900})
+    await admin.goto(live.url + "/console")
+    await admin.fill("#login-email", "boss@shop.example")
+    await admin.fill("#login-password", PASSWORD)
+    await admin.click("#login-submit")
+    await admin.locator("#team-open").click()
+    await admin.locator("#team-rows tr").first.wait_for()
+    assert "boss@shop.example" in await admin.locator("#team-rows").inner_text()
+
+    await admin.fill("#team-email", "sam@shop.example")
+    await admin.fill("#team-name", "Sam")
+    await admin.fill("#team-password", "short")
+    await admin.click("#team-add button[type=submit]")
+    await admin.locator("#team-error").wait_for()
+    assert "at least 10 characters" in await admin.locator("#team-error").inner_text()
+    await admin.fill("#team-password", "a long passphrase")
+    await admin.click("#team-add button[type=submit]")
+    await admin.locator("#team-rows tr", has_text="sam@shop.example").wait_for()
+    assert await admin.input_value("#team-email") == ""
+    await shot(admin, "console-team")
+
+    sam = await new_page(browser, live)
+    await sam.goto(live.url + "/console")
+    await sam.fill("#login-email", "sam@shop.example")
+    await sam.fill("#login-password", "a long passphrase")
+    await sam.click("#login-submit")
+    await sam.locator("#app").wait_for()
+    assert await sam.locator("#agent-name").inner_text() == "Sam"
+    assert await sam.locator("#team-open").is_hidden()  # not an admin
+    assert admin.errors == [] and sam.errors == []
