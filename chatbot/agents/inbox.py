@@ -421,8 +421,16 @@ def inbox_snapshot(
 def inbox_updates(
     session: Session, store_id: int, ids: Sequence[int], agent_id: int, kind: str, q: str
 ) -> tuple[list[tuple[dict[str, Any], bool]], dict[str, int]]:
-    """Fresh rows (and whether they match) for changed conversations, plus the counts."""
-    updates = [inbox_row(session, i, agent_id, filter=kind, q=q) for i in ids]
+    """Fresh rows (and whether they match) for changed conversations, plus the counts.
+
+    Conversations of another store (queued just before the agent switched stores) are
+    left out.
+    """
+    mine = set(session.scalars(
+        select(Conversation.id).where(Conversation.id.in_(list(ids)),
+                                      Conversation.store_id == store_id)
+    ))
+    updates = [inbox_row(session, i, agent_id, filter=kind, q=q) for i in ids if i in mine]
     return updates, inbox_counts(session, store_id, agent_id)
 
 

@@ -3,8 +3,9 @@
 Parameters follow OWASP's Password Storage Cheat Sheet for argon2id (19 MiB, 2 passes,
 1 lane): a login costs about 90 ms of one core against about 700 ms for argon2-cffi's
 default profile on the 2-core dev box (``bench/console_login.py``), so a burst of logins
-cannot starve the chat streams, while an offline guess still costs 19 MiB of memory. Hashes made with other parameters
-are upgraded at the next successful login (:func:`needs_rehash`).
+cannot starve the chat streams, while an offline guess still costs 19 MiB of memory.
+Hashes made with other parameters are upgraded at the next successful login
+(:func:`needs_rehash`).
 """
 
 from __future__ import annotations

@@ -248,6 +248,11 @@ _CLIENT_NAMES: dict[type, str] = {
 }
 
 
+def message_type(msg: ClientMessage) -> str:
+    """The wire ``type`` of a console message (e.g. for an error's ``ref``)."""
+    return _CLIENT_NAMES[type(msg)]
+
+
 def decode(frame: str | bytes) -> ClientMessage:
     """Decode one console frame, or raise ``ProtocolError`` with a stable ``code``."""
     obj = decode_envelope(frame)

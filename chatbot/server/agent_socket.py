@@ -243,7 +243,7 @@ class AgentSocket:
     # ---- messages --------------------------------------------------------------------
 
     async def _dispatch(self, msg: proto.ClientMessage) -> None:
-        ref = getattr(msg, "id", None) or proto._CLIENT_NAMES[type(msg)]
+        ref = getattr(msg, "id", None) or proto.message_type(msg)
         conversation_id = getattr(msg, "conversation_id", None)
         try:
             await self._handle(msg)
