@@ -280,6 +280,7 @@
         it = this.find("shopper", ev.id) || this.add({ role: "shopper", id: str(ev.id), text: str(ev.text) });
         it.pending = false; it.failed = false; it.error = null;
         if (typeof ev.text === "string") it.text = ev.text;
+        it.at = str(ev.at);
         fx.items.push(it);
         break;
       case "token":
@@ -300,12 +301,13 @@
         });
         it.handoff = !!ev.handoff;
         it.interrupted = !!ev.interrupted;
+        it.at = str(ev.at);
         this.activity = null; fx.activity = true;
         fx.items.push(it); fx.finished.push(it);
         break;
       case "agent_message":
         it = this.find("agent", ev.id) || this.add({ role: "agent", id: str(ev.id), text: "" });
-        it.text = str(ev.text); it.agent = str(ev.agent); it.done = true;
+        it.text = str(ev.text); it.agent = str(ev.agent); it.done = true; it.at = str(ev.at);
         this.activity = null; fx.activity = true;
         fx.items.push(it); fx.finished.push(it);
         break;
@@ -1083,7 +1085,7 @@
     if (it.role === "agent") row.appendChild(el("div", { class: "who", "aria-hidden": "true" }, [el("span", { class: "mini" }, [who.charAt(0).toUpperCase()]), who + " \u00b7 " + t("team")]));
     var body = el("div", { class: "body" });
     if (it.role === "shopper") body.textContent = it.text; else renderRich(body, it.text);
-    var bubble = el("div", { class: "bubble" + (it.role === "bot" && !it.done ? " streaming" : "") }, [
+    var bubble = el("div", { class: "bubble" + (it.role === "bot" && !it.done ? " streaming" : ""), title: this.time(it.at) }, [
       el("span", { class: "sr", text: who + ": " }), body
     ]);
     row.appendChild(bubble);
@@ -1133,6 +1135,13 @@
       rateBtn(1, "up", t("helpful")), rateBtn(-1, "down", t("notHelpful"))
     ]));
     return row;
+  };
+
+  /** "14:05" in the shopper's language, for a server timestamp; "" when there is none. */
+  W.time = function (at) {
+    var d = at ? new Date(at) : null;
+    if (!d || isNaN(d.getTime())) return null;
+    try { return d.toLocaleTimeString(this.lang, { hour: "2-digit", minute: "2-digit" }); } catch (e) { return null; }
   };
 
   W.renderActivity = function () {
@@ -1312,6 +1321,7 @@
     ".send:disabled,textarea:disabled{opacity:.5;cursor:not-allowed}",
     "@media (max-width:479.98px){.panel{inset:0;width:100%;max-width:none;height:100%;border-radius:0}",
     ":host([data-open]) .launcher{display:none}}",
+    "@media (forced-colors:active){.icon,.rate,.star,.send,.launcher{border:1px solid ButtonText}.bubble{border:1px solid CanvasText}}",
     "@media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}"
   ].join("\n");
 

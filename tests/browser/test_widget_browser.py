@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
@@ -143,6 +144,8 @@ async def test_streamed_reply_then_final_reply_with_source(page: Any, live: Live
     assert "Shipping policy" in await source.inner_text()
     assert await source.get_attribute("href") == SHIPPING.url
     assert await source.get_attribute("rel") == "noopener noreferrer"
+    reply_time = await page.locator(f"{BOT} .bubble").last.get_attribute("title") or ""
+    assert re.fullmatch(r"\d{1,2}:\d{2}( [AP]M)?", reply_time), f"time on hover: {reply_time!r}"
     await expect_hidden(page, f"{W} .activity")
     await page.wait_for_function("() => window.__announced.length > 0")
     await page.wait_for_timeout(300)
