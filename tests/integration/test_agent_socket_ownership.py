@@ -263,3 +263,39 @@ async def test_inbox_is_live_and_copilot_streams_a_grounded_suggestion(tmp_path:
                 row = (await ana.until(lambda f: f["type"] == "inbox_update"))[-1]
                 assert row["matches"] and row["conversation"]["unread"] == 0
                 assert row["conversation"]["mine"] is True
+
+
+async def test_customer_panel_shows_the_verified_identity_and_orders(tmp_path: Path) -> None:
+    from datetime import datetime
+    from decimal import Decimal
+
+    from chatbot import identity
+    from knowledge_base.models import Order
+    from knowledge_base.stores import get_store
+
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        with running.db.transaction() as session:
+            demo = get_store(session, "demo")
+            session.add(Order(store_id=demo.id, customer_id=running.customers["cust_1"],
+                              number="#W1000001", status="delivered", total=Decimal("42.00"),
+                              placed_at=datetime(2026, 10, 1)))
+        token = identity.sign(running.secrets["demo"], "cust_1")
+        async with running.client() as shopper, agent_client(
+            running, token_for(running.db, "ana@shop.example")
+        ) as ana:
+            welcome = await shopper.hello(identity=token)
+            assert welcome["customer"]["verified"] is True
+            await shopper.ask("hi")
+            opened = await ana.open(welcome["conversation_id"])
+            panel = opened["customer"]
+            assert panel["verified"] is True and panel["id"] == "cust_1"
+            assert panel["email"] == "cust_1@example.com"
+            assert [(o["number"], o["status"], o["total_display"]) for o in panel["orders"]] == [
+                ("#W1000001", "delivered", "$42.00")]
+            # A guest gets no customer data at all.
+            async with running.client() as guest:
+                gid = (await guest.hello())["conversation_id"]
+                await guest.ask("hello")
+            panel = (await ana.open(gid))["customer"]
+            assert panel["verified"] is False and panel["orders"] == [] and panel["email"] == ""
