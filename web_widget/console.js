@@ -274,6 +274,9 @@
     });
     rows.forEach(function (row) { list.appendChild(inboxItem(row)); });
     $("inbox-empty").hidden = rows.length > 0;
+    // Conversations waiting for a person show in the tab title, for agents in another tab.
+    var waiting = state.counts.waiting || 0;
+    document.title = (waiting ? "(" + waiting + ") " : "") + "Agent console · Storefront Chatbot";
     document.querySelectorAll("[data-count]").forEach(function (node) {
       var n = state.counts[node.getAttribute("data-count")];
       node.textContent = n ? String(n) : "";
@@ -398,6 +401,7 @@
     }
     if (ev.state) conv.state = ev.state;
     var list = $("transcript");
+    if (live) announce(ev);
     switch (ev.type) {
       case "ack":
         clearIndicator();
@@ -423,6 +427,13 @@
       default:
         break;
     }
+  }
+
+  function announce(ev) {
+    var text = ev.type === "ack" ? "Shopper: " + ev.text
+      : ev.type === "done" ? "Bot: " + ev.text
+        : ev.type === "agent_message" ? (ev.agent || "Agent") + ": " + ev.text : "";
+    if (text) $("announcer").textContent = text;
   }
 
   function isEphemeral(ev) {

@@ -171,6 +171,7 @@ async def test_inbox_filters_search_and_markup_stays_text(browser: Any, live: Li
     row = console.locator(".inbox-item").first
     await row.wait_for()
     await console.locator(".inbox-item .pill.waiting").wait_for()
+    assert (await console.title()).startswith("(1) Agent console")  # waiting, in the tab title
     # The handoff summary line shows the detected topic and order number.
     assert "#W2611340" in await row.locator(".summary-line").inner_text()
     assert await row.locator(".preview").inner_text() != ""
