@@ -218,24 +218,3 @@ def words(events: Sequence[Any]) -> str:
     """The text of the ReplyTokens in ``events``, joined."""
     return "".join(e.text for e in events if type(e).__name__ == "ReplyToken")
 
-
-# TEMP until chatbot.engine.engine lands: the agreed GenerationRequest shape.
-import importlib.util as _ilu  # noqa: E402
-import sys as _sys  # noqa: E402
-import types as _types  # noqa: E402
-
-if _ilu.find_spec("chatbot.engine.engine") is None:
-
-    @dataclass
-    class GenerationRequest:
-        prompt_ids: list[int]
-        max_new_tokens: int = 160
-        temperature: float = 0.0
-        top_p: float = 1.0
-        seed: int | None = None
-        stop: tuple[str, ...] = ()
-        cache_key: str | None = None
-
-    _mod = _types.ModuleType("chatbot.engine.engine")
-    _mod.GenerationRequest = GenerationRequest  # type: ignore[attr-defined]
-    _sys.modules["chatbot.engine.engine"] = _mod
