@@ -490,16 +490,25 @@ class AgentSocket:
                 conversation_key=f"copilot:{conv.public_id}",
             )
             suggestion_id = new_public_id("s")
-            async for event in answerer.answer(request):
-                if isinstance(event, ReplyToken) and event.text:
-                    await self.send(proto.SuggestionToken(conv.public_id, suggestion_id,
-                                                          event.text))
-                elif isinstance(event, ReplyDone):
-                    sources = [{"kind": s.kind, "id": s.id, "title": s.title, "url": s.url}
-                               for s in event.sources]
-                    await self.send(proto.SuggestionDone(conv.public_id, suggestion_id,
-                                                         event.text, sources, event.handoff, seq))
-                    break
+            stream = answerer.answer(request)
+            try:
+                async for event in stream:
+                    if isinstance(event, ReplyToken) and event.text:
+                        await self.send(proto.SuggestionToken(conv.public_id, suggestion_id,
+                                                              event.text))
+                    elif isinstance(event, ReplyDone):
+                        sources = [{"kind": s.kind, "id": s.id, "title": s.title, "url": s.url}
+                                   for s in event.sources]
+                        await self.send(proto.SuggestionDone(
+                            conv.public_id, suggestion_id, event.text, sources, event.handoff,
+                            seq))
+                        break
+            finally:
+                # A new suggestion, a closed socket or the end: free the engine slot now.
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(Exception):
+                        await aclose()
         except (asyncio.CancelledError, ConnectionClosed):
             raise
         except Exception:

@@ -299,3 +299,36 @@ async def test_customer_panel_shows_the_verified_identity_and_orders(tmp_path: P
                 await guest.ask("hello")
             panel = (await ana.open(gid))["customer"]
             assert panel["verified"] is False and panel["orders"] == [] and panel["email"] == ""
+
+
+async def test_a_new_suggestion_or_a_closed_console_stops_the_previous_one(
+    tmp_path: Path,
+) -> None:
+    fake = FakeAnswerer()
+    async with running_server(tmp_path, fake=fake) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        async with running.client() as shopper:
+            cid = (await shopper.hello())["conversation_id"]
+            await shopper.ask("Can I return worn shoes?")
+            async with agent_client(running, token_for(running.db, "ana@shop.example")) as ana:
+                await ana.open(cid)
+                fake.queue(["first ", "draft"], pause_at=1)
+                await ana.act("suggest", cid)
+                await fake.wait_paused()
+                fake.queue(["Yes, ", "within 30 days."])
+                await ana.act("suggest", cid)
+                done = (await ana.until("suggestion_done"))[-1]
+                assert done["text"] == "Yes, within 30 days."
+                # The first generation was closed, not left suspended in the engine.
+                assert fake.active == 0
+                fake.queue(["left ", "behind"], pause_at=1)
+                fake.paused.clear()  # still set by the generation that was closed
+                await ana.act("suggest", cid)
+                await fake.wait_paused()
+                assert fake.active == 1
+            for _ in range(50):  # the console closed: its suggestion stops too
+                if fake.active == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert fake.active == 0
+            fake.release()
