@@ -56,6 +56,9 @@ class Settings:
     retrieval_min_score: float = 0.35
     limits: Limits = field(default_factory=Limits)
     log_level: str = "INFO"
+    # Test-only: "TOKENS:DELAY" makes `chatbot serve` stream echo replies instead of
+    # loading the model (crash-safety tests, load benchmark --fake). See fake_answerer.py.
+    fake_answerer: str = ""
 
     @property
     def index_dir(self) -> Path:
@@ -112,6 +115,7 @@ class Settings:
             "retrieval_k": int(env.get("CHATBOT_RETRIEVAL_K", "4")),
             "retrieval_min_score": float(env.get("CHATBOT_RETRIEVAL_MIN_SCORE", "0.35")),
             "log_level": env.get("CHATBOT_LOG_LEVEL", "INFO"),
+            "fake_answerer": env.get("CHATBOT_FAKE_ANSWERER", ""),
             "limits": limits,
         }
         base.update(overrides)

@@ -119,6 +119,11 @@ async def run_server(
 
 
 async def _load_answerer(settings: Settings, db: Any, demo: bool, demo_store_id: int | None) -> Any:
+    if settings.fake_answerer:
+        from chatbot.fake_answerer import SlowEchoAnswerer
+
+        log.warning("CHATBOT_FAKE_ANSWERER is set: placeholder echo replies, no model (tests)")
+        return SlowEchoAnswerer.from_spec(settings.fake_answerer)
     from chatbot.answering import build_answerer
 
     if demo:

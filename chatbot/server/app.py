@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from websockets.http11 import Request, Response
 
 from chatbot.conversations.hub import ConversationHub
 from chatbot.conversations.poller import EventPoller
+from chatbot.conversations.recovery import interrupt_orphaned_replies
 from chatbot.conversations.service import ConversationService
 from chatbot.server.chat_socket import ChatSocket, remote_ip
 from chatbot.server.http import (
@@ -57,6 +59,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "chatbot.server.storefront",  # storefront products API (widget helper)
     "chatbot.server.agent_socket",  # /ws/agent and console endpoints (console helper)
 )
+# With several processes on one database, a reply silent this long has no live writer.
+ORPHAN_STALE_AFTER = timedelta(minutes=5)
 STATIC_DIR = Path(__file__).resolve().parents[2] / "web_widget"
 # Candidate files for the page aliases, first existing wins.
 PAGES: dict[str, tuple[str, ...]] = {
@@ -234,6 +238,13 @@ class ChatServer:
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Listen (``port`` 0 picks a free one) and return the port."""
+        # Replies a killed process left "streaming" get their interrupted marker first,
+        # so a resuming shopper never waits for a reply nobody is writing.
+        await asyncio.to_thread(
+            interrupt_orphaned_replies,
+            self.db,
+            stale_after=None if self.poller is None else ORPHAN_STALE_AFTER,
+        )
         self._server = await serve(
             self._handle,
             host or self.settings.host,
