@@ -47,7 +47,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     # Engine
-    engine_dtype: str = "bf16"
+    # Weight format: auto | fp32 | fp16 | int8 | bf16 (auto picks the fastest measured here)
+    engine_dtype: str = "auto"
     engine_max_batch: int = 64
     engine_threads: int = 0  # 0: leave torch's default
     max_new_tokens: int = 160
@@ -108,7 +109,7 @@ class Settings:
         base: dict[str, Any] = {
             "host": env.get("CHATBOT_HOST", "127.0.0.1"),
             "port": int(env.get("CHATBOT_PORT", "8080")),
-            "engine_dtype": env.get("CHATBOT_ENGINE_DTYPE", "bf16"),
+            "engine_dtype": env.get("CHATBOT_ENGINE_DTYPE", "auto"),
             "engine_max_batch": int(env.get("CHATBOT_ENGINE_MAX_BATCH", "64")),
             "engine_threads": int(env.get("CHATBOT_ENGINE_THREADS", "0")),
             "max_new_tokens": int(env.get("CHATBOT_MAX_NEW_TOKENS", "160")),
