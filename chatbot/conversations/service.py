@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chatbot.conversations import ownership
@@ -44,12 +45,19 @@ from chatbot.conversations.models import (
     GuestVerification,
 )
 from chatbot.conversations.writer import GroupWriter
-from chatbot.errors import NotFoundError
+from chatbot.errors import ConflictError, NotFoundError
 from chatbot.types import Source, Turn
 from knowledge_base.db import Database, transaction
 from knowledge_base.models import utcnow
 
 T = TypeVar("T")
+
+
+def new_resume_token() -> str:
+    """A guest's proof of ownership of a conversation (only its hash is stored)."""
+    return f"r_{secrets.token_urlsafe(24)}"
+
+
 HISTORY_TURNS = 8
 
 __all__ = ["BotSilencedError", "ConversationRef", "ConversationService", "NewEvent"]
@@ -144,19 +152,52 @@ class ConversationService:
 
     # ---- conversations ----------------------------------------------------------------
 
-    async def open(self, store_id: int, customer_id: int | None) -> tuple[ConversationRef, str]:
-        """Create a conversation; returns it and the guest's resume token."""
-        token = f"r_{secrets.token_urlsafe(24)}"
+    async def open(
+        self,
+        store_id: int,
+        customer_id: int | None,
+        *,
+        public_id: str | None = None,
+        resume_token: str | None = None,
+    ) -> tuple[ConversationRef, str]:
+        """Create a conversation; returns it and the guest's resume token.
+
+        ``public_id``/``resume_token`` store a conversation whose id a ``welcome`` already
+        handed out (conversations are created on their first message). If two tabs race
+        to create it, the second gets the first's row when its proof matches.
+        """
+        token = resume_token or new_resume_token()
 
         def fn(session: Session) -> ConversationRef:
             conv = Conversation(
                 store_id=store_id, customer_id=customer_id, resume_hash=hash_token(token)
             )
+            if public_id is not None:
+                conv.public_id = public_id
             session.add(conv)
             session.flush()
             return to_ref(conv)
 
-        return await self.run(fn), token
+        try:
+            return await self.run(fn), token
+        except IntegrityError:
+            if public_id is None:
+                raise
+            found = await self.find_for_resume(store_id, public_id, customer_id, token)
+            if found is None:
+                raise ConflictError("that conversation id is taken", code="conflict") from None
+            return found, token
+
+    async def exists(self, public_id: str) -> bool:
+        """Whether any store has a conversation with this public id."""
+
+        def fn(session: Session) -> bool:
+            found = session.scalar(
+                select(Conversation.id).where(Conversation.public_id == public_id)
+            )
+            return found is not None
+
+        return await self.run(fn)
 
     async def find_for_resume(
         self, store_id: int, public_id: str, customer_id: int | None, resume_token: str | None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,10 @@ from websockets.exceptions import ConnectionClosed
 from chatbot import identity
 from chatbot.conversations.hub import HubItem, Subscription
 from chatbot.conversations.log import ConversationRef
+from chatbot.conversations.models import new_public_id
 from chatbot.conversations.ownership import Action
-from chatbot.errors import ChatbotError, ConflictError, IdentityError, ProtocolError
+from chatbot.conversations.service import new_resume_token
+from chatbot.errors import ChatbotError, ConflictError, IdentityError, NotFoundError, ProtocolError
 from chatbot.protocol import chat
 from chatbot.protocol.common import CloseCode, ErrorCode, encode_frame
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket, per_minute
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
+_PUBLIC_ID = re.compile(r"c_[A-Za-z0-9_-]{16}")
+_TOKEN = re.compile(r"r_[A-Za-z0-9_-]{32}")
 
 
 class ChatSocket:
@@ -49,8 +54,14 @@ class ChatSocket:
         self.message_bucket = per_minute(limits.messages_per_minute_per_connection)
         self.frame_bucket = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
         self.conv: ConversationRef | None = None
+        # A conversation announced in ``welcome`` but not stored yet: (public id, resume
+        # token). It is stored on the first thing worth keeping (a message, a handoff),
+        # so page views that never chat leave no rows and no empty inbox entries.
+        self.unsaved: tuple[str, str | None] | None = None
+        self.customer_id: int | None = None
         self.store: StoreInfo | None = None
         self.sub: Subscription | None = None
+        self.pump: asyncio.Task[None] | None = None
         self.delivered = 0  # highest stored seq sent to this client
         self.last_frame_at = time.monotonic()
 
@@ -58,19 +69,17 @@ class ChatSocket:
 
     async def run(self) -> None:
         """Serve the connection until it closes."""
-        pump: asyncio.Task[None] | None = None
         try:
             if not await self._await_hello():
                 return
-            pump = asyncio.create_task(self._pump_events())
-            await self._read_loop(pump)
+            await self._read_loop()
         except ConnectionClosed:
             pass
         finally:
-            if pump is not None:
-                pump.cancel()
+            if self.pump is not None:
+                self.pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await pump
+                    await self.pump
             if self.sub is not None:
                 self.sub.close()
             if self.conv is not None:
@@ -99,9 +108,9 @@ class ChatSocket:
         await self.conn.close(CloseCode.POLICY_VIOLATION, "hello timeout")
         return False
 
-    async def _read_loop(self, pump: asyncio.Task[None]) -> None:
+    async def _read_loop(self) -> None:
         idle = self.app.settings.limits.idle_timeout_s
-        while not pump.done():
+        while self.pump is None or not self.pump.done():
             frame = await self._recv(max(0.0, self.last_frame_at + idle - time.monotonic()))
             if frame is None:
                 await self.send_error(ErrorCode.IDLE_TIMEOUT, "closed after a long silence")
@@ -168,31 +177,40 @@ class ChatSocket:
             return False
         self.store = store
         customer_id, name = await self._verify_identity(store, hello.identity)
-        conv, resume_token = None, None
+        self.customer_id = customer_id
+        conv, resume_token, resumed = None, None, False
         if hello.conversation_id and not hello.new_conversation:
             conv = await service.find_for_resume(
                 store.id, hello.conversation_id, customer_id, hello.resume_token
             )
-            if conv is None:
+            resumed = conv is not None
+            if conv is not None:
+                resume_token = hello.resume_token if conv.customer_id is None else None
+            elif await self._adoptable(hello, customer_id):
+                # Announced earlier but never stored (no message yet): keep its id.
+                resume_token = hello.resume_token if customer_id is None else None
+                self.unsaved, resumed = (hello.conversation_id, resume_token), True
+            else:
                 await self.send_error(
                     ErrorCode.CONVERSATION_NOT_FOUND,
                     "that conversation cannot be resumed here; starting a new one",
                 )
-        resumed = conv is not None
-        if conv is None:
-            conv, token = await service.open(store.id, customer_id)
-            resume_token = None if customer_id is not None else token
-        self.conv = conv
-        # Subscribe before reading the log: whatever commits in between arrives live
-        # and is dropped by seq if the replay already had it.
-        self.sub = self.app.hub.subscribe(conv.id)
-        events, high = await service.replay(conv, (hello.last_seq or 0) if resumed else 0)
-        self.delivered = high
-        self.app.hub.seen(conv.id, high)
+        if conv is None and self.unsaved is None:
+            resume_token = None if customer_id is not None else new_resume_token()
+            self.unsaved = (new_public_id("c"), resume_token)
+        events: list[Any] = []
+        high = 0
+        if conv is not None:
+            # Subscribe before reading the log: whatever commits in between arrives live
+            # and is dropped by seq if the replay already had it.
+            self._follow(conv)
+            events, high = await service.replay(conv, hello.last_seq or 0)
+            self.delivered = high
+            self.app.hub.seen(conv.id, high)
         welcome = {
             "seq": high,
-            "conversation_id": conv.public_id,
-            "state": conv.state,
+            "conversation_id": conv.public_id if conv else self.unsaved[0],  # type: ignore[index]
+            "state": conv.state if conv else "bot",
             "resumed": resumed,
             "events": [e.wire() for e in events],
             "resume_token": resume_token,
@@ -201,6 +219,35 @@ class ChatSocket:
         }
         await self.conn.send(encode_frame("welcome", welcome))
         return True
+
+    async def _adoptable(self, hello: chat.Hello, customer_id: int | None) -> bool:
+        """A well-formed id that no conversation has, with a proof for a future owner."""
+        assert hello.conversation_id is not None
+        if not _PUBLIC_ID.fullmatch(hello.conversation_id):
+            return False
+        if customer_id is None and not (
+            hello.resume_token and _TOKEN.fullmatch(hello.resume_token)
+        ):
+            return False
+        return not await self.app.conversations.exists(hello.conversation_id)
+
+    def _follow(self, conv: ConversationRef) -> None:
+        self.conv = conv
+        self.sub = self.app.hub.subscribe(conv.id)
+        self.pump = asyncio.create_task(self._pump_events())
+
+    async def conversation(self) -> ConversationRef:
+        """The stored conversation, creating it on first use."""
+        if self.conv is None:
+            assert self.store is not None and self.unsaved is not None
+            public_id, token = self.unsaved
+            conv, _ = await self.app.conversations.open(
+                self.store.id, self.customer_id, public_id=public_id, resume_token=token
+            )
+            self.unsaved = None
+            self._follow(conv)
+            self.app.hub.seen(conv.id, conv.last_seq)
+        return self.conv  # type: ignore[return-value]
 
     async def _verify_identity(self, store: StoreInfo, token: str | None) -> tuple[int | None, str]:
         if not token:
@@ -229,12 +276,18 @@ class ChatSocket:
             await self.send_error(ErrorCode.INTERNAL_ERROR, "something went wrong on our side")
 
     async def _handle(self, msg: chat.ClientMessage) -> None:
-        assert self.conv is not None
         service, replies = self.app.conversations, self.app.replies
         if isinstance(msg, chat.Message):
             await self._on_message(msg)
         elif isinstance(msg, chat.Hello):
             await self.send_error(ErrorCode.ALREADY_STARTED, "this connection already said hello")
+        elif isinstance(msg, chat.Handoff):
+            await self._on_handoff(msg)
+        elif self.conv is None:
+            # Nothing stored yet: no reply to rate or stop, nothing to close, nobody
+            # watching the typing indicator.
+            if isinstance(msg, chat.Feedback):
+                raise NotFoundError(f"no reply {msg.reply_id!r} in this conversation")
         elif isinstance(msg, chat.Typing):
             service.publish_ephemeral(
                 self.conv,
@@ -247,8 +300,6 @@ class ChatSocket:
                 },
                 audience="agents",
             )
-        elif isinstance(msg, chat.Handoff):
-            await self._on_handoff(msg)
         elif isinstance(msg, chat.Feedback):
             await service.record_feedback(self.conv, msg.reply_id, msg.rating, msg.comment)
         elif isinstance(msg, chat.Stop):
@@ -258,7 +309,6 @@ class ChatSocket:
             await service.end(self.conv, msg.rating, msg.comment)
 
     async def _on_message(self, msg: chat.Message) -> None:
-        assert self.conv is not None
         limits = self.app.settings.limits
         if len(msg.text) > limits.max_message_chars:
             await self.send_error(
@@ -275,25 +325,24 @@ class ChatSocket:
                 ErrorCode.RATE_LIMITED, "too many messages; wait a few seconds", msg.id
             )
             return
-        if not self.app.replies.can_accept(self.conv.id):
+        conv = await self.conversation()
+        if not self.app.replies.can_accept(conv.id):
             await self.send_error(
                 ErrorCode.QUEUE_FULL, "please wait for the answer before sending more", msg.id
             )
             return
-        ack, duplicate = await self.app.conversations.add_shopper_message(
-            self.conv, msg.id, msg.text
-        )
+        ack, duplicate = await self.app.conversations.add_shopper_message(conv, msg.id, msg.text)
         if duplicate:
             # The client missed the first ack (reconnect): repeat it, store nothing.
             await self.conn.send(encode_frame("ack", {"seq": ack.seq, **ack.payload}))
             return
         self.app.metrics.messages.inc()
-        self.app.replies.submit(self.conv, PendingMessage(msg.id, msg.text, ack.seq))
+        self.app.replies.submit(conv, PendingMessage(msg.id, msg.text, ack.seq))
 
     async def _on_handoff(self, msg: chat.Handoff) -> None:
-        assert self.conv is not None
+        conv = await self.conversation()
         for _ in range(3):
-            fresh = await self.app.conversations.get(self.conv.id)
+            fresh = await self.app.conversations.get(conv.id)
             if fresh.state != "bot":
                 return  # already waiting for, or talking to, a person
             try:

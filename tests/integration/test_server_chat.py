@@ -85,11 +85,13 @@ async def test_typing_feedback_handoff_stop_end(srv: Running) -> None:
     inbox = srv.app.hub.subscribe_store(1)
     async with srv.client() as c:
         welcome = await c.hello()
+        done = (await c.ask("hello"))[-1]
         # typing reaches agents, never echoes to the shopper
+        while not inbox.queue.empty():
+            inbox.queue.get_nowait()
         await c.send(type="typing", active=True)
         item = await asyncio.wait_for(inbox.get(), 2)
         assert item.ephemeral and item.ephemeral["kind"] == "typing" and item.audience == "agents"
-        done = (await c.ask("hello"))[-1]
         # feedback on a real reply is stored; on an unknown one is an error
         await c.send(type="feedback", reply_id=done["reply_id"], rating=-1, comment="meh")
         await c.send(type="feedback", reply_id="r_nope", rating=1)
@@ -258,6 +260,7 @@ async def test_foreign_or_unproven_conversations_are_not_resumable(srv: Running)
         verified = await c.hello(identity=token1)
         assert verified["customer"] == {"verified": True, "name": "Cust_1"}
         assert verified["resume_token"] is None
+        await c.ask("my order question")
     attempts = [
         {"store": "demo", "conversation_id": guest["conversation_id"]},  # no resume token
         {"store": "demo", "conversation_id": guest["conversation_id"], "resume_token": "r_x"},
@@ -356,3 +359,51 @@ async def test_messages_during_a_reply_are_queued_then_answered_in_order(tmp_pat
         dones = [f["in_reply_to"] for f in frames if f["type"] == "done"]
         assert dones == ["m_0", "m_1", "m_2", "m_3"]
         assert [r.message for r in fake.requests] == ["q0", "q1", "q2", "q3", "q4"]
+
+
+async def test_conversations_are_stored_on_their_first_message(srv: Running) -> None:
+    from chatbot.conversations.models import Conversation
+
+    def count() -> int:
+        with srv.db.session() as session:
+            return len(session.scalars(select(Conversation.id)).all())
+
+    async with srv.client() as c:
+        welcome = await c.hello()
+        await c.send(type="typing", active=True)
+        await c.send(type="stop")
+    assert count() == 0  # a page view that never chats leaves no row (and no inbox entry)
+    # A reload keeps the announced id, silently, and the first message stores it.
+    async with srv.client() as c:
+        again = await c.hello(
+            conversation_id=welcome["conversation_id"], resume_token=welcome["resume_token"]
+        )
+        assert c.frames[0]["type"] == "welcome"  # no error first
+        assert again["conversation_id"] == welcome["conversation_id"] and again["resumed"]
+        assert again["resume_token"] == welcome["resume_token"]
+        await c.ask("now it exists")
+    assert count() == 1
+    async with srv.client() as c:  # and it is protected like any other from now on
+        await c.send(type="hello", store="demo", conversation_id=welcome["conversation_id"])
+        assert (await c.until("welcome"))[0]["code"] == "conversation_not_found"
+    async with srv.client() as c:
+        back = await c.hello(
+            conversation_id=welcome["conversation_id"], resume_token=welcome["resume_token"]
+        )
+        assert [e["type"] for e in back["events"]] == ["ack", "done"]
+
+
+async def test_two_tabs_storing_the_same_new_conversation_share_it(srv: Running) -> None:
+    async with srv.client() as a:
+        welcome = await a.hello()
+        async with srv.client() as b:
+            await b.hello(
+                conversation_id=welcome["conversation_id"], resume_token=welcome["resume_token"]
+            )
+            await asyncio.gather(
+                a.send(type="message", id="m_a", text="from tab a"),
+                b.send(type="message", id="m_b", text="from tab b"),
+            )
+            await a.until(lambda f: f["type"] == "done" and f["in_reply_to"] == "m_b")
+            await b.until(lambda f: f["type"] == "done" and f["in_reply_to"] == "m_a")
+    assert {m.public_id for m in _messages(srv, "shopper")} == {"m_a", "m_b"}

@@ -99,6 +99,7 @@ async def test_racing_processes_settle_takeover_in_the_database(
     async with running_server(tmp_path, database_url=pg_url) as srv:
         async with srv.client() as c:
             welcome = await c.hello()
+            await c.ask("hello")
         ref = conversation_ref(srv.app, srv.db, welcome["conversation_id"])
         barrier = threading.Barrier(6)
         outcomes: list[str] = []
