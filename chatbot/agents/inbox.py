@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from chatbot.agents.models import AgentRead
 from chatbot.agents.summary import summarize
-from chatbot.answering.facts import item_lines, money
+from chatbot.answering.facts import item_lines, money, shorten
 from chatbot.answering.router import Intent, route
 from chatbot.conversations.models import (
     AGENT,
@@ -49,11 +49,6 @@ UNGROUNDED_REASONS = frozenset({"no_match", "order_not_found", "no_orders", "ver
 def iso(when: datetime | None) -> str | None:
     """A naive-UTC database time as ISO 8601 with ``Z``."""
     return None if when is None else when.replace(microsecond=0).isoformat() + "Z"
-
-
-def _clip(text: str, limit: int = PREVIEW_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
 def _like(q: str) -> str:
@@ -261,7 +256,11 @@ def _row(
         "owner": {"id": conv.agent_id, "name": conv.agent_name} if conv.agent_id else None,
         "mine": conv.state == AGENT and conv.agent_id == agent_id,
         "customer": _customer_brief(customer),
-        "last_message": {"role": last.role, "text": _clip(last.text), "at": iso(last.created_at)}
+        "last_message": {
+            "role": last.role,
+            "text": shorten(last.text, PREVIEW_CHARS),
+            "at": iso(last.created_at),
+        }
         if last
         else None,
         "last_message_at": iso(conv.last_message_at),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from chatbot.answering.facts import shorten
 from chatbot.answering.router import Intent, extract_order_numbers, route
 from chatbot.types import Turn
 
@@ -57,11 +58,6 @@ class HandoffSummary:
         }
 
 
-def _clip(text: str, limit: int = MAX_QUOTE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 def detect_topic(turns: Sequence[Turn]) -> str:
     """The topic of the shopper's latest substantive message, as a short label."""
     history: list[Turn] = []
@@ -94,8 +90,8 @@ def summarize(
                 if number not in orders:
                     orders.append(number)
     topic = detect_topic(turns)
-    quotes = tuple(_clip(text) for text in shopper[-MAX_QUOTES:])
-    why = _clip(reason, 120) if reason.strip() else "the shopper asked for a person"
+    quotes = tuple(shorten(text, MAX_QUOTE_CHARS) for text in shopper[-MAX_QUOTES:])
+    why = shorten(reason, 120) if reason.strip() else "the shopper asked for a person"
     sentences = [f"Handed off: {why}.", f"Topic: {topic}."]
     if orders:
         sentences.append(f"Order{'s' if len(orders) > 1 else ''} mentioned: {', '.join(orders)}.")
