@@ -7,7 +7,6 @@ Sessions have an absolute expiry; logout and password changes delete them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from chatbot.agents.accounts import find_agent
 from chatbot.agents.models import Agent, AgentSession
 from chatbot.agents.passwords import hash_password, needs_rehash, verify_password
+from chatbot.conversations.log import hash_token  # hex SHA-256, as for resume tokens
 from chatbot.errors import AuthError
 from knowledge_base.models import utcnow
 
@@ -37,11 +37,6 @@ class LoginResult:
     token: str
     agent: Agent
     expires_at: datetime
-
-
-def hash_token(token: str) -> str:
-    """Hex SHA-256 of a session token: what the ``agent_sessions`` table stores."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def login(
