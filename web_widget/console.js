@@ -302,7 +302,7 @@
     if (row.unread) meta.appendChild(el("span", "badge", row.unread > 99 ? "99+" : row.unread));
     li.appendChild(meta);
     var last = row.last_message || {};
-    var prefix = last.role === "bot" ? "Bot: " : last.role === "agent" ? "You/agent: " : "";
+    var prefix = last.role === "bot" ? "Bot: " : last.role === "agent" ? "Agent: " : "";
     li.appendChild(el("div", "preview", last.text ? prefix + last.text : "No messages yet"));
     var when = el("div", "when");
     when.dataset.since = row.waiting_since || row.last_message_at || "";
