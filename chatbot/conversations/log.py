@@ -25,6 +25,8 @@ from chatbot.conversations.models import Conversation, ConversationEvent
 from chatbot.errors import ConflictError, NotFoundError
 from knowledge_base.models import utcnow
 
+# Events that are a message (shopper, bot reply, agent): they move ``last_message_at``.
+MESSAGE_KINDS = frozenset({"ack", "done", "agent_message"})
 STATUS_TEXT = {
     "handoff_requested": "We asked a team member to join.",
     "agent_joined": "{agent} joined the conversation.",
@@ -102,11 +104,10 @@ def append_events(
     stmt = update(Conversation).where(Conversation.id == conversation_id)
     if bot_only:
         stmt = stmt.where(Conversation.state.in_(ownership.BOT_MAY_SPEAK))
-    result = session.execute(
-        stmt.values(last_seq=Conversation.last_seq + len(events)).execution_options(
-            synchronize_session=False
-        )
-    )
+    values: dict[str, Any] = {"last_seq": Conversation.last_seq + len(events)}
+    if any(e.kind in MESSAGE_KINDS for e in events):
+        values["last_message_at"] = utcnow()  # what the console inbox sorts by
+    result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         if bot_only:
             raise BotSilencedError("a human owns this conversation; the bot stays silent")

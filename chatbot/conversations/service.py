@@ -298,12 +298,6 @@ class ConversationService:
                     seq=ack.seq,
                 )
             )
-            session.execute(
-                update(Conversation)
-                .where(Conversation.id == conv.id)
-                .values(last_message_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
             return (ack, False), [*stored, ack]
 
         return (await self.write(conv, fn))[0]
