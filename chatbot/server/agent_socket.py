@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT_S = 10.0
 SESSION_CHECK_S = 60.0
 INBOX_DEBOUNCE_S = 0.15
+INBOX_REFRESH_S = 15.0  # full inbox refresh, only when several processes share the database
 # Stored events that change an inbox row (tokens do not: the preview changes on ``done``).
 ROW_EVENTS = frozenset({"ack", "done", "agent_message", "note", "status"})
 _ACTIONS = {
@@ -360,17 +361,23 @@ class AgentSocket:
         store = await self.app.conversations.run(inbox.store_ref, msg.store)
         if store is None:
             raise ChatbotError(f"no store {msg.store!r}", code=ErrorCode.UNKNOWN_STORE)
-        principal = await self._authorize(store[0])
+        await self._authorize(store[0])
         self._stop_inbox()
         self.inbox_store, self.inbox_filter, self.inbox_q = store, msg.filter, msg.q
         self.inbox_pending.clear()
         # Subscribe before reading: a change committed in between arrives as an update.
         self.inbox_sub = sub = self.app.hub.subscribe_store(store[0])
-        rows, counts = await self.app.conversations.run(
-            inbox.inbox_snapshot, store[0], principal.agent_id, msg.filter, msg.q
-        )
-        await self.send(proto.Inbox(store[1], msg.filter, msg.q, rows, counts))
+        await self._send_snapshot()
         self.inbox_task = asyncio.create_task(self._pump_inbox(sub))
+
+    async def _send_snapshot(self) -> None:
+        if self.inbox_store is None or self.principal is None:
+            return
+        (store_id, store_name), kind, q = self.inbox_store, self.inbox_filter, self.inbox_q
+        rows, counts = await self.app.conversations.run(
+            inbox.inbox_snapshot, store_id, self.principal.agent_id, kind, q
+        )
+        await self.send(proto.Inbox(store_name, kind, q, rows, counts))
 
     def _stop_inbox(self) -> None:
         if self.inbox_sub is not None:
@@ -380,8 +387,15 @@ class AgentSocket:
         self.inbox_sub, self.inbox_task = None, None
 
     async def _pump_inbox(self, sub: Subscription) -> None:
+        # With several server processes (an event poller is running) the hub only sees
+        # this process's writes: refresh the whole inbox now and then as well.
+        refresh = INBOX_REFRESH_S if getattr(self.app, "poller", None) is not None else None
         while True:
-            item = await sub.get()
+            try:
+                item = await asyncio.wait_for(sub.get(), refresh)
+            except TimeoutError:
+                await self._send_snapshot()
+                continue
             if sub.overflowed.is_set():
                 # Fell behind: start over with a fresh snapshot (in a new task).
                 if self.inbox_store is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -271,3 +272,35 @@ async def test_admins_manage_the_team_over_the_socket(tmp_path: Path) -> None:
                 await ana.send(type="subscribe_inbox", store="locked")
                 assert (await ana.error())["code"] == "unauthorized"
                 assert await ana.closed_code() == 1008
+
+
+async def test_inbox_refreshes_with_writes_from_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatbot.conversations.hub import ConversationHub
+    from chatbot.conversations.service import ConversationService
+    from chatbot.server import agent_socket
+
+    monkeypatch.setattr(agent_socket, "INBOX_REFRESH_S", 0.3)
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"])
+        # Pretend several processes share the database (the event poller is on).
+        monkeypatch.setattr(running.app, "poller", object(), raising=False)
+        async with agent_client(running, token_for(running.db, "ana@shop.example")) as ana:
+            await ana.send(type="subscribe_inbox", store="demo")
+            assert (await ana.until("inbox"))[-1]["conversations"] == []
+            # Another process (its own hub) stores a conversation: no hub item reaches us.
+            other = ConversationService(running.db, ConversationHub())
+            with running.db.session() as session:
+                demo_id = _store_id(session, "demo")
+            conv, _ = await other.open(demo_id, None)
+            await other.add_shopper_message(conv, "m1", "written elsewhere")
+            snapshot = (await ana.until(lambda f: f["type"] == "inbox"
+                                        and f["conversations"], timeout=5))[-1]
+            assert snapshot["conversations"][0]["last_message"]["text"] == "written elsewhere"
+
+
+def _store_id(session: Any, name: str) -> int:
+    from knowledge_base.stores import get_store
+
+    return get_store(session, name).id
