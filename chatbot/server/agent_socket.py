@@ -31,15 +31,15 @@ from chatbot.agents.authz import Principal
 from chatbot.agents.models import Agent
 from chatbot.conversations.hub import HubItem, Subscription
 from chatbot.conversations.log import ConversationRef, to_ref
-from chatbot.conversations.models import AGENT, new_public_id
+from chatbot.conversations.models import AGENT
 from chatbot.conversations.ownership import Action
 from chatbot.errors import AuthError, ChatbotError, NotFoundError, ProtocolError
 from chatbot.protocol import agent as proto
 from chatbot.protocol.common import CloseCode, ErrorCode
+from chatbot.server import console_copilot
 from chatbot.server.chat_socket import remote_ip
 from chatbot.server.console_http import ConsoleHttp, agent_json, session_token
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket
-from chatbot.types import AnswerRequest, ReplyDone, ReplyToken
 
 if TYPE_CHECKING:
     from chatbot.server.app import ChatServer
@@ -485,46 +485,14 @@ class AgentSocket:
     # ---- copilot ---------------------------------------------------------------------
 
     async def _suggest(self, conv: ConversationRef) -> None:
-        """Stream a suggested reply to the latest shopper message (never sent by itself)."""
+        """Stream a copilot suggestion; failures become ``error`` frames (ref ``suggest``)."""
+        answerer = self.app.answerer if self.app.is_ready() else None
         try:
-            answerer = self.app.answerer if self.app.is_ready() else None
-            if answerer is None:
-                await self.send_error(ErrorCode.NOT_READY, "the copilot is still loading",
-                                      "suggest", conv.public_id)
-                return
-            target = await self.app.conversations.run(inbox.copilot_input, conv.id)
-            if target is None:
-                await self.send_error(ErrorCode.NOT_FOUND, "the shopper has not written yet",
-                                      "suggest", conv.public_id)
-                return
-            seq = target.seq
-            request = AnswerRequest(
-                store_id=conv.store_id, message=target.text, history=target.history,
-                customer_id=conv.customer_id, verified_orders=target.verified_orders,
-                conversation_key=f"copilot:{conv.public_id}",
-            )
-            suggestion_id = new_public_id("s")
-            stream = answerer.answer(request)
-            try:
-                async for event in stream:
-                    if isinstance(event, ReplyToken) and event.text:
-                        await self.send(proto.SuggestionToken(conv.public_id, suggestion_id,
-                                                              event.text))
-                    elif isinstance(event, ReplyDone):
-                        sources = [{"kind": s.kind, "id": s.id, "title": s.title, "url": s.url}
-                                   for s in event.sources]
-                        await self.send(proto.SuggestionDone(
-                            conv.public_id, suggestion_id, event.text, sources, event.handoff,
-                            seq))
-                        break
-            finally:
-                # A new suggestion, a closed socket or the end: free the engine slot now.
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    with contextlib.suppress(Exception):
-                        await aclose()
+            await console_copilot.suggest(self.app.conversations, answerer, conv, self.send)
         except (asyncio.CancelledError, ConnectionClosed):
             raise
+        except ChatbotError as exc:
+            await self.send_error(exc.code, exc.message, "suggest", conv.public_id)
         except Exception:
             log.exception("copilot failed for conversation %s", conv.public_id)
             await self.send_error(ErrorCode.ANSWER_FAILED, "the copilot could not suggest a reply",
