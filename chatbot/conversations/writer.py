@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from chatbot.conversations.hub import StoredEvent
@@ -39,8 +40,11 @@ class _Request:
 class GroupWriter:
     """Appends events for many conversations per transaction; one transaction at a time."""
 
-    def __init__(self, db: Database, *, max_requests: int = 512) -> None:
+    def __init__(
+        self, db: Database, executor: Executor | None = None, *, max_requests: int = 512
+    ) -> None:
         self.db = db
+        self.executor = executor
         self.max_requests = max_requests
         self._pending: list[_Request] = []
         self._task: asyncio.Task[None] | None = None
@@ -61,7 +65,8 @@ class GroupWriter:
             batch = self._pending[: self.max_requests]
             del self._pending[: self.max_requests]
             try:
-                results = await asyncio.to_thread(self._commit, batch)
+                loop = asyncio.get_running_loop()
+                results = await loop.run_in_executor(self.executor, self._commit, batch)
             except Exception as exc:
                 log.exception("group commit of %d appends failed", len(batch))
                 results = [exc] * len(batch)

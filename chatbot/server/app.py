@@ -285,6 +285,7 @@ class ChatServer:
             self._poll_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poll_task
+        self.conversations.close()
         log.info("chat server stopped")
 
     async def serve_forever(self) -> None:
