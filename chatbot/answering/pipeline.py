@@ -259,7 +259,7 @@ class Pipeline:
         if guard.fired:
             self.stats.guard_fired += guard.fired
             self.stats.replies_guarded += 1
-            log.info("grounding guard removed %d claim(s): %s", guard.fired, guard.removed)
+            log.debug("grounding guard removed %d claim(s): %s", guard.fired, guard.removed)
         text = guard.text.strip()
         if not _has_content(text):
             # Nothing usable came out: restate the best fact rather than send an empty reply.
