@@ -325,3 +325,17 @@ async def test_abandoned_reply_is_stopped_after_the_grace_period(tmp_path: Path)
                 break
         assert (reply.status, reply.text) == ("interrupted", "left ")
         fake.release()
+
+
+async def test_a_connection_without_hello_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatbot.server import chat_socket
+
+    monkeypatch.setattr(chat_socket, "HELLO_TIMEOUT_S", 0.3)
+    async with running_server(tmp_path) as srv, srv.client() as c:
+        await c.send(type="typing")
+        assert (await c.until("error"))[-1]["code"] == "hello_required"
+        err = (await c.until("error"))[-1]
+        assert err["code"] == "hello_required" and "in time" in err["message"]
+        assert await c.closed_code() == 1008
