@@ -1,0 +1,204 @@
+"""``chatbot eval``: held-out questions through base model, adapter and baselines."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chatbot.errors import ConfigError
+from chatbot.settings import Settings, default_adapter_path
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TAU_DIR = PROJECT_ROOT.parent / "shared" / "datasets" / "tau_retail"
+EVAL_STORES = ("demo", "tau")
+
+
+@click.command("eval")
+@click.option("--store", "stores", type=click.Choice(EVAL_STORES), multiple=True,
+              help="Store(s) to evaluate (repeatable; default: both).")
+@click.option("--limit", type=click.IntRange(1), default=120, show_default=True,
+              help="Questions per store, taken evenly across categories.")
+@click.option("--systems", default="base,adapter,retrieval,facts", show_default=True,
+              help="Comma-separated: base, adapter, retrieval, facts.")
+@click.option("--adapter", type=click.Path(path_type=Path, file_okay=False),
+              help="LoRA adapter to evaluate (default: the configured or shipped one).")
+@click.option("--tau-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="τ-bench retail folder (default: ../shared/datasets/tau_retail).")
+@click.option("--eval-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Scratch data dir for the eval database and indexes (default: DATA_DIR/eval).")
+@click.option("--questions-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=PROJECT_ROOT / "bench" / "data", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              default=PROJECT_ROOT / "bench" / "results", show_default=True)
+@click.option("--regenerate", is_flag=True, help="Rebuild the question files from the stores.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(0), default=0,
+              help="Torch CPU threads for the engine (0: settings; 1 is fastest on a busy CPU).")
+@click.pass_context
+def eval_command(
+    ctx: click.Context,
+    stores: tuple[str, ...],
+    limit: int,
+    systems: str,
+    adapter: Path | None,
+    tau_dir: Path | None,
+    eval_dir: Path | None,
+    questions_dir: Path,
+    out: Path,
+    regenerate: bool,
+    concurrency: int,
+    threads: int,
+) -> None:
+    """Score replies on held-out questions with expected facts.
+
+    For the demo store (customers held out of training) and the τ-bench store (imported
+    into a scratch database, never used in training): fact accuracy on order and policy
+    questions, unsupported-claim rate, correct-handoff rate on unanswerable questions,
+    leak rate of other customers' data, and mean reply length, for the base model, the
+    adapter, a retrieval-only baseline and the model-free fact plan. Writes
+    bench/results/eval-<store>.json and .md.
+
+    \b
+    Examples:
+      chatbot eval
+      chatbot eval --store tau --limit 60 --systems adapter,retrieval
+      chatbot eval --store demo --adapter /tmp/adapter --threads 1
+    """
+    chosen = [s.strip() for s in systems.split(",") if s.strip()]
+    from chatbot.evaluation.runner import SYSTEMS
+
+    unknown = [s for s in chosen if s not in SYSTEMS]
+    if unknown or not chosen:
+        raise click.UsageError(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
+    settings: Settings = ctx.obj.settings
+    if threads:
+        settings = settings.replace(engine_threads=threads)
+        import torch
+
+        torch.set_num_threads(threads)
+    adapter_dir = adapter or settings.adapter_path or default_adapter_path()
+    if "adapter" in chosen and adapter_dir is None:
+        raise ConfigError("no LoRA adapter to evaluate: pass --adapter or train one first")
+    scratch = eval_dir or settings.data_dir / "eval"
+    eval_settings = dataclasses.replace(
+        settings, data_dir=scratch, database_url=f"sqlite:///{scratch / 'eval.db'}"
+    )
+    summaries: dict[str, str] = {}
+    for store in stores or EVAL_STORES:
+        md = _evaluate_store(
+            eval_settings, store, chosen, adapter_dir, tau_dir or DEFAULT_TAU_DIR,
+            questions_dir, out, limit, regenerate, concurrency,
+        )
+        summaries[store] = md
+        click.echo(md)
+    if adapter_dir is not None and (adapter_dir / "training.json").is_file():
+        from chatbot.training.card import write_card
+
+        write_card(adapter_dir, _all_summaries(out))
+        click.echo(f"model card updated: {adapter_dir / 'README.md'}", err=True)
+
+
+def _all_summaries(out: Path) -> dict[str, str]:
+    return {s: (out / f"eval-{s}.md").read_text() for s in EVAL_STORES
+            if (out / f"eval-{s}.md").is_file()}
+
+
+def _prepare_store(settings: Settings, db: Any, store: str, tau_dir: Path) -> int:
+    from knowledge_base.stores import find_store
+
+    if store == "demo":
+        from knowledge_base.demo import ensure_demo_store
+
+        return ensure_demo_store(db).id
+    with db.sessions() as session:
+        existing = find_store(session, "tau")
+        if existing is not None:
+            return existing.id
+    if not (tau_dir / "orders.json").is_file():
+        raise ConfigError(f"τ-bench retail data not found in {tau_dir} (pass --tau-dir)")
+    from knowledge_base.importers import import_path
+
+    import_path(db, "tau-retail", tau_dir, "tau")
+    with db.sessions() as session:
+        found = find_store(session, "tau")
+        assert found is not None
+        return found.id
+
+
+def _evaluate_store(
+    settings: Settings, store: str, systems: list[str], adapter_dir: Path | None,
+    tau_dir: Path, questions_dir: Path, out: Path, limit: int, regenerate: bool,
+    concurrency: int,
+) -> str:
+    from chatbot.evaluation import questions as Q
+    from chatbot.evaluation.report import write_report
+    from chatbot.evaluation.runner import (
+        load_secrets,
+        make_pipeline,
+        run_facts,
+        run_lm,
+        run_retrieval,
+    )
+    from knowledge_base.db import Database
+    from knowledge_base.retrieval import Retriever
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        store_id = _prepare_store(settings, db, store, tau_dir)
+        qfile = questions_dir / f"eval_{store}.jsonl"
+        if regenerate or not qfile.is_file():
+            generated = Q.generate(db, store_id, store, heldout_only=(store == "demo"))
+            Q.write(qfile, generated)
+            click.echo(f"wrote {len(generated)} questions to {qfile}", err=True)
+        questions = Q.limit(Q.read(qfile), limit)
+        secrets = load_secrets(db, store_id)
+        retriever = Retriever(db, settings.index_dir)
+        retriever.sync(store_id, progress=True)
+        scored: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        for system in systems:
+            started = time.monotonic()
+            if system == "retrieval":
+                scored[system] = run_retrieval(retriever, settings, questions, store_id, secrets)
+            elif system == "facts":
+                pipeline = make_pipeline_no_engine(settings, db, retriever)
+                scored[system] = run_facts(pipeline, questions, store_id, secrets)
+            else:
+                pipeline = make_pipeline(settings, db, system, adapter_dir)
+                pipeline.prepare(store_id)
+                scored[system] = asyncio.run(
+                    run_lm(pipeline, system, questions, store_id, secrets,
+                           concurrency=concurrency)
+                )
+            timings[system] = round(time.monotonic() - started, 1)
+        meta = {
+            "questions_file": str(qfile.relative_to(PROJECT_ROOT)) if qfile.is_relative_to(
+                PROJECT_ROOT) else str(qfile),
+            "questions": len(questions),
+            "adapter": str(adapter_dir) if adapter_dir else None,
+            "decoding": "greedy",
+            "seconds": timings,
+            "engine_dtype": settings.engine_dtype,
+        }
+        _, md_path, md = write_report(out, store, scored, meta)
+        click.echo(f"report written to {md_path}", err=True)
+        return md
+    finally:
+        db.dispose()
+
+
+def make_pipeline_no_engine(settings: Settings, db: Any, retriever: Any) -> Any:
+    """The pipeline for model-free planning (the ``facts`` system)."""
+    from chatbot.answering.pipeline import Pipeline
+    from chatbot.training.build import _PlanOnlyEngine, load_tokenizer
+
+    return Pipeline(db, retriever, _PlanOnlyEngine(load_tokenizer(settings.model_path)), settings)
