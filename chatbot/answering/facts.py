@@ -24,15 +24,14 @@ from typing import TYPE_CHECKING
 from chatbot.types import Source
 
 if TYPE_CHECKING:
-    from knowledge_base.retrieval import Hit
-
     from knowledge_base.models import Order
+    from knowledge_base.retrieval import Hit
 
 # Longest fact text kept in a prompt; longer snippets are cut at a word boundary.
 MAX_FACT_CHARS = 360
 
 # Order-question topics the router detects; they pick which parts of an order line to show.
-ORDER_TOPICS = ("status", "tracking", "items", "total", "returns", "address")
+ORDER_TOPICS = ("status", "tracking", "items", "total", "returns", "address", "cancel")
 
 _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "AUD": "A$"}
 
@@ -82,11 +81,94 @@ def day(when: datetime | None) -> str:
     return f"{when:%B} {when.day}, {when.year}"
 
 
-def hit_fact(hit: Hit) -> Fact:
-    """A retrieval hit as a fact line: ``Title: snippet`` (snippet already names the title
-    when it starts with it)."""
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_STOP = {
+    "about",
+    "after",
+    "again",
+    "also",
+    "been",
+    "before",
+    "being",
+    "does",
+    "doing",
+    "from",
+    "have",
+    "here",
+    "into",
+    "just",
+    "like",
+    "more",
+    "much",
+    "only",
+    "other",
+    "over",
+    "some",
+    "such",
+    "than",
+    "that",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "very",
+    "want",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "will",
+    "with",
+    "would",
+    "your",
+    "yours",
+    "could",
+    "should",
+    "know",
+    "tell",
+    "please",
+    "thanks",
+    "thank",
+}
+
+
+def _stems(text: str) -> set[str]:
+    # Five-letter prefixes are a crude stem that makes "returns"/"returned" and
+    # "shipping"/"shipped" meet, which is all sentence picking needs.
+    return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP}
+
+
+def best_sentences(text: str, query: str, n: int) -> str:
+    """The ``n`` sentences of ``text`` that share most words with ``query``, in text order.
+
+    A small model copies from one or two sentences reliably and from a paragraph badly,
+    so code picks the sentences and the model only rephrases them.
+    """
+    sentences = [s.strip() for s in _SENTENCE_SPLIT.split(" ".join(text.split())) if s.strip()]
+    if len(sentences) <= n:
+        return " ".join(sentences)
+    wanted = _stems(query)
+    # Earlier sentences win ties: articles usually lead with the answer.
+    ranked = sorted(
+        range(len(sentences)),
+        key=lambda i: (-len(_stems(sentences[i]) & wanted), i),
+    )
+    keep = sorted(ranked[:n])
+    return " ".join(sentences[i] for i in keep)
+
+
+def hit_fact(hit: Hit, query: str = "", sentences: int = 2) -> Fact:
+    """A retrieval hit as a fact line: ``Title: the snippet's sentences that fit the query``."""
     snippet = " ".join(hit.snippet.split())
-    text = snippet if snippet.lower().startswith(hit.title.lower()) else f"{hit.title}: {snippet}"
+    if snippet.lower().startswith(hit.title.lower()):
+        snippet = snippet[len(hit.title) :].lstrip(" :.-")
+    if query:
+        snippet = best_sentences(snippet, query, sentences)
+    text = f"{hit.title.rstrip(':.')}: {snippet}" if snippet else hit.title
     return Fact(kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url)
 
 
@@ -149,9 +231,9 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
     parts = [f"status: {order.status}"]
     if order.placed_at is not None:
         parts.append(f"placed {day(order.placed_at)}")
-    if "items" in wanted or "returns" in wanted or "total" in wanted:
+    if wanted & {"items", "returns", "total", "cancel"}:
         parts.append("items: " + ", ".join(item_lines(order)))
-    if "total" in wanted:
+    if wanted & {"total", "cancel"}:
         parts.append(f"total {money(order.total, order.currency)}")
     if "tracking" in wanted or "status" in wanted:
         parts.append(_shipment_text(order))

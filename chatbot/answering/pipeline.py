@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Facts from retrieval given to the model at most (best first).
 MAX_HIT_FACTS = 3
+# A hit joins the prompt only if it scores at least this share of the best hit's score.
+HIT_SCORE_RATIO = 0.8
 # Orders listed when the shopper's question could mean several of them.
 MAX_LISTED_ORDERS = 5
 # The chat template's end-of-turn marker: generation stops there.
@@ -66,6 +68,8 @@ class Plan:
     reason: str = "grounded"
     sources: list[Source] = field(default_factory=list)
     verified: frozenset[str] = frozenset()
+    # The message as the model should see it (e.g. without the email a guest sent).
+    message: str | None = None
 
 
 @dataclass
@@ -147,10 +151,15 @@ class Pipeline:
             return Plan(fixed=replies.OUT_OF_SCOPE, reason="out_of_scope")
         if intent is Intent.ORDER:
             return self._plan_order(request, decision)
-        hits = self._search(request.store_id, _query(request))
+        query = _query(request)
+        hits = self._search(request.store_id, query)
         if not hits:
             return Plan(fixed=replies.NO_MATCH, handoff=True, reason="no_match")
-        return Plan(facts=[hit_fact(h) for h in hits[:MAX_HIT_FACTS]])
+        # Only hits close to the best one: every extra line is one more thing for a
+        # small model to copy from by mistake.
+        close = [h for h in hits if h.score >= hits[0].score * HIT_SCORE_RATIO]
+        facts = [hit_fact(h, query, 2 if i == 0 else 1) for i, h in enumerate(close)]
+        return Plan(facts=facts[:MAX_HIT_FACTS])
 
     def _plan_order(self, request: AnswerRequest, decision: Route) -> Plan:
         with self.db.sessions() as session:
@@ -158,9 +167,13 @@ class Pipeline:
                 plan = self._customer_plan(session, request, decision)
             else:
                 plan = self._guest_plan(session, request, decision)
-        if plan.facts and plan.fixed is None and "returns" in decision.topics:
-            # Return questions need the store's rule next to the order's status.
-            plan.facts += [hit_fact(h) for h in self._search(request.store_id, request.message)[:1]]
+        if plan.facts and plan.fixed is None and {"returns", "cancel"} & set(decision.topics):
+            # Return and cancel questions need the store's rule next to the order's status.
+            hits = self._search(request.store_id, request.message)[:1]
+            plan.facts += [hit_fact(h, request.message, 1) for h in hits]
+        if decision.email:
+            # The model needs the question, not the shopper's email address.
+            plan.message = " ".join(request.message.replace(decision.email, " ").split())
         return plan
 
     def _customer_plan(self, session: Any, request: AnswerRequest, decision: Route) -> Plan:
@@ -235,8 +248,9 @@ class Pipeline:
     async def _generate(self, request: AnswerRequest, plan: Plan) -> AsyncIterator[ReplyEvent]:
         from chatbot.engine.engine import GenerationRequest
 
+        message = plan.message or request.message
         prompt_ids, kept = build_prompt_ids(
-            self.engine.tokenizer, plan.facts, request.message, request.history
+            self.engine.tokenizer, plan.facts, message, request.history
         )
         generation = GenerationRequest(
             prompt_ids=prompt_ids,

@@ -93,7 +93,7 @@ _ORDER_WORDS = _any(
     r"\b(i|we) (ordered|bought|purchased|received|got)\b",
     r"\b(hasn'?t|has not|didn'?t|did not|never|not yet)\b.{0,20}\b(arrived?|come|shipped|"
     r"delivered|received)\b",
-    r"\b(return|refund|exchange|cancel|send back)\b.{0,25}\b(my|the|this|these|it|them|order)\b"
+    r"\b(return|refund|exchange|cancel|send back)\b.{0,25}\b(my|the|this|these|it|them)\b"
     r"(?!.{0,15}\bpolicy\b)",
     r"\border status\b|\bstatus of\b.{0,10}\border\b",
 )
@@ -116,6 +116,7 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("items", _any(r"\b(items?|what did i (order|buy)|contents?|products?)\b")),
     ("total", _any(r"\b(total|how much|paid|pay|charged?|cost|amount|price)\b")),
     ("address", _any(r"\b(address|ship(ping)? to|sent to)\b")),
+    ("cancel", _any(r"\bcancel\w*")),
 )
 
 

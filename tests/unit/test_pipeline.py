@@ -213,3 +213,18 @@ def test_prompt_budget_drops_history_then_low_ranked_facts() -> None:
     assert [f.id for f in kept] == ["a0", "a1"]
     ids, kept = build_prompt_ids(tokenizer, facts, "question?", history, max_tokens=10_000)
     assert len(kept) == MAX_FACTS and "long" in tokenizer.last_text
+
+
+def test_best_sentences_picks_the_ones_matching_the_question() -> None:
+    from chatbot.answering.facts import best_sentences
+
+    text = (
+        "Orders ship from Denver. Standard shipping takes 5-7 business days. "
+        "Express shipping costs $14.95. Gift wrap is free."
+    )
+    assert best_sentences(text, "how long does standard shipping take?", 1) == (
+        "Standard shipping takes 5-7 business days."
+    )
+    assert best_sentences(text, "how much is express shipping?", 2) == (
+        "Standard shipping takes 5-7 business days. Express shipping costs $14.95."
+    )

@@ -96,6 +96,7 @@ async def test_guest_verifies_with_number_and_email(
     assert done.verified_orders == frozenset({"#W1000001"})
     assert "357962501027" in text
     assert "#W1000002" not in prompts_text(engine)  # only the proven order, not all of alice's
+    assert "alice@example.com" not in prompts_text(engine)  # the model needs no email
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,7 @@ def test_order_questions(text: str) -> None:
         ("What is your return policy?", Intent.POLICY),
         ("How long does shipping take?", Intent.POLICY),
         ("Can I return an item after 30 days?", Intent.POLICY),
+        ("Can I cancel a pending order?", Intent.POLICY),
         ("Is the Office Chair available in black?", Intent.PRODUCT),
         ("How much is the water bottle?", Intent.PRODUCT),
         ("Can I talk to a person?", Intent.HANDOFF),
