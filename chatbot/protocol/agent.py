@@ -54,46 +54,40 @@ class SubscribeInbox:
 
 
 @dataclass(frozen=True)
-class Open:
+class ConversationAction:
+    """A console message about one conversation (the subclasses below add no fields)."""
+
+    conversation_id: str
+
+
+class Open(ConversationAction):
     """Show one conversation (transcript, customer panel) and follow its live events."""
 
-    conversation_id: str
 
-
-@dataclass(frozen=True)
-class Close:
+class Close(ConversationAction):
     """Stop following the open conversation."""
 
-    conversation_id: str
 
-
-@dataclass(frozen=True)
-class TakeOver:
+class TakeOver(ConversationAction):
     """The agent owns the conversation from now on; the bot goes silent at once."""
 
-    conversation_id: str
 
-
-@dataclass(frozen=True)
-class HandBack:
+class HandBack(ConversationAction):
     """Give the conversation back to the bot."""
 
-    conversation_id: str
+
+class Resolve(ConversationAction):
+    """Close the conversation."""
 
 
-@dataclass(frozen=True)
-class Resolve:
-    conversation_id: str
-
-
-@dataclass(frozen=True)
-class Reopen:
-    conversation_id: str
+class Reopen(ConversationAction):
+    """Reopen a resolved conversation (to the bot)."""
 
 
 @dataclass(frozen=True)
 class Send:
-    """A reply to the shopper; ``id`` is chosen by the console and makes resending idempotent."""
+    """A reply to the shopper; ``id`` is chosen by the console and comes back as an error's
+    ``ref``."""
 
     conversation_id: str
     id: str
@@ -109,11 +103,8 @@ class Note:
     text: str
 
 
-@dataclass(frozen=True)
-class Suggest:
+class Suggest(ConversationAction):
     """Ask the copilot for a reply to the latest shopper message (streamed back)."""
-
-    conversation_id: str
 
 
 @dataclass(frozen=True)
@@ -124,11 +115,8 @@ class Typing:
     active: bool = True
 
 
-@dataclass(frozen=True)
-class MarkRead:
+class MarkRead(ConversationAction):
     """Everything up to the conversation's latest event has been read by this agent."""
-
-    conversation_id: str
 
 
 @dataclass(frozen=True)
