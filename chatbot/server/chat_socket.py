@@ -218,6 +218,8 @@ class ChatSocket:
             "max_message_chars": self.app.settings.limits.max_message_chars,
         }
         await self.conn.send(encode_frame("welcome", welcome))
+        if conv is not None:
+            self._start_pump()  # only after welcome: live events follow it, never precede it
         return True
 
     async def _adoptable(self, hello: chat.Hello, customer_id: int | None) -> bool:
@@ -232,8 +234,11 @@ class ChatSocket:
         return not await self.app.conversations.exists(hello.conversation_id)
 
     def _follow(self, conv: ConversationRef) -> None:
+        """Subscribe to the conversation; items wait in the queue until the pump starts."""
         self.conv = conv
         self.sub = self.app.hub.subscribe(conv.id)
+
+    def _start_pump(self) -> None:
         self.pump = asyncio.create_task(self._pump_events())
 
     async def conversation(self) -> ConversationRef:
@@ -246,7 +251,13 @@ class ChatSocket:
             )
             self.unsaved = None
             self._follow(conv)
-            self.app.hub.seen(conv.id, conv.last_seq)
+            if conv.last_seq > 0:
+                # Another tab stored it first: send what it already wrote, then go live.
+                events, high = await self.app.conversations.replay(conv, 0)
+                for event in events:
+                    await self._forward(HubItem(conv.id, conv.store_id, stored=event))
+                self.app.hub.seen(conv.id, high)
+            self._start_pump()
         return self.conv  # type: ignore[return-value]
 
     async def _verify_identity(self, store: StoreInfo, token: str | None) -> tuple[int | None, str]:

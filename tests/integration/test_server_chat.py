@@ -407,3 +407,8 @@ async def test_two_tabs_storing_the_same_new_conversation_share_it(srv: Running)
             await a.until(lambda f: f["type"] == "done" and f["in_reply_to"] == "m_b")
             await b.until(lambda f: f["type"] == "done" and f["in_reply_to"] == "m_a")
     assert {m.public_id for m in _messages(srv, "shopper")} == {"m_a", "m_b"}
+    for tab in (a, b):  # each tab saw both messages, in seq order, once
+        acks = [f["id"] for f in tab.frames if f["type"] == "ack"]
+        assert sorted(acks) == ["m_a", "m_b"]
+        seqs = [f["seq"] for f in tab.frames if f["type"] in ("ack", "token", "done")]
+        assert seqs == sorted(set(seqs))
