@@ -251,12 +251,12 @@ class ChatSocket:
             )
             self.unsaved = None
             self._follow(conv)
-            if conv.last_seq > 0:
-                # Another tab stored it first: send what it already wrote, then go live.
-                events, high = await self.app.conversations.replay(conv, 0)
-                for event in events:
-                    await self._forward(HubItem(conv.id, conv.store_id, stored=event))
-                self.app.hub.seen(conv.id, high)
+            # Another tab may have stored it first and written to it before we subscribed:
+            # send what the log has (usually nothing), then go live.
+            events, high = await self.app.conversations.replay(conv, 0)
+            for event in events:
+                await self._forward(HubItem(conv.id, conv.store_id, stored=event))
+            self.app.hub.seen(conv.id, high)
             self._start_pump()
         return self.conv  # type: ignore[return-value]
 
