@@ -53,7 +53,7 @@ INBOX_DEBOUNCE_S = 0.15
 INBOX_REFRESH_S = 15.0  # full inbox refresh, only when several processes share the database
 # Stored events that change an inbox row (tokens do not: the preview changes on ``done``).
 ROW_EVENTS = frozenset({"ack", "done", "agent_message", "note", "status"})
-_ACTIONS = {
+_ACTIONS: dict[type[proto.ConversationAction], Action] = {
     proto.TakeOver: Action.TAKE_OVER,
     proto.HandBack: Action.HAND_BACK,
     proto.Resolve: Action.RESOLVE,
@@ -271,8 +271,8 @@ class AgentSocket:
         elif isinstance(msg, proto.Close):
             if self.conv is not None and self.conv.public_id == msg.conversation_id:
                 self._close_conversation()
-        elif isinstance(msg, tuple(_ACTIONS)):
-            await self._ownership(msg, _ACTIONS[type(msg)])  # type: ignore[arg-type]
+        elif isinstance(msg, proto.TakeOver | proto.HandBack | proto.Resolve | proto.Reopen):
+            await self._ownership(msg, _ACTIONS[type(msg)])
         elif isinstance(msg, proto.Send):
             await self._send_reply(msg)
         elif isinstance(msg, proto.Note):
@@ -314,7 +314,7 @@ class AgentSocket:
         await self._authorize(conv.store_id)
         return conv
 
-    async def _ownership(self, msg: Any, action: Action) -> None:
+    async def _ownership(self, msg: proto.ConversationAction, action: Action) -> None:
         conv = await self._conversation(msg.conversation_id)
         principal = self.principal
         assert principal is not None
