@@ -121,6 +121,10 @@ def check_reply(
     cited = ", ".join(str(s) for s in reply.sources) or "(no sources)"
     for cite in expect.cites:
         checks.append(Check("cites", str(cite), cited, _cited(cite, reply.sources)))
+    if expect.cites_any:
+        wanted = "one of " + ", ".join(str(c) for c in expect.cites_any)
+        hit = any(_cited(c, reply.sources) for c in expect.cites_any)
+        checks.append(Check("cites_any", wanted, cited, hit))
     for cite in expect.not_cites:
         checks.append(Check("not_cites", f"not {cite}", cited, not _cited(cite, reply.sources)))
     if expect.handoff is not None:

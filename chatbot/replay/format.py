@@ -46,6 +46,7 @@ EXPECTATION_KEYS = frozenset(
         "regex",
         "not_regex",
         "cites",
+        "cites_any",
         "not_cites",
         "handoff",
         "no_unsupported_claims",
@@ -113,6 +114,7 @@ class Expectations:
     regex: tuple[str, ...] = ()
     not_regex: tuple[str, ...] = ()
     cites: tuple[Cite, ...] = ()
+    cites_any: tuple[Cite, ...] = ()
     not_cites: tuple[Cite, ...] = ()
     handoff: bool | None = None
     no_unsupported_claims: bool = False
@@ -425,6 +427,7 @@ def _expectations(raw: dict[str, Any], path: Path, where: str) -> Expectations:
         regex=regex,
         not_regex=not_regex,
         cites=_cites(raw, "cites", path, where),
+        cites_any=_cites(raw, "cites_any", path, where),
         not_cites=_cites(raw, "not_cites", path, where),
         handoff=raw.get("handoff"),
         no_unsupported_claims=bool(raw.get("no_unsupported_claims", False)),
@@ -474,7 +477,7 @@ def _step_document(step: Step) -> dict[str, Any]:
     for key in ("contains", "contains_any", "not_contains", "regex", "not_regex"):
         if getattr(e, key):
             out[key] = list(getattr(e, key))
-    for key in ("cites", "not_cites"):
+    for key in ("cites", "cites_any", "not_cites"):
         if getattr(e, key):
             out[key] = [str(c) for c in getattr(e, key)]
     if e.handoff is not None:
