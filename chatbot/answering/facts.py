@@ -161,8 +161,44 @@ def best_sentences(text: str, query: str, n: int) -> str:
     return " ".join(sentences[i] for i in keep)
 
 
+# Product card lines (see knowledge_base.chunking.product_text) a question is about.
+_CARD_TOPICS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (re.compile(r"\b(price|cost|how much|cheap|expensive|\$)", re.I), ("price",)),
+    (re.compile(r"\bcolou?rs?\b", re.I), ("color options",)),
+    (re.compile(r"\bsizes?\b|\bfit\b", re.I), ("size options",)),
+    (re.compile(r"\b(options?|variants?|come in|versions?|kinds?)\b", re.I), ("options",)),
+    (re.compile(r"\b(stock|available|availability|sold out|buy)\b", re.I), ("availability",)),
+    (re.compile(r"\bsku\b", re.I), ("skus",)),
+)
+
+
+def product_card_text(card: str, query: str) -> str:
+    """The lines of a product card that answer ``query``, plus its price.
+
+    A question about colours gets the colour line; a general one ("do you sell rain
+    jackets?") gets the first sentence of the description, the price and availability.
+    """
+    lines = [" ".join(line.split()) for line in card.splitlines() if line.strip()]
+    labelled = {line.split(":", 1)[0].lower(): line for line in lines if ":" in line[:24]}
+    wanted: list[str] = []
+    for pattern, labels in _CARD_TOPICS:
+        if pattern.search(query):
+            wanted += [k for k in labelled if any(k.endswith(lb) or k == lb for lb in labels)]
+    picked: list[str] = []
+    if not wanted:
+        description = next((ln for ln in lines if ":" not in ln[:24]), "")
+        if description:
+            picked.append(best_sentences(description, query, 1))
+        wanted = ["availability"]
+    picked += [labelled[key] for key in dict.fromkeys([*wanted, "price"]) if key in labelled]
+    return " ".join(picked)
+
+
 def hit_fact(hit: Hit, query: str = "", sentences: int = 2) -> Fact:
     """A retrieval hit as a fact line: ``Title: the snippet's sentences that fit the query``."""
+    if hit.kind == "product" and query:
+        text = f"{hit.title.rstrip(':.')}: {product_card_text(hit.snippet, query)}"
+        return Fact(kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url)
     snippet = " ".join(hit.snippet.split())
     if snippet.lower().startswith(hit.title.lower()):
         snippet = snippet[len(hit.title) :].lstrip(" :.-")

@@ -228,3 +228,38 @@ def test_best_sentences_picks_the_ones_matching_the_question() -> None:
     assert best_sentences(text, "how much is express shipping?", 2) == (
         "Standard shipping takes 5-7 business days. Express shipping costs $14.95."
     )
+
+
+CARD = """Type: Rain Jackets. Brand: Northwind Outfitters.
+A fully waterproof, breathable shell for wet hikes. Taped seams and pit zips.
+Color options: Black, Slate Blue.
+Size options: S, M, L, XL.
+Price: $189.00.
+Availability: in stock.
+Tags: men, rain."""
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("How much does the rain jacket cost?", "Price: $189.00."),
+        (
+            "is it available in size XL?",
+            "Size options: S, M, L, XL. Availability: in stock. Price: $189.00.",
+        ),
+        (
+            "Do you sell waterproof jackets?",
+            "A fully waterproof, breathable shell for wet hikes. "
+            "Availability: in stock. Price: $189.00.",
+        ),
+    ],
+)
+def test_product_fact_keeps_the_card_lines_the_question_is_about(
+    question: str, expected: str
+) -> None:
+    from answering_support import FakeHit
+
+    from chatbot.answering.facts import hit_fact
+
+    fact = hit_fact(FakeHit("product", "ridgeline", "Ridgeline Jacket", CARD, 0.9), question)
+    assert fact.line() == f"[product ridgeline] Ridgeline Jacket: {expected}"
