@@ -14,9 +14,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from chatbot.conversations import ownership
@@ -95,32 +95,52 @@ def status_event(kind: str, state: str, agent: str = "", text: str | None = None
 # ---- synchronous building blocks (one Session = one transaction) ------------------------
 
 
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_EVENTS = cast(Table, ConversationEvent.__table__)
+
+
+def _bump(*, bot_only: bool, message: bool) -> Update:
+    """``UPDATE conversations SET last_seq = last_seq + :n ...`` built once (hot path)."""
+    table = _CONVERSATIONS
+    stmt = update(table).where(table.c.id == bindparam("cid"))
+    if bot_only:
+        stmt = stmt.where(table.c.state.in_(sorted(ownership.BOT_MAY_SPEAK)))
+    values: dict[str, Any] = {"last_seq": table.c.last_seq + bindparam("n")}
+    if message:
+        values["last_message_at"] = bindparam("now")  # what the console inbox sorts by
+    return stmt.values(**values)
+
+
+# Prebuilt statements: every token batch runs these, so skip rebuilding them per call.
+_BUMPS = {(b, m): _bump(bot_only=b, message=m) for b in (False, True) for m in (False, True)}
+_LAST_SEQ = select(_CONVERSATIONS.c.last_seq).where(_CONVERSATIONS.c.id == bindparam("cid"))
+_INSERT_EVENTS = insert(_EVENTS)
+
+
 def append_events(
     session: Session, conversation_id: int, events: Sequence[NewEvent], *, bot_only: bool = False
 ) -> list[StoredEvent]:
     """Number ``events`` with the next seqs and insert them, in the caller's transaction."""
     if not events:
         return []
-    stmt = update(Conversation).where(Conversation.id == conversation_id)
-    if bot_only:
-        stmt = stmt.where(Conversation.state.in_(ownership.BOT_MAY_SPEAK))
-    values: dict[str, Any] = {"last_seq": Conversation.last_seq + len(events)}
-    if any(e.kind in MESSAGE_KINDS for e in events):
-        values["last_message_at"] = utcnow()  # what the console inbox sorts by
-    result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    conn = session.connection()
+    now = utcnow()
+    message = any(e.kind in MESSAGE_KINDS for e in events)
+    result = conn.execute(
+        _BUMPS[(bot_only, message)], {"cid": conversation_id, "n": len(events), "now": now}
+    )
+    if result.rowcount != 1:
         if bot_only:
             raise BotSilencedError("a human owns this conversation; the bot stays silent")
         raise NotFoundError(f"conversation {conversation_id} does not exist")
-    last = session.scalar(select(Conversation.last_seq).where(Conversation.id == conversation_id))
-    assert last is not None
+    last = conn.execute(_LAST_SEQ, {"cid": conversation_id}).scalar_one()
     first = last - len(events) + 1
     stored = [
         StoredEvent(conversation_id, first + i, e.kind, e.payload, e.internal, e.reply_id)
         for i, e in enumerate(events)
     ]
-    session.execute(
-        insert(ConversationEvent),
+    conn.execute(
+        _INSERT_EVENTS,
         [
             {
                 "conversation_id": conversation_id,
@@ -129,7 +149,7 @@ def append_events(
                 "payload": s.payload,
                 "internal": s.internal,
                 "reply_id": s.reply_id,
-                "created_at": utcnow(),
+                "created_at": now,
             }
             for s in stored
         ],
