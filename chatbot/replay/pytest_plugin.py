@@ -171,7 +171,9 @@ class _Runtime:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="replay", daemon=True)
         self.thread.start()
-        cache = Path(config.cache.mkdir("chatbot-replay-index")) if config.cache else None
+        # Keep search indexes between sessions (pytest's cache folder), when there is one.
+        store = getattr(config, "cache", None)
+        cache = Path(store.mkdir("chatbot-replay-index")) if store is not None else None
         self.session = ReplaySession(
             self.settings,
             [i.transcript for i in self.items],

@@ -7,6 +7,7 @@ only the answerer is ``FakeAnswerer``, scripted to say something right or wrong.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -205,3 +206,43 @@ async def test_cli_replays_against_a_running_server_and_exits_1_on_failure(
     assert "[FAIL] contains\n        - expected: '525094231110'" in done.stdout
     assert "Your parcel is lost, sorry." in (tmp_path / "report.txt").read_text()
     assert 'failures="1"' in (tmp_path / "out" / "junit.xml").read_text()
+
+
+PLUGIN_SUITE = {
+    "orders/tracking.yaml": TRACKING_TRANSCRIPT,
+    "orders/wrong.yaml": TRACKING_TRANSCRIPT.replace("tracking a parcel", "a wrong parcel"),
+    "orders/known-gap.yaml": TRACKING_TRANSCRIPT.replace("tracking a parcel", "a known gap")
+    + "xfail: the scripted bot gets this one wrong on purpose\n",
+    "broken.yaml": "store: demo\nturns:\n  - shopper: hi\n    contain: [x]\n",
+}
+
+
+async def test_pytest_plugin_collects_transcripts_and_shows_the_diff(
+    served: tuple[InProcessServer, Target, FakeAnswerer], tmp_path: Path
+) -> None:
+    server, target, fake = served
+    # Collection order is alphabetical: known-gap, tracking, wrong.
+    fake.queue(["Sorry, no idea."])
+    fake.queue([f"Order #NW10822: FedEx tracking {TRACKING}."], sources=[ORDER])
+    fake.queue(["It was delivered on May 3."], sources=[ORDER])
+    root = tmp_path / "project"
+    for rel, text in PLUGIN_SUITE.items():
+        (root / "tests" / "transcripts" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "tests" / "transcripts" / rel).write_text(text)
+    (root / "tests" / "conftest.py").write_text(
+        'pytest_plugins = ["chatbot.replay.pytest_plugin"]\n'
+    )
+    (root / "pytest.ini").write_text("[pytest]\nmarkers =\n    model: real model\n")
+    assert server.settings is not None
+    env = {**os.environ, "CHATBOT_DATABASE_URL": server.settings.database_url}
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rxX",
+           "--replay-server", target.url, "tests"]
+    done = await asyncio.to_thread(subprocess.run, cmd, cwd=root, env=env, capture_output=True,
+                                   text=True, timeout=180)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "2 failed, 1 passed, 1 xfailed" in out
+    assert "broken.yaml: turn 1 (line 3): unknown key 'contain' (did you mean 'contains'?)" in out
+    assert "bot:     'It was delivered on May 3.'" in out
+    assert "[FAIL] contains\n        - expected: '525094231110'" in out
+    assert "XFAIL tests/transcripts/orders/known-gap.yaml::a known gap" in out
