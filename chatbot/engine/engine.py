@@ -54,6 +54,7 @@ class TokenEvent:
     text: str
     token_id: int  # -1 when no token came with this event
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "too_long"
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Completion:
     text: str
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    cached_tokens: int = 0
     ttft_s: float = 0.0
     total_s: float = 0.0
 
@@ -142,14 +144,18 @@ class Engine:
         self._thread.start()
 
     async def close(self) -> None:
-        """Stop the scheduler thread; running streams end as cancelled."""
+        """Stop the scheduler thread; running streams end with a ``GenerationError``."""
+        await asyncio.to_thread(self.stop)
+
+    def stop(self) -> None:
+        """Blocking form of :meth:`close`, for synchronous callers."""
         thread = self._thread
         if thread is None:
             return
         with self.scheduler.work:
             self._stopping = True
             self.scheduler.work.notify()
-        await asyncio.to_thread(thread.join)
+        thread.join()
         self._thread = None
 
     def _run(self) -> None:
@@ -195,11 +201,17 @@ class Engine:
         stops = StopMatcher(request.stop)
         eos = frozenset(self.eos_token_ids)
 
+        def post(item: TokenEvent | _Failure) -> bool:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's event loop is gone: stop generating
+                return False
+            return True
+
         def sink(seq: Sequence, token: int, finish: str | None) -> bool:
-            # Runs on the scheduler thread.
+            # Runs on the scheduler thread. Returns True to stop the sequence.
             if finish == "error":
-                error = seq.error or GenerationError("generation failed")
-                loop.call_soon_threadsafe(queue.put_nowait, _Failure(error))
+                post(_Failure(seq.error or GenerationError("generation failed")))
                 return True
             piece = detok.push(token) if token >= 0 and token not in eos else ""
             if finish is not None:
@@ -209,8 +221,8 @@ class Engine:
                 finish = "stop"
             elif finish is not None:
                 text += stops.flush()
-            loop.call_soon_threadsafe(queue.put_nowait, TokenEvent(text, token, finish))
-            return stops.stopped
+            delivered = post(TokenEvent(text, token, finish, seq.cached_hit))
+            return stops.stopped or not delivered
 
         params = SamplingParams(
             max_new_tokens=request.max_new_tokens,
@@ -257,6 +269,7 @@ class Engine:
                 out.token_ids.append(event.token_id)
             pieces.append(event.text)
             out.finish_reason = event.finish_reason or out.finish_reason
+            out.cached_tokens = event.cached_tokens
         out.text = "".join(pieces)
         out.total_s = time.perf_counter() - started
         return out

@@ -131,7 +131,7 @@ class KVCache:
         self.v = torch.zeros(0)
         self.slots = 0
         self.capacity = 0
-        self.reserve(1, len_chunk)
+        self.reserve(1, min(len_chunk, max_len))
 
     @property
     def bytes_per_token(self) -> int:
@@ -165,7 +165,7 @@ class KVCache:
         """Drop the cache back to its initial size (when no sequence is active)."""
         self.k = self.v = torch.zeros(0)
         self.slots = self.capacity = 0
-        self.reserve(1, self.len_chunk)
+        self.reserve(1, min(self.len_chunk, self.max_len))
 
     def move(self, src: int, dst: int, length: int) -> None:
         """Copy the first ``length`` positions of slot ``src`` into slot ``dst``."""

@@ -68,6 +68,7 @@ class Sequence:
     cached_hit: int = 0  # how many prompt tokens came from the prefix cache
     finish_reason: str | None = None
     error: BaseException | None = None  # set with finish_reason "error"
+    finished_step: int = -1  # the scheduler step count when the slot was freed
     generator: torch.Generator | None = field(default=None, repr=False)
 
     @property
@@ -190,6 +191,7 @@ class Scheduler:
         for seq in self.waiting:
             if seq.id in cancelled:
                 seq.state, seq.finish_reason = State.DONE, "cancelled"
+                seq.finished_step = self.steps
         self.waiting = [s for s in self.waiting if s.state is not State.DONE]
         for seq in self.active:
             if seq.id in cancelled and seq.state is not State.DONE:
@@ -304,6 +306,7 @@ class Scheduler:
         if not done:
             return
         for seq in done:
+            seq.finished_step = self.steps
             if seq.cache_key is not None and seq.n_cached > 0:
                 k, v = self.cache.read(seq.slot, seq.n_cached)
                 self.prefix_cache.store(tuple(seq.tokens[: seq.n_cached]), k, v, seq.cache_key)

@@ -1,0 +1,161 @@
+"""The compact Llama against the transformers reference, on a tiny random-weight model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from engine_support import make_tiny_model
+
+from chatbot.engine.linear import fbgemm_available
+from chatbot.engine.loader import merge_lora
+from chatbot.engine.model import KVCache, Llama, ModelConfig, Prefill, StepPlan
+from chatbot.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny: Path):  # type: ignore[no-untyped-def]
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(str(tiny), dtype=torch.float32).eval()
+
+
+def _ids(vocab: int, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (n,), generator=g)
+
+
+def _ref_logits(reference, ids: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    with torch.inference_mode():
+        return reference(ids[None]).logits[0]
+
+
+def test_config_reads_hf_fields(tiny: Path) -> None:
+    cfg = ModelConfig.from_hf(json.loads((tiny / "config.json").read_text()))
+    assert (cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim) == (2, 4, 2, 16)
+    assert cfg.rope_theta == 10000.0 and cfg.tie_embeddings
+
+
+def test_config_rejects_other_architectures() -> None:
+    with pytest.raises(ConfigError, match="unsupported model type"):
+        ModelConfig.from_hf({"model_type": "gpt2"})
+
+
+def test_prefill_logits_match_transformers(tiny: Path, reference) -> None:  # type: ignore[no-untyped-def]
+    model = Llama.from_folder(tiny, "fp32")
+    ids = _ids(model.config.vocab_size, 40, seed=1)
+    cache = KVCache(model.config, max_slots=2, max_len=256)
+    plan = StepPlan(prefills=[Prefill(0, 0, 40)], logit_rows=list(range(40)))
+    ours = model.forward(ids, plan, cache)
+    torch.testing.assert_close(ours, _ref_logits(reference, ids), atol=1e-4, rtol=1e-4)
+
+
+def test_chunked_prefill_and_batched_decode_match_transformers(tiny: Path, reference) -> None:  # type: ignore[no-untyped-def]
+    """Two sequences of different lengths: chunked prefill, then decode steps side by side."""
+    model = Llama.from_folder(tiny, "fp32")
+    vocab = model.config.vocab_size
+    a, b = _ids(vocab, 30, seed=2), _ids(vocab, 17, seed=3)
+    cache = KVCache(model.config, max_slots=4, max_len=256)
+    cache.reserve(2, 64)
+    # a in two chunks in slot 0, b in one chunk in slot 1 during a's second chunk
+    model.forward(a[:12], StepPlan(prefills=[Prefill(0, 0, 12)], logit_rows=[11]), cache)
+    plan = StepPlan(prefills=[Prefill(0, 12, 18), Prefill(1, 0, 17)], logit_rows=[17, 34])
+    first = model.forward(torch.cat([a[12:], b]), plan, cache)
+    torch.testing.assert_close(first[0], _ref_logits(reference, a)[-1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(first[1], _ref_logits(reference, b)[-1], atol=1e-4, rtol=1e-4)
+    seq_a, seq_b = a.tolist(), b.tolist()
+    for _ in range(5):
+        nxt = first.argmax(-1)
+        seq_a.append(int(nxt[0]))
+        seq_b.append(int(nxt[1]))
+        plan = StepPlan(decode_positions=[len(seq_a) - 1, len(seq_b) - 1], logit_rows=[0, 1])
+        first = model.forward(nxt, plan, cache)
+        ref_a = _ref_logits(reference, torch.tensor(seq_a))[-1]
+        ref_b = _ref_logits(reference, torch.tensor(seq_b))[-1]
+        torch.testing.assert_close(first[0], ref_a, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(first[1], ref_b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not fbgemm_available(), reason="fp16/int8 weights need fbgemm")
+@pytest.mark.parametrize(("fmt", "min_cos", "atol"), [("fp16", 0.9999, 0.05), ("int8", 0.95, 3.0)])
+def test_compressed_weights_stay_close(tiny: Path, reference, fmt, min_cos, atol) -> None:  # type: ignore[no-untyped-def]
+    """fp16 weights are near-exact; int8 (activations quantized per call) is lossy but close."""
+    model = Llama.from_folder(tiny, fmt)
+    ids = _ids(model.config.vocab_size, 24, seed=4)
+    cache = KVCache(model.config, max_slots=1, max_len=64)
+    plan = StepPlan(prefills=[Prefill(0, 0, 24)], logit_rows=list(range(24)))
+    ours = model.forward(ids, plan, cache)
+    ref = _ref_logits(reference, ids)
+    cos = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
+    assert cos.mean().item() > min_cos
+    assert (ours - ref).abs().max().item() < atol
+
+
+def test_cache_move_swap_and_read_write(tiny: Path) -> None:
+    model = Llama.from_folder(tiny, "fp32")
+    cache = KVCache(model.config, max_slots=4, max_len=512, len_chunk=16)
+    cache.reserve(3, 20)
+    assert cache.capacity == 32 and cache.slots == 3
+    cache.k[:, 0, :, :5] = 1.0
+    cache.k[:, 1, :, :5] = 2.0
+    cache.swap(0, 1, 5)
+    assert cache.k[:, 0, :, :5].eq(2.0).all() and cache.k[:, 1, :, :5].eq(1.0).all()
+    cache.move(0, 2, 5)
+    assert cache.k[:, 2, :, :5].eq(2.0).all()
+    k, v = cache.read(2, 5)
+    cache.reserve(4, 40)  # growing keeps the contents
+    assert cache.k[:, 2, :, :5].eq(2.0).all() and cache.capacity == 48
+    cache.write(3, k, v)
+    assert cache.k[:, 3, :, :5].eq(2.0).all()
+    with pytest.raises(ConfigError, match="exceeds"):
+        cache.reserve(5, 10)
+
+
+def test_lora_merge_matches_peft(tiny: Path, tmp_path: Path) -> None:
+    """Our safetensors-level merge equals peft's merge_and_unload on the same adapter."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+
+    base = LlamaForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
+    lcfg = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0
+    )
+    peft_model = get_peft_model(base, lcfg)
+    torch.manual_seed(7)
+    with torch.no_grad():  # peft initialises B to zero; make the adapter do something
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.1)
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+    expected = peft_model.merge_and_unload().state_dict()
+
+    state = load_file(str(tiny / "model.safetensors"))
+    merged = merge_lora(state, adapter_dir)
+    assert len(merged) == 3 * 2  # three modules in each of two layers
+    for name in merged:
+        torch.testing.assert_close(state[name], expected[name], atol=1e-5, rtol=1e-5)
+    untouched = "model.layers.0.self_attn.k_proj.weight"
+    torch.testing.assert_close(state[untouched], expected[untouched])
+
+    # and the engine's model built with the adapter gives the merged model's logits
+    model = Llama.from_folder(tiny, "fp32", adapter=adapter_dir)
+    ids = _ids(model.config.vocab_size, 12, seed=5)
+    cache = KVCache(model.config, max_slots=1, max_len=64)
+    ours = model.forward(ids, StepPlan(prefills=[Prefill(0, 0, 12)], logit_rows=[11]), cache)
+    ref = LlamaForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
+    ref.load_state_dict(expected, strict=False)
+    torch.testing.assert_close(ours[0], _ref_logits(ref.eval(), ids)[-1], atol=1e-4, rtol=1e-4)
+
+
+def test_lora_merge_rejects_a_folder_without_adapter(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a LoRA adapter folder"):
+        merge_lora({}, tmp_path)

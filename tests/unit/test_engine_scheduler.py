@@ -1,0 +1,325 @@
+"""Continuous batching through the public Engine API, on a tiny random-weight Llama.
+
+Every test compares against a reference that cannot share the bug under test: greedy
+output of ``transformers``' generate, or the same request run alone on a fresh engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from engine_support import make_tiny_model, prompt_ids
+
+from chatbot.engine import Engine, GenerationRequest
+from chatbot.engine.model import Llama
+from chatbot.errors import GenerationError
+from chatbot.settings import Settings
+
+SYSTEM = (
+    "You are the shop assistant of Northwind Outfitters. Answer from these facts only.\n"
+    "[returns-window] Returns are accepted within 30 days of delivery.\n"
+    "[shipping-times] Standard shipping takes 3-5 business days."
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def model(tiny: Path) -> Llama:
+    return Llama.from_folder(tiny, "fp32")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny))
+
+
+def _engine(model: Llama, tokenizer: Any, **kw: Any) -> Engine:
+    return Engine(model, tokenizer, **kw)
+
+
+@pytest.fixture
+def engine(model: Llama, tokenizer: Any) -> Iterator[Engine]:
+    eng = _engine(model, tokenizer, max_batch=8, prefill_chunk=16)
+    yield eng
+    eng.stop()
+
+
+async def _solo(model: Llama, tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """The request alone on a fresh engine (no cache, no neighbours)."""
+    eng = _engine(model, tokenizer, max_batch=1, prefill_chunk=512)
+    try:
+        return (await eng.complete(request)).token_ids
+    finally:
+        await eng.close()
+
+
+def _req(tokenizer: Any, question: str, **kw: Any) -> GenerationRequest:
+    return GenerationRequest(prompt_ids=prompt_ids(tokenizer, SYSTEM, question), **kw)
+
+
+async def test_greedy_equals_transformers_generate(tiny: Path, engine: Engine, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from transformers import LlamaForCausalLM
+
+    request = _req(tokenizer, "How long do returns take?", max_new_tokens=24)
+    out = await engine.complete(request)
+    ref = LlamaForCausalLM.from_pretrained(str(tiny), dtype=torch.float32).eval()
+    ids = torch.tensor([request.prompt_ids])
+    # an explicit mask: the prompt holds <|im_end|>, which generate would take for padding
+    expected = ref.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=24,
+        do_sample=False,
+        eos_token_id=None,
+    )
+    assert out.token_ids == expected[0, ids.shape[1] :].tolist()
+    assert out.finish_reason == "length" and len(out.token_ids) == 24
+    assert out.text == tokenizer.decode(out.token_ids, skip_special_tokens=True)
+
+
+async def test_streams_join_and_leave_between_steps(engine: Engine, model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Requests of different lengths join mid-flight; each equals its solo output."""
+    requests = [
+        _req(tokenizer, q, max_new_tokens=n)
+        for q, n in [("Where is my order?", 30), ("Can I return shoes?", 7), ("Hi", 18)]
+    ]
+    order: list[int] = []
+    # request 1 joins after request 0's 3rd token, request 2 after its 10th
+    joined = {1: asyncio.Event(), 2: asyncio.Event()}
+
+    async def run(i: int) -> list[int]:
+        if i in joined:
+            await joined[i].wait()
+        ids = []
+        async for event in engine.stream_events(requests[i]):
+            if event.token_id >= 0:
+                ids.append(event.token_id)
+                order.append(i)
+                if i == 0 and len(ids) == 3:
+                    joined[1].set()
+                if i == 0 and len(ids) == 10:
+                    joined[2].set()
+        return ids
+
+    results = await asyncio.gather(run(0), run(1), run(2))
+    for request, got in zip(requests, results, strict=True):
+        assert got == await _solo(model, tokenizer, request)
+    # the later requests produced tokens while the first was still running
+    last_of_first = max(i for i, who in enumerate(order) if who == 0)
+    assert order.index(1) < last_of_first and order.index(2) < last_of_first
+    assert engine.scheduler.active == [] and engine.scheduler.waiting == []
+
+
+async def test_many_concurrent_requests_all_match_solo(model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """More requests than slots: they wait, join, finish in any order, slots get reused."""
+    eng = _engine(model, tokenizer, max_batch=3, prefill_chunk=24)
+    questions = ["a", "where", "shipping?", "refund", "size chart", "hello there"]
+    reqs = [_req(tokenizer, q, max_new_tokens=5 + 3 * i) for i, q in enumerate(questions)]
+    try:
+        outs = await asyncio.gather(*(eng.complete(r) for r in reqs))
+    finally:
+        await eng.close()
+    for r, out in zip(reqs, outs, strict=True):
+        assert out.token_ids == await _solo(model, tokenizer, r)
+
+
+async def test_cancel_frees_the_slot_within_one_step(engine: Engine, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    keep_busy = asyncio.create_task(engine.complete(_req(tokenizer, "long", max_new_tokens=60)))
+    request = _req(tokenizer, "cancel me", max_new_tokens=60)
+    stream = engine.stream(request)
+    got = [await stream.__anext__() for _ in range(3)]
+    assert all(got)
+    seq = next(s for s in engine.scheduler.active if s.tokens[: s.prompt_len] == request.prompt_ids)
+    steps_at_cancel = engine.scheduler.steps
+    await stream.aclose()
+    while seq.finished_step < 0:
+        await asyncio.sleep(0.005)
+    # the step already running may finish; the one after it no longer has the sequence
+    assert seq.finished_step - steps_at_cancel <= 1
+    assert seq.finish_reason == "cancelled" and seq.n_generated < 60
+    assert seq not in engine.scheduler.active
+    await keep_busy
+
+
+async def test_task_cancellation_stops_generation(engine: Engine, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for piece in engine.stream(_req(tokenizer, "x", max_new_tokens=200)):
+            seen.append(piece)
+
+    task = asyncio.create_task(consume())
+    while len(seen) < 2:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(200):
+        if not engine.scheduler.active:
+            break
+        await asyncio.sleep(0.005)
+    assert not engine.scheduler.active and len(seen) < 200
+
+
+async def test_stop_sequence_ends_the_reply_before_it(engine: Engine, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    full = await engine.complete(_req(tokenizer, "stop test", max_new_tokens=30))
+    text = full.text
+    assert len(text) > 12
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    out = await engine.complete(_req(tokenizer, "stop test", max_new_tokens=30, stop=(stop,)))
+    assert out.text == text[: text.index(stop)]
+    assert out.finish_reason == "stop"
+    assert len(out.token_ids) < len(full.token_ids)
+
+
+async def test_eos_ends_the_reply_without_its_text(model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    request = _req(tokenizer, "eos", max_new_tokens=20)
+    solo = await _solo(model, tokenizer, request)
+    eos = solo[5]
+    eng = _engine(model, tokenizer, eos_token_ids=(eos,))
+    try:
+        out = await eng.complete(request)
+    finally:
+        await eng.close()
+    assert out.finish_reason == "stop"
+    assert out.token_ids == solo[: solo.index(eos) + 1]
+    assert out.text == tokenizer.decode(solo[: solo.index(eos)], skip_special_tokens=True)
+
+
+async def test_max_new_tokens(engine: Engine, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    for n in (1, 9):
+        out = await engine.complete(_req(tokenizer, "count", max_new_tokens=n))
+        assert len(out.token_ids) == n and out.finish_reason == "length"
+
+
+async def test_sampling_is_deterministic_under_a_seed(engine: Engine, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    def sampled(seed: int) -> GenerationRequest:
+        return _req(tokenizer, "tell me", max_new_tokens=20, temperature=1.0, top_p=0.9, seed=seed)
+
+    alone = await engine.complete(sampled(11))
+    together = await asyncio.gather(
+        engine.complete(sampled(11)), engine.complete(sampled(12)), engine.complete(sampled(11))
+    )
+    assert together[0].token_ids == alone.token_ids == together[2].token_ids
+    assert together[1].token_ids != alone.token_ids
+    greedy = await engine.complete(_req(tokenizer, "tell me", max_new_tokens=20))
+    assert greedy.token_ids != alone.token_ids
+
+
+async def test_chunked_prefill_keeps_running_streams_flowing(model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    eng = _engine(model, tokenizer, prefill_chunk=8)
+    long_question = "Please tell me everything about your shipping and returns. " * 6
+    newcomer = _req(tokenizer, long_question, max_new_tokens=4)
+    events: list[str] = []
+    cached: list[int] = []
+    try:
+        runner_started = asyncio.Event()
+
+        async def runner() -> None:
+            async for ev in eng.stream_events(_req(tokenizer, "run", max_new_tokens=80)):
+                if ev.token_id >= 0:
+                    events.append("run")
+                    runner_started.set()
+
+        async def late() -> list[int]:
+            await runner_started.wait()
+            events.append("submit")
+            ids: list[int] = []
+            async for ev in eng.stream_events(newcomer):
+                if ev.token_id >= 0:
+                    if not ids:
+                        events.append("first")
+                        cached.append(ev.cached_tokens)
+                    ids.append(ev.token_id)
+            return ids
+
+        _, got = await asyncio.gather(runner(), late())
+    finally:
+        await eng.close()
+    during = events[events.index("submit") : events.index("first")].count("run")
+    # the shared system prompt came from the runner's cached prompt; the rest is chunked
+    to_prefill = len(newcomer.prompt_ids) - cached[0]
+    assert cached[0] > 30 and to_prefill > 60
+    # the running stream got a token in (nearly) every step of the newcomer's prefill
+    assert during >= -(-to_prefill // 8) - 1
+    assert got == await _solo(model, tokenizer, newcomer)
+
+
+async def test_prefix_cache_hit_gives_the_same_output(engine: Engine, model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    first = await engine.complete(_req(tokenizer, "Do you ship to Canada?", max_new_tokens=12))
+    assert first.cached_tokens == 0
+    second_req = _req(tokenizer, "What is the returns window?", max_new_tokens=12)
+    second = await engine.complete(second_req)
+    shared = 0
+    first_ids = _req(tokenizer, "Do you ship to Canada?").prompt_ids
+    for a, b in zip(first_ids, second_req.prompt_ids, strict=False):
+        if a != b:
+            break
+        shared += 1
+    assert second.cached_tokens == shared > 30
+    assert second.token_ids == await _solo(model, tokenizer, second_req)
+
+
+async def test_conversation_cache_reuses_the_previous_turn(
+    engine: Engine, model, tokenizer
+) -> None:  # type: ignore[no-untyped-def]
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}]
+    turn1 = GenerationRequest(
+        prompt_ids=_chat(tokenizer, msgs), max_new_tokens=10, cache_key="conv-1"
+    )
+    out1 = await engine.complete(turn1)
+    msgs += [
+        {"role": "assistant", "content": out1.text},
+        {"role": "user", "content": "And shipping?"},
+    ]
+    turn2 = GenerationRequest(
+        prompt_ids=_chat(tokenizer, msgs), max_new_tokens=10, cache_key="conv-1"
+    )
+    out2 = await engine.complete(turn2)
+    assert out2.cached_tokens >= len(turn1.prompt_ids)
+    assert out2.token_ids == await _solo(model, tokenizer, turn2)
+
+
+def _chat(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(ids if isinstance(ids, list) else ids["input_ids"])
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"prompt_ids": []}, "empty"),
+        ({"prompt_ids": [1, -5]}, "token ids"),
+        ({"prompt_ids": [1] * 5000}, "exceeds the context"),
+        ({"prompt_ids": [1, 2], "max_new_tokens": 0}, "max_new_tokens"),
+        ({"prompt_ids": [1, 2], "top_p": 0.0}, "top_p"),
+    ],
+)
+async def test_bad_requests_raise_generation_error(engine: Engine, kw, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(GenerationError, match=match):
+        await engine.complete(GenerationRequest(**kw))
+
+
+async def test_engine_load_from_settings(tiny: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings.from_env(
+        {}, data_dir=tiny.parent, model_path=tiny, adapter_path="none", engine_dtype="fp32"
+    )
+    eng = Engine.load(settings)
+    assert not eng.ready
+    await eng.start()
+    assert eng.ready
+    pieces = [p async for p in eng.stream(_req(tokenizer, "hi", max_new_tokens=6))]
+    assert pieces and all(isinstance(p, str) for p in pieces)
+    await eng.close()
+    assert not eng.ready
