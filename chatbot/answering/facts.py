@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from knowledge_base.retrieval import Hit
 
 # Longest fact text kept in a prompt; longer snippets are cut at a word boundary.
-MAX_FACT_CHARS = 360
+MAX_FACT_CHARS = 300
 
 # Order-question topics the router detects; they pick which parts of an order line to show.
 ORDER_TOPICS = ("status", "tracking", "items", "total", "returns", "address", "cancel")
@@ -142,23 +142,30 @@ def _stems(text: str) -> set[str]:
     return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP}
 
 
-def best_sentences(text: str, query: str, n: int) -> str:
-    """The ``n`` sentences of ``text`` that share most words with ``query``, in text order.
+def best_sentences(text: str, query: str, n: int, max_chars: int = MAX_FACT_CHARS) -> str:
+    """Up to ``n`` sentences of ``text`` sharing most words with ``query``, in text order.
 
     A small model copies from one or two sentences reliably and from a paragraph badly,
-    so code picks the sentences and the model only rephrases them.
+    so code picks the sentences and the model only rephrases them. The best sentence is
+    always kept; the next ones only while the total stays within ``max_chars``.
     """
     sentences = [s.strip() for s in _SENTENCE_SPLIT.split(" ".join(text.split())) if s.strip()]
-    if len(sentences) <= n:
-        return " ".join(sentences)
+    if not sentences:
+        return ""
     wanted = _stems(query)
     # Earlier sentences win ties: articles usually lead with the answer.
     ranked = sorted(
         range(len(sentences)),
         key=lambda i: (-len(_stems(sentences[i]) & wanted), i),
     )
-    keep = sorted(ranked[:n])
-    return " ".join(sentences[i] for i in keep)
+    keep = [ranked[0]]
+    used = len(sentences[ranked[0]])
+    for i in ranked[1:n]:
+        if used + 1 + len(sentences[i]) > max_chars:
+            break
+        keep.append(i)
+        used += 1 + len(sentences[i])
+    return " ".join(sentences[i] for i in sorted(keep))
 
 
 # Product card lines (see knowledge_base.chunking.product_text) a question is about.
@@ -203,7 +210,7 @@ def hit_fact(hit: Hit, query: str = "", sentences: int = 2) -> Fact:
     if snippet.lower().startswith(hit.title.lower()):
         snippet = snippet[len(hit.title) :].lstrip(" :.-")
     if query:
-        snippet = best_sentences(snippet, query, sentences)
+        snippet = best_sentences(snippet, query, sentences, MAX_FACT_CHARS - len(hit.title) - 2)
     text = f"{hit.title.rstrip(':.')}: {snippet}" if snippet else hit.title
     return Fact(kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url)
 

@@ -28,7 +28,7 @@ from chatbot.answering.facts import (
 )
 from chatbot.answering.guard import StreamGuard
 from chatbot.answering.prompt import build_prompt_ids
-from chatbot.answering.router import Intent, Route, route
+from chatbot.answering.router import Intent, Route, route, strip_emails
 from chatbot.types import AnswerRequest, ReplyDone, ReplyEvent, ReplyToken, Source
 from knowledge_base import orders as order_queries
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # Facts from retrieval given to the model at most (best first).
 MAX_HIT_FACTS = 3
 # A hit joins the prompt only if it scores at least this share of the best hit's score.
-HIT_SCORE_RATIO = 0.8
+HIT_SCORE_RATIO = 0.85
 # Orders listed when the shopper's question could mean several of them.
 MAX_LISTED_ORDERS = 5
 # The chat template's end-of-turn marker: generation stops there.
@@ -173,7 +173,7 @@ class Pipeline:
             plan.facts += [hit_fact(h, request.message, 1) for h in hits]
         if decision.email:
             # The model needs the question, not the shopper's email address.
-            plan.message = " ".join(request.message.replace(decision.email, " ").split())
+            plan.message = strip_emails(request.message)
         return plan
 
     def _customer_plan(self, session: Any, request: AnswerRequest, decision: Route) -> Plan:

@@ -136,6 +136,11 @@ def extract_email(text: str) -> str | None:
     return match.group(0).strip(".").lower() if match else None
 
 
+def strip_emails(text: str) -> str:
+    """``text`` without email addresses (the model never needs a shopper's email)."""
+    return " ".join(_EMAIL.sub(" ", text).split())
+
+
 def order_topics(text: str) -> tuple[str, ...]:
     """The order topics a message asks about; ``("status",)`` when none is specific."""
     topics = tuple(name for name, pattern in _TOPICS if pattern.search(text))

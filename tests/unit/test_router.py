@@ -10,6 +10,7 @@ from chatbot.answering.router import (
     extract_order_numbers,
     order_topics,
     route,
+    strip_emails,
 )
 from chatbot.types import Turn
 
@@ -28,6 +29,10 @@ from chatbot.types import Turn
 )
 def test_extract_order_numbers(text: str, numbers: tuple[str, ...]) -> None:
     assert extract_order_numbers(text) == numbers
+
+
+def test_strip_emails() -> None:
+    assert strip_emails("where is #W1? Me@Example.com thanks") == "where is #W1? thanks"
 
 
 def test_extract_email() -> None:
