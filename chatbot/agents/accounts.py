@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import delete, select
@@ -155,3 +156,21 @@ def _unique(stores: Iterable[Store]) -> list[Store]:
     for store in stores:
         seen.setdefault(store.id, store)
     return list(seen.values())
+
+
+DEMO_AGENT_EMAIL = "demo-agent@northwind.example"
+
+
+def ensure_demo_agent(session: Session, store: str) -> str | None:
+    """Create the demo console account for ``store`` when missing.
+
+    Returns the new random password, or ``None`` when the account already existed
+    (its password is then whatever was set before: printed at creation or changed
+    with ``chatbot agents passwd``).
+    """
+    if find_agent(session, DEMO_AGENT_EMAIL) is not None:
+        return None
+    password = secrets.token_urlsafe(12)
+    add_agent(session, DEMO_AGENT_EMAIL, password, stores=[store], is_admin=True,
+              name="Demo agent")
+    return password

@@ -83,6 +83,7 @@ async def run_server(
 
         store = await asyncio.to_thread(ensure_demo_store, db)
         demo_store_id = store.id
+        await asyncio.to_thread(_ensure_demo_login, settings, db, store.name)
     app = ChatServer(settings, db, answerer=None, poll_interval_s=poll_s)
     port = await app.start()
     base = f"http://{_display_host(settings.host)}:{port}"
@@ -116,6 +117,26 @@ async def run_server(
         if answerer is not None and hasattr(answerer, "close"):
             await answerer.close()
         db.dispose()
+
+
+def _ensure_demo_login(settings: Settings, db: Any, store_name: str) -> None:
+    """Give the demo a console account; its password is kept in a 0600 file in the data dir."""
+    from chatbot.agents.accounts import DEMO_AGENT_EMAIL, ensure_demo_agent
+    from knowledge_base.db import transaction
+
+    with transaction(db.sessions) as session:
+        password = ensure_demo_agent(session, store_name)
+    login_file = settings.data_dir / "demo-console-login.txt"
+    if password is not None:
+        login_file.parent.mkdir(parents=True, exist_ok=True)
+        login_file.touch(mode=0o600)
+        login_file.write_text(f"{DEMO_AGENT_EMAIL}\n{password}\n", encoding="utf-8")
+    if login_file.exists():
+        email, secret = login_file.read_text(encoding="utf-8").split()[:2]
+        log.info("console login:   %s / %s  (from %s)", email, secret, login_file)
+    else:
+        log.info("console login:   %s (reset with: chatbot agents passwd %s)",
+                 DEMO_AGENT_EMAIL, DEMO_AGENT_EMAIL)
 
 
 async def _load_answerer(settings: Settings, db: Any, demo: bool, demo_store_id: int | None) -> Any:
