@@ -1,6 +1,7 @@
 """Transcript replay tests: YAML transcripts replayed against the real server and checked.
 
-- :mod:`chatbot.replay.format`: the transcript schema, loader and writer
+- :mod:`chatbot.replay.format`: the transcript schema and loader
+- :mod:`chatbot.replay.writer`: transcripts back to YAML
 - :mod:`chatbot.replay.runner`: replaying over ``/ws/chat`` and ``/ws/agent``
 - :mod:`chatbot.replay.checks`: expectations and the evidence claims are checked on
 - :mod:`chatbot.replay.environment`: the in-process server (real answerer, throwaway data)

@@ -31,8 +31,8 @@ from chatbot.replay.format import (
     Step,
     StoreFixture,
     Transcript,
-    dumps,
 )
+from chatbot.replay.writer import dumps
 
 # Claims pinned per reply at most: enough to catch a wrong fact, few enough to read.
 MAX_PINS = 6

@@ -12,10 +12,10 @@ from chatbot.replay.format import (
     ShopperTurn,
     TranscriptError,
     collect_paths,
-    dumps,
     load_file,
     loads,
 )
+from chatbot.replay.writer import dumps
 
 GOOD = """
 name: tracking
