@@ -10,6 +10,7 @@ typed messages on top of it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -84,6 +85,12 @@ def decode_envelope(frame: str | bytes) -> dict[str, Any]:
         raise ProtocolError("the frame is not valid JSON", code=ErrorCode.BAD_JSON) from exc
     if not isinstance(obj, dict):
         raise ProtocolError("the frame must be a JSON object", code=ErrorCode.BAD_JSON)
+    if _SURROGATE_ESCAPE.search(frame) and not _encodable(obj):
+        # JSON may escape half a surrogate pair ("\ud800"); such a string is not Unicode
+        # text, and the database and the socket (both UTF-8) would fail on it later.
+        raise ProtocolError(
+            "the frame contains an unpaired UTF-16 surrogate escape", code=ErrorCode.BAD_JSON
+        )
     version = obj.get("v", 1)
     if type(version) is not int:
         raise ProtocolError("field 'v' must be an integer", code=ErrorCode.BAD_MESSAGE)
@@ -96,6 +103,18 @@ def decode_envelope(frame: str | bytes) -> dict[str, Any]:
     if not isinstance(kind, str) or not kind:
         raise ProtocolError("field 'type' must be a non-empty string", code=ErrorCode.BAD_MESSAGE)
     return obj
+
+
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(obj: Any) -> bool:
+    """Every string in ``obj`` (keys included) can be encoded as UTF-8."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def encode_frame(kind: str, fields: Mapping[str, Any]) -> str:
