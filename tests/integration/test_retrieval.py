@@ -263,6 +263,7 @@ def test_unknown_store_is_a_clear_error(world: World, embedder: Embedder) -> Non
     retriever = Retriever(world.db, world.index_dir, embedder)
     with pytest.raises(StoreNotFoundError):
         retriever.sync(9999)
+    assert not (world.index_dir / "store-9999").exists()
     assert retriever.search(world.shop, "   ") == []
 
 
