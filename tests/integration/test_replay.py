@@ -246,3 +246,22 @@ async def test_pytest_plugin_collects_transcripts_and_shows_the_diff(
     assert "bot:     'It was delivered on May 3.'" in out
     assert "[FAIL] contains\n        - expected: '525094231110'" in out
     assert "XFAIL tests/transcripts/orders/known-gap.yaml::a known gap" in out
+
+
+def test_pytest_plugin_skips_transcripts_when_the_model_is_missing(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / "tests" / "transcripts").mkdir(parents=True)
+    (root / "tests" / "transcripts" / "t.yaml").write_text(TRACKING_TRANSCRIPT)
+    (root / "tests" / "conftest.py").write_text(
+        'pytest_plugins = ["chatbot.replay.pytest_plugin"]\n'
+    )
+    (root / "pytest.ini").write_text("[pytest]\nmarkers =\n    model: real model\n")
+    env = {**os.environ, "CHATBOT_HOME": str(tmp_path / "home"),
+           "CHATBOT_MODEL": str(tmp_path / "no-model")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", "tests"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 skipped" in done.stdout
+    assert "the model is not pulled" in done.stdout
