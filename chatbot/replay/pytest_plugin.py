@@ -171,9 +171,14 @@ class _Runtime:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="replay", daemon=True)
         self.thread.start()
-        # Keep search indexes between sessions (pytest's cache folder), when there is one.
+        # Keep search indexes between sessions: pytest's cache folder, else the data dir
+        # (as `chatbot replay` does), so only the first session embeds the store.
         store = getattr(config, "cache", None)
-        cache = Path(store.mkdir("chatbot-replay-index")) if store is not None else None
+        cache = (
+            Path(store.mkdir("chatbot-replay-index"))
+            if store is not None
+            else self.settings.data_dir / "replay-index-cache"
+        )
         self.session = ReplaySession(
             self.settings,
             [i.transcript for i in self.items],
