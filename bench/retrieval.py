@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ QUESTIONS = ROOT / "bench" / "data" / "retrieval_questions.jsonl"
 DEFAULT_OUT = ROOT / "bench" / "results" / "retrieval.json"
 
 
-def load_questions(path: Path = QUESTIONS) -> list[dict[str, object]]:
+def load_questions(path: Path = QUESTIONS) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -74,10 +75,10 @@ def dedupe(snapshot: Snapshot, scored: Sequence[tuple[int, float]], k: int) -> l
     return seen
 
 
-def metrics(ranked: Sequence[Sequence[str]], questions: Sequence[dict[str, object]]) -> dict:
+def metrics(ranked: Sequence[Sequence[str]], questions: Sequence[dict[str, Any]]) -> dict:
     r1 = r5 = rr = 0.0
     for ids, question in zip(ranked, questions, strict=True):
-        expected = set(question["expected"])  # type: ignore[arg-type]
+        expected = set(question["expected"])
         positions = [i for i, sid in enumerate(ids[:10]) if sid in expected]
         if positions:
             r1 += positions[0] == 0
@@ -88,7 +89,7 @@ def metrics(ranked: Sequence[Sequence[str]], questions: Sequence[dict[str, objec
             "n": n}
 
 
-def evaluate(snapshot: Snapshot, questions: Sequence[dict[str, object]],
+def evaluate(snapshot: Snapshot, questions: Sequence[dict[str, Any]],
              vectors: np.ndarray) -> dict[str, object]:
     """Hybrid (shipped weights), dense-only and BM25-only quality, plus a weight sweep."""
     from knowledge_base.lexical import tokenize
@@ -134,7 +135,7 @@ def evaluate(snapshot: Snapshot, questions: Sequence[dict[str, object]],
         "misses_at_5": [
             {"q": q["q"], "expected": q["expected"], "got": ids[:5]}
             for q, ids in zip(questions, shipped, strict=True)
-            if not set(q["expected"]) & set(ids[:5])  # type: ignore[arg-type]
+            if not set(q["expected"]) & set(ids[:5])
         ],
     }
 
@@ -236,7 +237,7 @@ def build_index(root: Path, store_id: int, chunks: list[Chunk], vectors: np.ndar
 
 
 def latency(embedder: Embedder, snapshot: Snapshot, texts: Sequence[str], rounds: int
-            ) -> dict[str, float]:
+            ) -> dict[str, Any]:
     def search(text: str) -> object:
         return rank(snapshot, text, embedder.encode_query_uncached(text), 5)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -257,6 +259,32 @@ def test_writes_in_one_retriever_reach_another(world: World, embedder: Embedder)
                       title="Dogs in the store", body="Leashed dogs are welcome in our shops."))
     writer.sync(world.shop)
     assert reader.search(world.shop, "can I bring my dog", k=1)[0].id == "pet-policy"
+
+
+def test_a_sync_in_another_process_is_seen_by_this_one(
+    world: World, embedder: Embedder
+) -> None:
+    reader = Retriever(world.db, world.index_dir, embedder)
+    reader.sync(world.shop)
+    with world.db.transaction() as s:
+        s.add(Article(store_id=world.shop, source_id="bike-racks", kind="faq",
+                      title="Do you sell bike racks?", body="We sell roof and hitch bike racks."))
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from knowledge_base.db import Database\n"
+        "from knowledge_base.retrieval import Retriever\n"
+        "db = Database(sys.argv[1], run_migrations=False)\n"
+        "stats = Retriever(db, Path(sys.argv[2])).sync(int(sys.argv[3]))\n"
+        "print(stats.embedded, stats.generation)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, world.db.url, str(world.index_dir), str(world.shop)],
+        capture_output=True, text=True, timeout=600, check=True,
+    )
+    assert done.stdout.split() == ["1", "2"]
+    hits = reader.search(world.shop, "bicycle rack for my car roof", k=1)
+    assert hits[0].id == "bike-racks"
 
 
 def test_unknown_store_is_a_clear_error(world: World, embedder: Embedder) -> None:
