@@ -40,7 +40,12 @@ async def test_export_of_a_model_conversation_replays_green(
     settings = Settings.from_env()
     if not settings.model_path.exists():
         pytest.skip(f"the model is not pulled ({settings.model_path})")
-    cache = Path(request.config.cache.mkdir("chatbot-replay-index"))
+    pytest_cache = getattr(request.config, "cache", None)
+    cache = (
+        Path(pytest_cache.mkdir("chatbot-replay-index"))
+        if pytest_cache is not None
+        else settings.data_dir / "replay-index-cache"
+    )
     async with InProcessServer(settings, [StoreFixture("demo")], index_cache=cache) as target:
         replayer = Replayer(target, evidence=DatabaseEvidence(target.db))
         [live] = loads(CONVERSATION, tmp_path / "live.yaml")
