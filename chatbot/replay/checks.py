@@ -17,9 +17,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
 from chatbot.answering.guard import find_unsupported
+from chatbot.errors import ChatbotError
 from chatbot.replay.format import Cite, Expectations
 
 if TYPE_CHECKING:
@@ -148,7 +150,10 @@ def _claims_check(
     name, wanted = "no_unsupported_claims", "every claim backed by a cited source"
     if evidence is None:
         return Check(name, wanted, "cannot check: no database to read the sources from", False)
-    lines = evidence.lines(store, reply.sources)
+    try:
+        lines = evidence.lines(store, reply.sources)
+    except (ChatbotError, SQLAlchemyError) as exc:
+        return Check(name, wanted, f"cannot check: reading the sources failed ({exc})", False)
     # What the shopper wrote is no claim of the bot's ("I can't find #NW99999").
     bad = find_unsupported(reply.text, [*lines, *shopper_texts])
     if not bad:
@@ -224,7 +229,7 @@ class DatabaseEvidence:
         with self.db.session() as session:
             found = find_store(session, store)
             if found is None:
-                return out
+                raise ChatbotError(f"store {store!r} is not in the database", code="not_found")
             sid = found.id
             for source in sources:
                 if source.kind == "order":

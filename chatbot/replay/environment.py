@@ -67,10 +67,17 @@ class Target:
                 "signing a customer identity needs the store's secret: pass "
                 "--identity-secret or a --database-url the server uses"
             )
+        from sqlalchemy.exc import SQLAlchemyError
+
         from knowledge_base.stores import get_store
 
-        with self.db.session() as session:
-            secret = get_store(session, store).identity_secret
+        try:
+            with self.db.session() as session:
+                secret = get_store(session, store).identity_secret
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"cannot read store {store!r} from the database to sign an identity ({exc})"
+            ) from exc
         self._secrets[store] = secret
         return secret
 
