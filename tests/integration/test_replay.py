@@ -265,3 +265,34 @@ def test_pytest_plugin_skips_transcripts_when_the_model_is_missing(tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 skipped" in done.stdout
     assert "the model is not pulled" in done.stdout
+
+
+async def test_transcripts_export_cli_writes_a_replayable_file(
+    served: tuple[InProcessServer, Target, FakeAnswerer], tmp_path: Path
+) -> None:
+    server, target, fake = served
+    fake.queue(["Order #NW10822 is out for delivery, ", f"tracking {TRACKING}."], sources=[ORDER])
+    [t] = loads(TRACKING_TRANSCRIPT, tmp_path / "t.yaml")
+    first = await _replayer(target).run(t)
+    assert first.passed and first.conversation_id
+    assert server.settings is not None
+    base = [sys.executable, "-m", "chatbot", "--database-url", server.settings.database_url,
+            "transcripts", "export"]
+    out = tmp_path / "bugs" / "exported.yaml"
+    done = await asyncio.to_thread(
+        subprocess.run, [*base, "--conversation", first.conversation_id, "-o", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"# Exported from conversation {first.conversation_id}." in out.read_text()
+    [exported] = loads(out.read_text(), out)
+    fake.queue(["Order #NW10822 is out for delivery, ", f"tracking {TRACKING}."], sources=[ORDER])
+    again = await _replayer(target).run(exported)
+    assert again.passed, transcript_diff(again)
+
+    missing = await asyncio.to_thread(
+        subprocess.run, [*base, "--conversation", "c_nope"], capture_output=True, text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 1
+    assert "no conversation 'c_nope'" in missing.stderr
