@@ -47,7 +47,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     # Engine
-    # Weight format: auto | fp32 | fp16 | int8 | bf16 (auto picks the fastest measured here)
+    # Weight format: auto (= fp32) | fp32 | fp16 | int8 | bf16; see chatbot/engine/engine.py
     engine_dtype: str = "auto"
     engine_max_batch: int = 64
     engine_threads: int = 0  # 0: leave torch's default

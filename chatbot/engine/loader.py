@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -306,15 +307,58 @@ def ensure_model(settings: Settings, progress: bool = True) -> Path:
 # ---------------------------------------------------------------------------
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a model folder's safetensors files (one or sharded)."""
-    from safetensors.torch import load_file
+class LazyWeights(MutableMapping[str, "torch.Tensor"]):
+    """A model folder's tensors, read one at a time from the memory-mapped safetensors.
 
+    Reading every tensor into one dict first would hold the whole fp32 checkpoint in
+    memory next to the engine's own (packed) copy; this way the peak stays one tensor.
+    Assigned tensors (a merged LoRA weight) override the file's.
+    """
+
+    def __init__(self, files: list[Path]) -> None:
+        from safetensors import safe_open
+
+        self._handles = [safe_open(str(f), framework="pt") for f in files]
+        self._where = {k: h for h in self._handles for k in h.keys()}  # noqa: SIM118
+        self._overrides: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self._overrides:
+            return self._overrides[name]
+        return self._where[name].get_tensor(name)
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        self._overrides[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        self._overrides.pop(name, None)
+        self._where.pop(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where
+
+
+def load_state_dict(path: Path) -> LazyWeights:
+    """A model folder's safetensors tensors (one file or sharded), read lazily."""
     require_model(path)
-    tensors: dict[str, torch.Tensor] = {}
-    for file in _weight_files(path):
-        tensors.update(load_file(str(file)))
-    return tensors
+    return LazyWeights(_weight_files(path))
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them after large loads)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -323,7 +367,7 @@ def read_config(path: Path) -> dict[str, Any]:
     return dict(json.loads((path / "config.json").read_text()))
 
 
-def merge_lora(state: dict[str, torch.Tensor], adapter_dir: Path) -> list[str]:
+def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> list[str]:
     """Merge a peft LoRA adapter into ``state`` in place: ``W += (alpha / r) * B @ A``.
 
     Reads ``r``, ``lora_alpha``, ``use_rslora`` and ``target_modules`` from

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,7 @@ class Llama:
     """Inference-only Llama: token ids + a :class:`StepPlan` in, logits out."""
 
     def __init__(
-        self, config: ModelConfig, state: dict[str, torch.Tensor], fmt: WeightFormat = "fp32"
+        self, config: ModelConfig, state: Mapping[str, torch.Tensor], fmt: WeightFormat = "fp32"
     ) -> None:
         self.config = config
         self.format: WeightFormat = fmt
@@ -236,10 +237,12 @@ class Llama:
             except KeyError:
                 raise ConfigError(f"model weights lack {name}") from None
 
-        self.embed = get("model.embed_tokens.weight").contiguous()  # [vocab, hidden]
+        embed = get("model.embed_tokens.weight").contiguous()  # [vocab, hidden]
+        self.lm_head = Linear(embed if c.tie_embeddings else get("lm_head.weight"), fmt)
+        # Row lookups only: with compressed weights a half-size fp16 table is plenty.
+        self.embed = embed if fmt == "fp32" else embed.to(torch.float16)
+        del embed
         self.norm = get("model.norm.weight")
-        head = self.embed if c.tie_embeddings else get("lm_head.weight")
-        self.lm_head = Linear(head, fmt)
         self.layers: list[LayerWeights] = []
         for i in range(c.n_layers):
             p = f"model.layers.{i}."
@@ -263,7 +266,7 @@ class Llama:
         cls, path: Path, fmt: WeightFormat = "fp32", adapter: Path | None = None
     ) -> Llama:
         """Load a Hugging Face Llama folder (safetensors), merging a LoRA adapter if given."""
-        from chatbot.engine.loader import load_state_dict, merge_lora, read_config
+        from chatbot.engine.loader import load_state_dict, merge_lora, read_config, release_memory
 
         config = ModelConfig.from_hf(read_config(path))
         state = load_state_dict(path)
@@ -271,6 +274,7 @@ class Llama:
             merge_lora(state, adapter)
         model = cls(config, state, fmt)
         del state
+        release_memory()
         return model
 
     @torch.inference_mode()
@@ -297,7 +301,7 @@ class Llama:
         ]
         hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
         rep = nh // nkv
-        x = F.embedding(tokens, self.embed)  # [N, hidden]
+        x = F.embedding(tokens, self.embed).float()  # [N, hidden]
         for li, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, c.rms_eps)
             qkv = layer.qkv(h)  # [N, (nh + 2 nkv) hd]

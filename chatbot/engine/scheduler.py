@@ -43,6 +43,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    ignore_eos: bool = False
 
 
 class State(enum.Enum):
@@ -278,7 +279,7 @@ class Scheduler:
         if seq.state is State.DONE:
             return
         seq.tokens.append(token)
-        if token in self.eos:
+        if token in self.eos and not seq.params.ignore_eos:
             seq.finish_reason = "stop"
         elif seq.n_generated >= seq.params.max_new_tokens or len(seq.tokens) >= self.max_len:
             seq.finish_reason = "length"
