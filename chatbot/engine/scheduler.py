@@ -88,7 +88,7 @@ class Scheduler:
         max_len: int = 2048,
         prefill_chunk: int = 64,
         idle_prefill_chunk: int = 512,
-        prefix_cache_bytes: int = 256 * 1024 * 1024,
+        prefix_cache_bytes: int = 128 * 1024 * 1024,
         eos_token_ids: tuple[int, ...] = (),
     ) -> None:
         self.model = model
