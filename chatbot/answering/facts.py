@@ -81,7 +81,9 @@ def day(when: datetime | None) -> str:
     return f"{when:%B} {when.day}, {when.year}"
 
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(])")
+# List bullets that flattened Markdown leaves inside a line: " - Phone: ...".
+_BULLET = re.compile(r"(?:^|\s+)-\s+(?=\S)")
 _STOP = {
     "about",
     "after",
@@ -142,22 +144,44 @@ def _stems(text: str) -> set[str]:
     return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP}
 
 
+def split_sentences(text: str) -> list[str]:
+    """Sentences and list items of ``text``; a list stays with the line that introduces it
+    ("We have three stores: Portland ...; Seattle ...; Denver ...")."""
+    pieces: list[str] = []
+    in_list = False
+    for i, segment in enumerate(_BULLET.split(" ".join(text.split()))):
+        sentences = [p for p in _SENTENCE_END.split(segment.strip()) if p]
+        if not sentences:
+            continue
+        if i > 0 and pieces and (in_list or pieces[-1].endswith(":")):
+            sep = "; " if in_list else " "
+            pieces[-1] = f"{pieces[-1].rstrip(',;')}{sep}{sentences[0].rstrip(',;')}"
+            # An item that runs on into more sentences ends the list.
+            in_list = len(sentences) == 1
+            pieces += sentences[1:]
+            continue
+        in_list = False
+        pieces += sentences
+    return pieces
+
+
 def best_sentences(text: str, query: str, n: int, max_chars: int = MAX_FACT_CHARS) -> str:
     """Up to ``n`` sentences of ``text`` sharing most words with ``query``, in text order.
 
     A small model copies from one or two sentences reliably and from a paragraph badly,
-    so code picks the sentences and the model only rephrases them. The best sentence is
-    always kept; the next ones only while the total stays within ``max_chars``.
+    so code picks the sentences and the model only rephrases them. Words found in few
+    sentences count more (``phone`` beats ``support`` on a contact page). The best
+    sentence is always kept; the next ones only while the total stays within ``max_chars``.
     """
-    sentences = [s.strip() for s in _SENTENCE_SPLIT.split(" ".join(text.split())) if s.strip()]
+    sentences = split_sentences(text)
     if not sentences:
         return ""
     wanted = _stems(query)
+    stems = [_stems(sentence) & wanted for sentence in sentences]
+    spread = {w: sum(1 for found in stems if w in found) for w in wanted}
+    scores = [sum(1 / spread[w] for w in found) for found in stems]
     # Earlier sentences win ties: articles usually lead with the answer.
-    ranked = sorted(
-        range(len(sentences)),
-        key=lambda i: (-len(_stems(sentences[i]) & wanted), i),
-    )
+    ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
     keep = [ranked[0]]
     used = len(sentences[ranked[0]])
     for i in ranked[1:n]:
@@ -276,6 +300,9 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
         parts.append(f"placed {day(order.placed_at)}")
     if wanted & {"items", "returns", "total", "cancel"}:
         parts.append("items: " + ", ".join(item_lines(order)))
+    elif order.items:
+        # Names only: enough to tell orders apart ("the one with the boots").
+        parts.append("items: " + ", ".join(dict.fromkeys(item.name for item in order.items)))
     if wanted & {"total", "cancel"}:
         parts.append(f"total {money(order.total, order.currency)}")
     if "tracking" in wanted or "status" in wanted:

@@ -88,15 +88,27 @@ _OUT_OF_SCOPE = _any(
 )
 _ORDER_WORDS = _any(
     r"\bmy (orders?|package|parcel|delivery|shipment|purchase|items?|stuff|refund|return)\b",
-    r"\b(where|when)\b.{0,30}\b(package|parcel|order|delivery|shipment|stuff|it)\b",
+    r"\b(where|when)\b.{0,30}\b(my|the|it|they)\b.{0,15}\b(package|parcel|order|delivery|"
+    r"shipment|stuff|arrive|come|ship)",
+    r"\bwhere(?:'s| is| are)\s+(it|they|my)\b",
     r"\b(track|tracking)\b",
     r"\b(i|we) (ordered|bought|purchased|received|got)\b",
     r"\b(hasn'?t|has not|didn'?t|did not|never|not yet)\b.{0,20}\b(arrived?|come|shipped|"
     r"delivered|received)\b",
-    r"\b(return|refund|exchange|cancel|send back)\b.{0,25}\b(my|the|this|these|it|them)\b"
-    r"(?!.{0,15}\bpolicy\b)",
-    r"\border status\b|\bstatus of\b.{0,10}\border\b",
+    r"\b(return|refund|exchange|cancel|send back)\b.{0,25}\b(my|the|this|these)\b",
+    r"\b(my|the|this) order status\b|\bstatus of (my|the|this)\b.{0,10}\border\b",
 )
+# General "can I / how do I / per your policy" questions are answered from the store's
+# articles even when they mention "my order"; tracking requests are not general.
+_GENERAL_QUESTION = _any(
+    r"^\s*(can|could|may|should) (i|we)\b",
+    r"^\s*(do|does|will) (you|your|it|they)\b",
+    r"^\s*(is|are) (it|there|you)\b",
+    r"^\s*how (do|can|long|many|much|soon|does|will)\b",
+    r"^\s*(what|which|within|after|under|when)\b.{0,60}\b(policy|days?|allowed|needed|required)\b",
+    r"\bpolic(y|ies)\b|\bper (your|the)\b|\baccording to\b",
+)
+_NOT_GENERAL = _any(r"\btrack", r"\bwhere(?:'s| is| are)\b")
 _POLICY_WORDS = _any(
     r"\b(policy|policies|return window|warranty|guarantee|shipping (cost|time|fee)s?)\b",
     r"\b(how (long|do|can|much)|can i|do you|is it possible)\b.{0,40}\b(return|refund|exchange|"
@@ -113,7 +125,13 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
         _any(r"\b(track\w*|where|arriv\w*|deliver\w*|ship\w*|package|parcel|when will|eta)\b"),
     ),
     ("returns", _any(r"\b(return\w*|refund\w*|exchange\w*|send (it )?back|money back)\b")),
-    ("items", _any(r"\b(items?|what did i (order|buy)|contents?|products?)\b")),
+    (
+        "items",
+        _any(
+            r"\b(items?|what did i (order|buy|get)|contents?|products?|list)\b",
+            r"\bwhat(?:'s| is| was)\s+in\b|\bwhat (is|was|came) in\b|\bwhich (things|products)\b",
+        ),
+    ),
     ("total", _any(r"\b(total|how much|paid|pay|charged?|cost|amount|price)\b")),
     ("address", _any(r"\b(address|ship(ping)? to|sent to)\b")),
     ("cancel", _any(r"\bcancel\w*")),
@@ -165,7 +183,8 @@ def route(message: str, history: Sequence[Turn] = ()) -> Route:
     email = extract_email(text)
     if _HANDOFF.search(text):
         return Route(Intent.HANDOFF, order_numbers=numbers)
-    if numbers or _ORDER_WORDS.search(text):
+    general = _GENERAL_QUESTION.search(text) and not _NOT_GENERAL.search(text)
+    if numbers or (_ORDER_WORDS.search(text) and not general):
         if not numbers and history and _is_order_follow_up(text, history):
             numbers = _recent_order_numbers(history)
         return Route(Intent.ORDER, numbers, order_topics(text), email)

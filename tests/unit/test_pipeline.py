@@ -263,3 +263,28 @@ def test_product_fact_keeps_the_card_lines_the_question_is_about(
 
     fact = hit_fact(FakeHit("product", "ridgeline", "Ridgeline Jacket", CARD, 0.9), question)
     assert fact.line() == f"[product ridgeline] Ridgeline Jacket: {expected}"
+
+
+def test_split_sentences_keeps_a_list_with_its_lead_in() -> None:
+    from chatbot.answering.facts import split_sentences
+
+    text = (
+        "We have three stores: - Portland: 1420 Lovejoy St, - Seattle: 2201 Westlake Ave, "
+        "- Denver: 1650 Wazee St. Prices match the website. - Chat: any page."
+    )
+    assert split_sentences(text) == [
+        "We have three stores: Portland: 1420 Lovejoy St; Seattle: 2201 Westlake Ave; "
+        "Denver: 1650 Wazee St.",
+        "Prices match the website.",
+        "Chat: any page.",
+    ]
+
+
+def test_rare_query_words_pick_the_sentence() -> None:
+    from chatbot.answering.facts import best_sentences
+
+    text = (
+        "Our support team answers every day. Support chat is on every page. "
+        "Phone: 1-800-555-0142."
+    )
+    assert best_sentences(text, "what's your support phone number?", 1) == "Phone: 1-800-555-0142."

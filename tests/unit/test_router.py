@@ -51,6 +51,9 @@ def test_extract_email() -> None:
         "my order hasn't arrived yet",
         "I ordered a lamp last week, when will it arrive?",
         "cancel my order please",
+        "Can you give me the tracking number for my order?",
+        "How do I track my package?",
+        "Can you list what's in order #W5762451?",
     ],
 )
 def test_order_questions(text: str) -> None:
@@ -64,6 +67,10 @@ def test_order_questions(text: str) -> None:
         ("How long does shipping take?", Intent.POLICY),
         ("Can I return an item after 30 days?", Intent.POLICY),
         ("Can I cancel a pending order?", Intent.POLICY),
+        ("Can I cancel my order after it shipped?", Intent.POLICY),
+        ("What is your policy on refunds when a card-paid order is cancelled?", Intent.POLICY),
+        ("Which order status is needed before an order can be cancelled?", Intent.POLICY),
+        ("Within how many business days do you process a return once it arrives?", Intent.POLICY),
         ("Is the Office Chair available in black?", Intent.PRODUCT),
         ("How much is the water bottle?", Intent.PRODUCT),
         ("Can I talk to a person?", Intent.HANDOFF),
