@@ -61,6 +61,11 @@ def ask(
       chatbot ask "where is #NW10001? my email is ana@example.com"
       chatbot ask --no-adapter --json "can I return worn shoes?"
     """
+    root = logging.getLogger()
+    if root.level == logging.INFO:
+        # The terminal is the reply's screen here: progress INFO lines would interleave
+        # with the streamed answer. -v (DEBUG) still shows everything.
+        root.setLevel(logging.WARNING)
     settings: Settings = ctx.obj.settings.replace(max_new_tokens=max_new_tokens)
     if no_adapter:
         settings = dataclasses.replace(settings, adapter_path=None)
