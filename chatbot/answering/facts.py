@@ -338,19 +338,34 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 def distinctive_tokens(text: str) -> set[str]:
-    """Lower-case words of 4+ letters and all numbers: what an overlap check compares."""
+    """Lower-case words of 4+ letters and all numbers (used by the training-set builder)."""
     return {w for w in _WORD.findall(text.lower()) if len(w) >= 4 or w.isdigit()}
 
 
+def distinctive_words(text: str) -> set[str]:
+    """Lower-case words of 4+ letters: what the word-overlap check compares."""
+    return {w for w in _WORD.findall(text.lower()) if len(w) >= 4 and not w.isdigit()}
+
+
+def _numbers(text: str) -> set[str]:
+    # Whole normalised numbers ("149.00" -> "149"), never fragments such as "00".
+    from chatbot.answering.guard import extract_claims
+
+    claims = extract_claims(text)
+    return {n for n in claims.numbers if len(n) >= 2} | claims.codes
+
+
 def facts_used(reply: str, facts: Sequence[Fact]) -> list[Fact]:
-    """The facts a reply visibly relies on (shares a number or 2+ distinctive words)."""
-    reply_tokens = distinctive_tokens(reply)
+    """The facts a reply visibly relies on: it cites the order, or shares a number
+    (of 2+ digits) or 2+ distinctive words with the fact."""
+    reply_words = distinctive_words(reply)
+    reply_numbers = _numbers(reply)
     used = []
     for fact in facts:
-        overlap = reply_tokens & (distinctive_tokens(fact.text) - _COMMON)
-        numbers = {w for w in overlap if w.isdigit()}
+        words = reply_words & (distinctive_words(fact.text) - _COMMON)
+        numbers = reply_numbers & _numbers(fact.text)
         cites_order = fact.kind == "order" and fact.id.lstrip("#").lower() in reply.lower()
-        if cites_order or numbers or len(overlap) >= 2:
+        if cites_order or numbers or len(words) >= 2:
             used.append(fact)
     return used
 

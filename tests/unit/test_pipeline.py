@@ -288,3 +288,13 @@ def test_rare_query_words_pick_the_sentence() -> None:
         "Phone: 1-800-555-0142."
     )
     assert best_sentences(text, "what's your support phone number?", 1) == "Phone: 1-800-555-0142."
+
+
+def test_sources_match_whole_numbers_not_fragments() -> None:
+    from chatbot.answering.facts import facts_used
+
+    jacket = Fact("product", "jacket", "Rain Jacket: Price: $149.00.")
+    pants = Fact("product", "pants", "Rain Pants: Price: $99.00.")
+    assert facts_used("The answer is: $149.00", [jacket, pants]) == [jacket]
+    assert facts_used("It costs 149 dollars.", [pants, jacket]) == [jacket]
+    assert facts_used("Hello there.", [jacket, pants]) == []
