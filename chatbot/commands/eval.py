@@ -39,6 +39,9 @@ EVAL_STORES = ("demo", "tau")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               default=PROJECT_ROOT / "bench" / "results", show_default=True)
 @click.option("--regenerate", is_flag=True, help="Rebuild the question files from the stores.")
+@click.option("--reuse", is_flag=True,
+              help="Keep other systems' replies from an earlier report in OUT for the same "
+                   "questions (e.g. run base once, then re-run only adapter).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0,
               help="Torch CPU threads for the engine (0: settings; 1 is fastest on a busy CPU).")
@@ -54,6 +57,7 @@ def eval_command(
     questions_dir: Path,
     out: Path,
     regenerate: bool,
+    reuse: bool,
     concurrency: int,
     threads: int,
 ) -> None:
@@ -95,7 +99,7 @@ def eval_command(
     for store in stores or EVAL_STORES:
         md = _evaluate_store(
             eval_settings, store, chosen, adapter_dir, tau_dir or DEFAULT_TAU_DIR,
-            questions_dir, out, limit, regenerate, concurrency,
+            questions_dir, out, limit, regenerate, concurrency, reuse,
         )
         summaries[store] = md
         click.echo(md)
@@ -136,7 +140,7 @@ def _prepare_store(settings: Settings, db: Any, store: str, tau_dir: Path) -> in
 def _evaluate_store(
     settings: Settings, store: str, systems: list[str], adapter_dir: Path | None,
     tau_dir: Path, questions_dir: Path, out: Path, limit: int, regenerate: bool,
-    concurrency: int,
+    concurrency: int, reuse: bool = False,
 ) -> str:
     from chatbot.evaluation import questions as Q
     from chatbot.evaluation.report import write_report
@@ -165,6 +169,8 @@ def _evaluate_store(
         retriever.sync(store_id, progress=True)
         scored: dict[str, Any] = {}
         timings: dict[str, float] = {}
+        if reuse:
+            scored, timings = _earlier(out / f"eval-{store}.json", questions, systems)
         for system in systems:
             started = time.monotonic()
             if system == "retrieval":
@@ -189,11 +195,37 @@ def _evaluate_store(
             "seconds": timings,
             "engine_dtype": settings.engine_dtype,
         }
+        from chatbot.evaluation.runner import SYSTEMS
+
+        scored = {s: scored[s] for s in SYSTEMS if s in scored}
         _, md_path, md = write_report(out, store, scored, meta)
         click.echo(f"report written to {md_path}", err=True)
         return md
     finally:
         db.dispose()
+
+
+def _earlier(
+    path: Path, questions: list[Any], skip: list[str]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Replies of other systems from an earlier report that cover exactly ``questions``."""
+    import json
+
+    from chatbot.evaluation.runner import Scored
+
+    if not path.is_file():
+        return {}, {}
+    old = json.loads(path.read_text())
+    wanted = [q.id for q in questions]
+    scored: dict[str, Any] = {}
+    for system, rows in old.get("replies", {}).items():
+        by_id = {r["question_id"]: r for r in rows}
+        if system in skip or not all(i in by_id for i in wanted):
+            continue
+        scored[system] = [Scored(**by_id[i]) for i in wanted]
+        click.echo(f"reusing {system} replies from {path}", err=True)
+    seconds = {k: v for k, v in old.get("meta", {}).get("seconds", {}).items() if k in scored}
+    return scored, seconds
 
 
 def make_pipeline_no_engine(settings: Settings, db: Any, retriever: Any) -> Any:

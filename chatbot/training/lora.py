@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 LOSS_LOG = "losses.jsonl"
 IGNORE_INDEX = -100
+BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,11 @@ def save_adapter(model: Any, out_dir: Path, dtype: str = "bfloat16") -> None:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    model.peft_config["default"].save_pretrained(str(out_dir))
+    config = model.peft_config["default"]
+    # The local model path means nothing on another machine; name the published base.
+    config.base_model_name_or_path = BASE_MODEL_ID
+    config.inference_mode = True
+    config.save_pretrained(str(out_dir))
     cast = getattr(torch, dtype)
     weights = {
         k: v.detach().to(cast).contiguous() for k, v in get_peft_model_state_dict(model).items()
