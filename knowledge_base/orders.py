@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Sequence
+from typing import TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -23,7 +24,10 @@ log = logging.getLogger(__name__)
 MAX_ORDERS = 50
 
 
-def _with_details(query: Select[tuple[Order]]) -> Select[tuple[Order]]:
+_Query = TypeVar("_Query", bound=Select)  # type: ignore[type-arg]
+
+
+def _with_details(query: _Query) -> _Query:
     # Load what fact lines need in a few queries, so callers can close the session.
     return query.options(
         selectinload(Order.items),
@@ -89,12 +93,12 @@ def verify_guest_order(session: Session, store_id: int, number: str, email: str)
     if not email.strip() or not number_variants(number):
         return None
     query = (
-        select(Order)
+        select(Order, Customer.email)
         .outerjoin(Customer, Customer.id == Order.customer_id)
         .where(Order.store_id == store_id, _number_filter(number))
-        .add_columns(Customer.email)
     )
-    for order, customer_email in session.execute(_with_details(query)):
+    for row in session.execute(_with_details(query)):
+        order, customer_email = row[0], row[1]
         emails = [e for e in (order.email, customer_email or "") if e]
         if any(_same_email(email, known) for known in emails):
             return order

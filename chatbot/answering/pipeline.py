@@ -13,8 +13,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -130,11 +129,16 @@ class Pipeline:
             events = self._fixed(plan.fixed, plan)
         else:
             events = self._generate(request, plan)
-        async for event in events:
-            if isinstance(event, ReplyDone):
-                self.stats.replies += 1
-                self.stats.reasons[event.reason] += 1
-            yield event
+        try:
+            async for event in events:
+                if isinstance(event, ReplyDone):
+                    self.stats.replies += 1
+                    self.stats.reasons[event.reason] += 1
+                yield event
+        finally:
+            # Closing this stream (the shopper left) closes the engine's stream now,
+            # not whenever the garbage collector gets to it.
+            await events.aclose()
 
     # -- deciding what to say (sync: database and retrieval) ---------------------------
 
@@ -234,7 +238,7 @@ class Pipeline:
 
     # -- saying it (async: streaming) -------------------------------------------------
 
-    async def _fixed(self, text: str, plan: Plan) -> AsyncIterator[ReplyEvent]:
+    async def _fixed(self, text: str, plan: Plan) -> AsyncGenerator[ReplyEvent, None]:
         for piece in _words(text):
             yield ReplyToken(piece)
         yield ReplyDone(
@@ -245,7 +249,9 @@ class Pipeline:
             reason=plan.reason,
         )
 
-    async def _generate(self, request: AnswerRequest, plan: Plan) -> AsyncIterator[ReplyEvent]:
+    async def _generate(
+        self, request: AnswerRequest, plan: Plan
+    ) -> AsyncGenerator[ReplyEvent, None]:
         from chatbot.engine.engine import GenerationRequest
 
         message = plan.message or request.message
@@ -261,11 +267,17 @@ class Pipeline:
             cache_key=request.conversation_key,
         )
         guard = StreamGuard(fact.line() for fact in kept)
-        async with aclosing(self.engine.stream(generation)) as pieces:
+        pieces = self.engine.stream(generation)
+        try:
             async for piece in pieces:
                 safe = guard.feed(piece)
                 if safe:
                     yield ReplyToken(safe)
+        finally:
+            # Stop generating at once when the shopper goes away mid-reply.
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:
+                await aclose()
         tail = guard.finish()
         if tail:
             yield ReplyToken(tail)

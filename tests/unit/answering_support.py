@@ -46,6 +46,7 @@ class FakeEngine:
     tokenizer: FakeTokenizer = field(default_factory=FakeTokenizer)
     requests: list[Any] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    closed: int = 0  # streams finished or cancelled
 
     def queue(self, *pieces: str) -> None:
         self.queued.append(list(pieces))
@@ -54,8 +55,11 @@ class FakeEngine:
         self.requests.append(request)
         self.prompts.append(self.tokenizer.last_text)
         pieces = self.queued.pop(0) if self.queued else self._restate_first_fact()
-        for piece in pieces:
-            yield piece
+        try:
+            for piece in pieces:
+                yield piece
+        finally:
+            self.closed += 1
 
     def _restate_first_fact(self) -> list[str]:
         for line in self.tokenizer.last_text.splitlines():
@@ -217,4 +221,3 @@ def seed_world(tmp_path: Path, url: str | None = None) -> World:
 def words(events: Sequence[Any]) -> str:
     """The text of the ReplyTokens in ``events``, joined."""
     return "".join(e.text for e in events if type(e).__name__ == "ReplyToken")
-

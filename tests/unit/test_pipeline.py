@@ -284,8 +284,7 @@ def test_rare_query_words_pick_the_sentence() -> None:
     from chatbot.answering.facts import best_sentences
 
     text = (
-        "Our support team answers every day. Support chat is on every page. "
-        "Phone: 1-800-555-0142."
+        "Our support team answers every day. Support chat is on every page. Phone: 1-800-555-0142."
     )
     assert best_sentences(text, "what's your support phone number?", 1) == "Phone: 1-800-555-0142."
 
@@ -298,3 +297,15 @@ def test_sources_match_whole_numbers_not_fragments() -> None:
     assert facts_used("The answer is: $149.00", [jacket, pants]) == [jacket]
     assert facts_used("It costs 149 dollars.", [pants, jacket]) == [jacket]
     assert facts_used("Hello there.", [jacket, pants]) == []
+
+
+async def test_closing_the_reply_stops_the_engine_stream(
+    world: World, pipeline: Pipeline, engine: FakeEngine
+) -> None:
+    engine.queue("Your ", "order ", "is ", "processed ", "and ", "on ", "its ", "way.")
+    request = AnswerRequest(world.shop, "status of #W1000001", customer_id=world.alice)
+    replies_stream = pipeline.answer(request)
+    first = await anext(replies_stream)
+    assert isinstance(first, ReplyToken)
+    await replies_stream.aclose()  # the shopper went away mid-reply
+    assert engine.closed == 1
