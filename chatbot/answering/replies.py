@@ -13,15 +13,15 @@ from chatbot.answering.facts import Fact
 
 VERIFY_REQUEST = (
     "I can help with that. To keep order details private, please send your order number "
-    "together with the email address you used at checkout (for example: #W1234567 "
-    "jane@example.com)."
+    "(it is in your confirmation email) together with the email address you used at "
+    "checkout."
 )
 VERIFY_NEED_EMAIL = (
     "Thanks. To confirm the order is yours, please also send the email address you used "
     "at checkout."
 )
 VERIFY_NEED_NUMBER = (
-    "Thanks. Please also send the order number (it is in your confirmation email, e.g. #W1234567)."
+    "Thanks. Please also send the order number; it is in your order confirmation email."
 )
 VERIFY_FAILED = (
     "I couldn't verify an order with those details. Please check the order number and the "
