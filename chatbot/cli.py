@@ -41,7 +41,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
         if target is None or not _available(cmd_name):
-            return None
+            return super().get_command(ctx, cmd_name)  # commands added with @cli.command
         module_name, attr = target.split(":")
         return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
 
@@ -71,9 +71,28 @@ class State:
     help="Where the database, indexes and models live (default: $CHATBOT_HOME or ~/.chatbot).",
 )
 @click.option("--database-url", help="SQLAlchemy URL (default: SQLite under the data dir).")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A local Hugging Face causal-LM folder (default: $CHATBOT_MODEL or "
+    "<data dir>/models/SmolLM2-135M-Instruct).",
+)
+@click.option(
+    "--adapter",
+    "adapter",
+    help="A peft LoRA adapter folder, or 'none' (default: $CHATBOT_ADAPTER or the shipped one).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, verbose: bool) -> None:
+def cli(
+    ctx: click.Context,
+    data_dir: Path | None,
+    database_url: str | None,
+    model_path: Path | None,
+    adapter: str | None,
+    verbose: bool,
+) -> None:
     """Grounded customer-service chatbot for online stores.
 
     \b
@@ -81,8 +100,11 @@ def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, ver
       chatbot kb import --format tau-retail ../shared/datasets/tau_retail --store tau
       chatbot kb search --store demo "how long does shipping take"
       chatbot serve --demo
+      chatbot --model ~/models/my-llama --adapter none ask --store demo "hi"
     """
-    settings = Settings.from_env(data_dir=data_dir, database_url=database_url)
+    settings = Settings.from_env(
+        data_dir=data_dir, database_url=database_url, model_path=model_path, adapter_path=adapter
+    )
     logging.basicConfig(
         level=logging.DEBUG if verbose else getattr(logging, settings.log_level.upper(), 20),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
