@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -321,11 +321,24 @@ class LazyWeights(MutableMapping[str, "torch.Tensor"]):
         self._handles = [safe_open(str(f), framework="pt") for f in files]
         self._where = {k: h for h in self._handles for k in h.keys()}  # noqa: SIM118
         self._overrides: dict[str, torch.Tensor] = {}
+        self._updates: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name in self._overrides:
             return self._overrides[name]
-        return self._where[name].get_tensor(name)
+        tensor = self._where[name].get_tensor(name)
+        update = self._updates.get(name)
+        return tensor if update is None else update(tensor)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape without reading it."""
+        if name in self._overrides:
+            return tuple(self._overrides[name].shape)
+        return tuple(self._where[name].get_slice(name).get_shape())
+
+    def update_on_read(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Apply ``fn`` whenever ``name`` is read (a LoRA merge, one weight at a time)."""
+        self._updates[name] = fn
 
     def __setitem__(self, name: str, value: torch.Tensor) -> None:
         self._overrides[name] = value
@@ -412,14 +425,26 @@ def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> l
         m_r = next((v for k, v in rank_pattern.items() if module.endswith(k)), r)
         m_alpha = next((v for k, v in alpha_pattern.items() if module.endswith(k)), alpha)
         m_scale = m_alpha / math.sqrt(m_r) if cfg.get("use_rslora") else m_alpha / m_r
-        weight = state[base_name]
-        delta = (b.to(torch.float32) @ a.to(torch.float32)) * m_scale
-        if delta.shape != weight.shape:
+        shape = (
+            state.shape(base_name)
+            if isinstance(state, LazyWeights)
+            else tuple(state[base_name].shape)
+        )
+        if (b.shape[0], a.shape[1]) != shape or b.shape[1] != a.shape[0]:
             raise ConfigError(
-                f"{weights_file}: {short} delta {tuple(delta.shape)} "
-                f"!= weight {tuple(weight.shape)}"
+                f"{weights_file}: {short} LoRA shapes {tuple(b.shape)} @ {tuple(a.shape)} "
+                f"do not fit weight {shape}"
             )
-        state[base_name] = (weight.to(torch.float32) + delta).to(weight.dtype)
+
+        def apply(weight: torch.Tensor, a=a, b=b, scale=m_scale) -> torch.Tensor:
+            delta = (b.to(torch.float32) @ a.to(torch.float32)) * scale
+            return (weight.to(torch.float32) + delta).to(weight.dtype)
+
+        if isinstance(state, LazyWeights):
+            # merged as each weight is read, so merged copies never pile up in memory
+            state.update_on_read(base_name, apply)
+        else:
+            state[base_name] = apply(state[base_name])
         merged.append(base_name)
     if not merged:
         raise ConfigError(f"{weights_file}: no LoRA weights found")

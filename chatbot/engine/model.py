@@ -233,7 +233,9 @@ class Llama:
 
         def get(name: str) -> torch.Tensor:
             try:
-                return state[name].to(torch.float32)
+                # copy=True: a tensor left pointing into the memory-mapped file would keep
+                # the whole mapping (and every page we touched) resident.
+                return state[name].to(torch.float32, copy=True)
             except KeyError:
                 raise ConfigError(f"model weights lack {name}") from None
 
