@@ -47,7 +47,7 @@ from knowledge_base.db import Database  # noqa: E402
 from knowledge_base.demo import ensure_demo_store  # noqa: E402
 from knowledge_base.embeddings import Embedder  # noqa: E402
 from knowledge_base.index import HNSW_THRESHOLD, Snapshot, StoreIndex  # noqa: E402
-from knowledge_base.retrieval import Retriever, Weights, rank  # noqa: E402
+from knowledge_base.retrieval import QueryThread, Retriever, Weights, rank  # noqa: E402
 
 log = logging.getLogger("bench.retrieval")
 
@@ -238,11 +238,20 @@ def build_index(root: Path, store_id: int, chunks: list[Chunk], vectors: np.ndar
 
 def latency(embedder: Embedder, snapshot: Snapshot, texts: Sequence[str], rounds: int
             ) -> dict[str, Any]:
-    def search(text: str) -> object:
-        return rank(snapshot, text, embedder.encode_query_uncached(text), 5)
+    """Like ``Retriever.search``: embed (uncached) and rank on the single-threaded query thread."""
+    worker = QueryThread()
 
-    return {"chunks": len(snapshot), "index": snapshot.index_type,
-            **time_queries(search, embedder.encode_query_uncached, texts, rounds)}
+    def search(text: str) -> object:
+        return worker.run(lambda: rank(snapshot, text, embedder.encode_query_uncached(text), 5))
+
+    def embed(text: str) -> np.ndarray:
+        return worker.run(lambda: embedder.encode_query_uncached(text))
+
+    try:
+        return {"chunks": len(snapshot), "index": snapshot.index_type,
+                **time_queries(search, embed, texts, rounds)}
+    finally:
+        worker.close()
 
 
 # -- main -----------------------------------------------------------------------------
