@@ -21,7 +21,10 @@ def read_training_record(out_dir: Path) -> dict[str, Any]:
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
-    return "\n".join(["| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows])
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    return "\n".join(["| | |", "| --- | --- |"] + [f"| {k} | {cell(v)} |" for k, v in rows])
 
 
 def render_card(record: dict[str, Any], evaluation: dict[str, Any] | None = None) -> str:
@@ -97,9 +100,8 @@ def render_card(record: dict[str, Any], evaluation: dict[str, Any] | None = None
     if evaluation:
         lines += ["## Evaluation", "",
                   "`chatbot eval` (greedy decoding, full pipeline with guard):", ""]
-        for store, summary in sorted(evaluation.items()):
-            lines.append(f"### {store} store")
-            lines.append("")
+        for _store, summary in sorted(evaluation.items()):
+            # Each summary is the report's markdown, which opens with its own heading.
             lines.append(summary.strip())
             lines.append("")
     else:
