@@ -226,8 +226,24 @@ def test_best_sentences_picks_the_ones_matching_the_question() -> None:
         "Standard shipping takes 5-7 business days."
     )
     assert best_sentences(text, "how much is express shipping?", 2) == (
-        "Standard shipping takes 5-7 business days. Express shipping costs $14.95."
+        "Express shipping costs $14.95. Standard shipping takes 5-7 business days."
     )
+
+
+def test_best_sentences_puts_the_best_match_first() -> None:
+    from chatbot.answering.facts import best_sentences
+
+    text = (
+        "Orders ship within 2 days. Express delivery arrives in 1-2 days. "
+        "Express shipping cost is $14.95."
+    )
+    # The model restates the first sentence of a line, so the best match leads even
+    # when the text has it later; the runner-up follows it.
+    assert best_sentences(text, "what is the express shipping cost and delivery time?", 2) == (
+        "Express shipping cost is $14.95. Express delivery arrives in 1-2 days."
+    )
+    # No word in common: the article's lead sentence alone.
+    assert best_sentences(text, "gift wrap?", 2) == "Orders ship within 2 days."
 
 
 CARD = """Type: Rain Jackets. Brand: Northwind Outfitters.
