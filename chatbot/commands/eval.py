@@ -103,7 +103,13 @@ def eval_command(
         )
         summaries[store] = md
         click.echo(md)
-    if adapter_dir is not None and (adapter_dir / "training.json").is_file():
+    # Only a run over the standard question sets into the standard reports describes the
+    # adapter; a subset or scratch run must not overwrite its model card.
+    standard_run = (
+        out.resolve() == (PROJECT_ROOT / "bench" / "results").resolve()
+        and questions_dir.resolve() == (PROJECT_ROOT / "bench" / "data").resolve()
+    )
+    if standard_run and adapter_dir is not None and (adapter_dir / "training.json").is_file():
         from chatbot.training.card import write_card
 
         write_card(adapter_dir, _all_summaries(out))
