@@ -58,7 +58,8 @@ _INJECTION = _any(
     r"\byou are now\b|\bdeveloper mode\b|\bjailbreak\b|\bDAN\b|\bpretend (to be|you are)",
     r"\b(another|other|different|someone else'?s?|somebody else'?s?)\s+(customer|user|person|"
     r"account|people)",
-    r"\b(all|every|everyone'?s?|other)\s+(customers?|users?|orders in|accounts?)\b",
+    r"\b(all|every|everyone'?s?|other)\s+(?:of\s+)?(?:your\s+|the\s+|its\s+)?"
+    r"(customers?|users?|orders in|accounts?)\b",
     r"\b(orders?|address|email|phone|account|details|purchases?)\s+(of|for|belonging to|from)\s+"
     r"(?!(?:me|my|mine|the|this|that|it|a|an|these|those|our|us|you|your|today|yesterday|"
     r"last|next|\d|#)\b)[a-z]{3,}\b(?!\s+(?:shoes?|shirts?|items?|products?))",
