@@ -10,11 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,22 +83,3 @@ class ServerProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database (skips when PostgreSQL is unreachable)."""
-    psycopg = pytest.importorskip("psycopg")
-    base = os.environ.get("CHATBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    base = base.replace("postgresql+psycopg://", "postgresql://")
-    name = f"chatbot_t_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()

@@ -9,7 +9,6 @@ import pytest
 
 from tests.integration.agent_support import add_agent, agent_client, quiet, token_for
 from tests.integration.server_support import running_server, stored_seqs
-from tests.integration.test_server_postgres import pg_url  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.postgres
 

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from chatbot.conversations.models import ChatMessage, Conversation, ConversationEvent
 from knowledge_base.db import Database
 from knowledge_base.stores import get_or_create_store
-from tests.integration.reliability_support import ServerProcess, pg_url  # noqa: F401
+from tests.integration.reliability_support import ServerProcess
 
 pytestmark = pytest.mark.slow
 

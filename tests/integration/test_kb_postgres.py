@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +17,7 @@ from knowledge_base.importers import import_path
 from knowledge_base.importers.json_format import dumps, export_store
 from knowledge_base.models import Order, Store
 from knowledge_base.stores import get_store, store_stats
+from tests.pg import throwaway_pg_database
 
 REPO = Path(__file__).resolve().parents[2]
 TAU = REPO.parent / "shared" / "datasets" / "tau_retail"
@@ -30,23 +29,12 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(scope="module")
 def pg() -> Iterator[Database]:
     """A fresh PostgreSQL database for this module, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    base = os.environ.get("CHATBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    base = base.replace("postgresql+psycopg://", "postgresql://")
-    name = f"chatbot_t_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no PG here"
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    db = Database(base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-                  + f"/{name}")
-    try:
-        yield db
-    finally:
-        db.dispose()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_pg_database() as url:
+        db = Database(url)
+        try:
+            yield db
+        finally:
+            db.dispose()
 
 
 def snapshot(db: Database, name: str) -> str | None:

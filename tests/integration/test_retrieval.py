@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from knowledge_base.db import Database
 from knowledge_base.embeddings import Embedder
 from knowledge_base.models import Article, Customer, Order, Product, Store, Variant
 from knowledge_base.retrieval import Retriever
+from tests.pg import throwaway_pg_database
 
 ARTICLES = {
     "returns-policy": ("policy", "Returns policy",
@@ -111,24 +110,11 @@ def world(tmp_path: Path) -> Iterator[World]:
 @pytest.fixture()
 def pg_world(tmp_path: Path) -> Iterator[World]:
     """The same stores in a throwaway PostgreSQL database (skips when PG is unreachable)."""
-    psycopg = pytest.importorskip("psycopg")
-    base = os.environ.get("CHATBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    name = f"chatbot_t_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(base.replace("postgresql+psycopg", "postgresql"), autocommit=True,
-                                connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no PG here"
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    try:
+    with throwaway_pg_database() as url:
         db = Database(url)
         shop, other = _seed(db)
         yield World(db, tmp_path / "indexes", shop, other)
         db.dispose()
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def _ids(hits: list) -> list[str]:  # type: ignore[type-arg]

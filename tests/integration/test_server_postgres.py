@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,25 +12,6 @@ from chatbot.errors import ConflictError
 from tests.integration.server_support import conversation_ref, running_server, stored_seqs
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throwaway database (skips when PostgreSQL is unreachable)."""
-    psycopg = pytest.importorskip("psycopg")
-    base = os.environ.get("CHATBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    base = base.replace("postgresql+psycopg://", "postgresql://")
-    name = f"chatbot_t_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 async def test_stream_drop_and_resume_on_postgres(tmp_path: Path, pg_url: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from answering_support import World, seed_world
 
 from chatbot.errors import NotFoundError
 from knowledge_base import orders
+from tests.pg import throwaway_pg_database
 
 
 @pytest.fixture()
@@ -100,22 +99,10 @@ def test_find_customer_by_source_id_email_or_id(world: World) -> None:
 @pytest.fixture()
 def pg_world(tmp_path: Path) -> Iterator[World]:
     """The same world in a throwaway PostgreSQL database (skips when PG is unreachable)."""
-    psycopg = pytest.importorskip("psycopg")
-    base = os.environ.get("CHATBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    name = f"chatbot_t_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(base.replace("postgresql+psycopg", "postgresql"), autocommit=True)
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no PG here"
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    try:
+    with throwaway_pg_database() as url:
         world = seed_world(tmp_path, url=url)
         yield world
         world.db.dispose()
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.mark.postgres
