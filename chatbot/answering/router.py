@@ -213,6 +213,9 @@ def _is_order_follow_up(text: str, history: Sequence[Turn]) -> bool:
         return False
     if re.search(r"\b(other|another|second|different|new)\b", text, re.IGNORECASE):
         return False
-    return any(name != "items" and pattern.search(text) for name, pattern in _TOPICS) or bool(
-        re.search(r"\b(it|its|that one|this one|them)\b", text, re.IGNORECASE)
-    )
+    refers_back = bool(re.search(r"\b(it|its|that one|this one|them)\b", text, re.IGNORECASE))
+    if not refers_back and _GENERAL_QUESTION.search(text) and not _NOT_GENERAL.search(text):
+        # "How long does standard shipping take?" after an order answer asks about the
+        # policy, not about that order.
+        return False
+    return refers_back or any(name != "items" and p.search(text) for name, p in _TOPICS)

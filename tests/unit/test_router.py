@@ -153,6 +153,18 @@ def test_follow_up_reuses_the_order_number_from_the_last_turns() -> None:
     assert decision.order_numbers == ("#W2611340",)
 
 
+def test_general_policy_question_after_an_order_answer_is_not_a_follow_up() -> None:
+    history = [
+        Turn("shopper", "Where is my order #NW10943?"),
+        Turn("bot", "Your order #NW10943 is processed."),
+    ]
+    assert route("How long does standard shipping take?", history).intent is Intent.POLICY
+    # ... while a question that refers back to the order still is one.
+    decision = route("how long does delivery take for it?", history)
+    assert decision.intent is Intent.ORDER
+    assert decision.order_numbers == ("#NW10943",)
+
+
 def test_email_alone_after_a_verification_request_uses_the_earlier_number() -> None:
     history = [
         Turn("shopper", "where is #W2611340"),
