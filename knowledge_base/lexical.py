@@ -1,7 +1,7 @@
 """Lexical side of hybrid search: a tokenizer that keeps identifiers whole, and BM25.
 
 Dense vectors are good at "my parcel never came" ~ "lost package", and bad at
-``NW-TNT-2P-GRN``: a SKU, an order number or a product name must match as an exact
+``NW-KPR-YEL-S``: a SKU, an order number or a product name must match as an exact
 word. The tokenizer therefore keeps compound identifiers (letters and digits joined by
 ``-``, ``_``, ``.`` or ``/``) as one token and also emits their parts, lower-cases
 everything and strips a few English suffixes so "returns" finds "return".

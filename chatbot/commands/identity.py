@@ -31,8 +31,8 @@ def identity() -> None:
 
     \b
     Examples:
-      chatbot identity sign --store demo --customer cust_0001
-      chatbot identity sign --store demo --customer cust_0001 --ttl 600
+      chatbot identity sign --store demo --customer harper_jackson_8530
+      chatbot identity sign --store demo --customer harper_jackson_8530 --ttl 600
       chatbot identity verify --store demo TOKEN
     """
 
@@ -53,7 +53,7 @@ def sign(ctx: click.Context, store_name: str, customer: str, ttl: int) -> None:
 
     \b
     Examples:
-      chatbot identity sign --store demo --customer cust_0001
+      chatbot identity sign --store demo --customer harper_jackson_8530
     """
     secret = _store_secret(ctx.obj.settings, store_name)
     click.echo(tokens.sign(secret, customer, ttl_s=ttl))

@@ -34,7 +34,7 @@ def search(ctx: click.Context, store_name: str, k: int, as_json: bool, sync: boo
     Examples:
       chatbot kb search --store demo "how long does shipping take"
       chatbot kb search --store demo -k 3 --json "can i return worn boots"
-      chatbot kb search --store demo NW-TNT-2P-GRN
+      chatbot kb search --store demo NW-KPR-YEL-S
     """
     from knowledge_base.db import Database
     from knowledge_base.embeddings import Embedder
