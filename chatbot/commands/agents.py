@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from chatbot.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 PASSWORD_ENV = "CHATBOT_AGENT_PASSWORD"
 
@@ -25,11 +31,18 @@ _PASSWORD = click.option(
 )
 
 
-def _database(ctx: click.Context):  # type: ignore[no-untyped-def]
+@contextmanager
+def _session(ctx: click.Context) -> Iterator[Session]:
+    """One transaction on the configured database, which is closed afterwards."""
     from knowledge_base.db import Database
 
     settings: Settings = ctx.obj.settings
-    return Database(settings.database_url)
+    db = Database(settings.database_url)
+    try:
+        with db.transaction() as session:
+            yield session
+    finally:
+        db.dispose()
 
 
 def _read_password(password: str | None, from_stdin: bool) -> str:
@@ -92,14 +105,10 @@ def add(
     from chatbot.agents.accounts import add_agent
 
     secret = _read_password(password, password_stdin)
-    db = _database(ctx)
-    try:
-        with db.transaction() as session:
-            agent = add_agent(session, email, secret, stores=stores, is_admin=admin, name=name)
-            where = "every store (admin)" if admin else ", ".join(stores)
-            click.echo(f"added {agent.email}: {where}")
-    finally:
-        db.dispose()
+    with _session(ctx) as session:
+        agent = add_agent(session, email, secret, stores=stores, is_admin=admin, name=name)
+        where = "every store (admin)" if admin else ", ".join(stores)
+        click.echo(f"added {agent.email}: {where}")
 
 
 @agents.command("list")
@@ -115,12 +124,8 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     """
     from chatbot.agents.team import agent_rows
 
-    db = _database(ctx)
-    try:
-        with db.transaction() as session:
-            rows = agent_rows(session)
-    finally:
-        db.dispose()
+    with _session(ctx) as session:
+        rows = agent_rows(session)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -149,12 +154,8 @@ def remove(ctx: click.Context, email: str, yes: bool) -> None:
 
     if not yes and sys.stdin.isatty():
         click.confirm(f"Remove agent {email}?", abort=True)
-    db = _database(ctx)
-    try:
-        with db.transaction() as session:
-            remove_agent(session, email)
-    finally:
-        db.dispose()
+    with _session(ctx) as session:
+        remove_agent(session, email)
     click.echo(f"removed {email}")
 
 
@@ -174,12 +175,8 @@ def passwd(ctx: click.Context, email: str, password_stdin: bool, password: str |
     from chatbot.agents.accounts import set_password
 
     secret = _read_password(password, password_stdin)
-    db = _database(ctx)
-    try:
-        with db.transaction() as session:
-            set_password(session, email, secret)
-    finally:
-        db.dispose()
+    with _session(ctx) as session:
+        set_password(session, email, secret)
     click.echo(f"password changed for {email}; their sessions were ended")
 
 
@@ -196,12 +193,8 @@ def grant(ctx: click.Context, email: str, stores: tuple[str, ...]) -> None:
     """
     from chatbot.agents.accounts import grant_stores
 
-    db = _database(ctx)
-    try:
-        with db.transaction() as session:
-            grant_stores(session, email, stores)
-    finally:
-        db.dispose()
+    with _session(ctx) as session:
+        grant_stores(session, email, stores)
     click.echo(f"{email} now works in {', '.join(stores)}")
 
 
@@ -218,10 +211,6 @@ def revoke(ctx: click.Context, email: str, stores: tuple[str, ...]) -> None:
     """
     from chatbot.agents.accounts import revoke_stores
 
-    db = _database(ctx)
-    try:
-        with db.transaction() as session:
-            revoke_stores(session, email, stores)
-    finally:
-        db.dispose()
+    with _session(ctx) as session:
+        revoke_stores(session, email, stores)
     click.echo(f"{email} no longer works in {', '.join(stores)}")
