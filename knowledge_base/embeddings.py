@@ -62,6 +62,7 @@ class Embedder:
             raise ConfigError(f"no sentence-transformers model at {self.model_path}")
         self.batch_size = batch_size
         self._model: Any = None
+        self._fast_bert: _FastBert | None = None
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
@@ -87,8 +88,9 @@ class Embedder:
         return self._model
 
     def load(self) -> Embedder:
-        """Load the model now (it is otherwise loaded on first use)."""
+        """Load the model and pack the query path now (otherwise done on first use)."""
         self._ensure_model()
+        self._fast()
         return self
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
@@ -142,22 +144,137 @@ class Embedder:
         """Like :meth:`encode_query` without the cache (benchmarks measure this one)."""
         return self._encode_one(text)
 
+    def _fast(self) -> _FastBert:
+        if self._fast_bert is None:
+            model = self._ensure_model()
+            with self._load_lock:
+                if self._fast_bert is None:
+                    self._fast_bert = _FastBert(model[0].auto_model)
+        return self._fast_bert
+
     def _encode_one(self, text: str) -> np.ndarray:
         import torch
 
         model = self._ensure_model()
-        transformer = model[0].auto_model
-        tokenizer = model.tokenizer
+        fast = self._fast()
+        # sentence-transformers strips the text before tokenizing; so do we. One sequence
+        # needs no padding and no attention mask.
+        ids = model.tokenizer(text.strip(), truncation=True, max_length=QUERY_MAX_TOKENS)[
+            "input_ids"
+        ]
         with torch.inference_mode():
-            batch = tokenizer(
-                [text], return_tensors="pt", truncation=True, max_length=QUERY_MAX_TOKENS
-            )
-            hidden = transformer(**batch).last_hidden_state  # (1, tokens, 384)
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (1, tokens, 1)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # (1, 384)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            vector = fast(torch.tensor(ids, dtype=torch.long))
         self.texts_encoded += 1
-        return np.ascontiguousarray(pooled[0].numpy(), dtype=np.float32)
+        return np.ascontiguousarray(vector.numpy(), dtype=np.float32)
+
+
+class _FastBert:
+    """The MiniLM (BERT) forward pass for one unpadded sequence, mean-pooled and normalised.
+
+    The same arithmetic as ``BertModel`` + sentence-transformers' mean pooling and
+    normalisation, minus what one short query does not need (padding, attention masks,
+    the pooler head, module hooks). Linear layers run through oneDNN with weights packed
+    once at load time (Q, K and V as one matrix, GELU fused into the intermediate
+    layer): on the AMD EPYC test machine MKL's sgemm for an 11x384 by 384x1536 product
+    takes ~370 us on one thread against ~150-210 us for the packed oneDNN kernel. Where
+    that private torch op is missing or disagrees with ``F.linear`` the plain
+    ``F.linear`` path is used. Callers run it under ``torch.inference_mode()``.
+    """
+
+    def __init__(self, bert: Any) -> None:
+        import torch
+
+        config = bert.config
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            raise ConfigError("the fast query path supports absolute position embeddings only")
+        self.hidden = int(config.hidden_size)
+        self.heads = int(config.num_attention_heads)
+        self.head_dim = self.hidden // self.heads
+        self.packed = _onednn_linear_works()
+        emb = bert.embeddings
+        with torch.inference_mode():
+            self.word = emb.word_embeddings.weight.detach()
+            self.position = emb.position_embeddings.weight.detach()
+            self.token_type = emb.token_type_embeddings.weight.detach()[0]
+            self.ln = _norm(emb.LayerNorm)
+            self.layers = []
+            for layer in bert.encoder.layer:
+                att = layer.attention
+                qkv_w = torch.cat([att.self.query.weight, att.self.key.weight,
+                                   att.self.value.weight]).detach()
+                qkv_b = torch.cat([att.self.query.bias, att.self.key.bias,
+                                   att.self.value.bias]).detach()
+                self.layers.append((
+                    self._linear(qkv_w, qkv_b),
+                    self._linear(att.output.dense.weight, att.output.dense.bias),
+                    _norm(att.output.LayerNorm),
+                    self._linear(layer.intermediate.dense.weight,
+                                 layer.intermediate.dense.bias, gelu=True),
+                    self._linear(layer.output.dense.weight, layer.output.dense.bias),
+                    _norm(layer.output.LayerNorm),
+                ))
+
+    def _linear(self, weight: Any, bias: Any, *, gelu: bool = False) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        w = weight.detach().contiguous()
+        b = bias.detach().contiguous()
+        if self.packed:
+            packed = torch.ops.mkldnn._reorder_linear_weight(w)
+            attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+            return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, b, attr, [],
+                                                                algorithm)
+        if gelu:
+            return lambda x: F.gelu(F.linear(x, w, b))
+        return lambda x: F.linear(x, w, b)
+
+    def __call__(self, ids: Any) -> Any:
+        """``ids``: a 1-d tensor of token ids; returns the normalised ``(hidden,)`` vector."""
+        import torch.nn.functional as F
+
+        tokens = int(ids.shape[0])
+        hidden, heads, head_dim = self.hidden, self.heads, self.head_dim
+        shape = (hidden,)
+        x = self.word[ids] + self.position[:tokens] + self.token_type
+        x = F.layer_norm(x, shape, *self.ln)
+        for qkv_proj, out_proj, ln1, up, down, ln2 in self.layers:
+            qkv = qkv_proj(x).view(tokens, 3, heads, head_dim).permute(1, 2, 0, 3)
+            context = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+            context = context.transpose(0, 1).reshape(tokens, hidden)
+            x = F.layer_norm(out_proj(context) + x, shape, *ln1)
+            x = F.layer_norm(down(up(x)) + x, shape, *ln2)
+        return F.normalize(x.mean(dim=0), dim=0)
+
+
+def _norm(layer_norm: Any) -> tuple[Any, Any, float]:
+    return (layer_norm.weight.detach(), layer_norm.bias.detach(), float(layer_norm.eps))
+
+
+def _onednn_linear_works() -> bool:
+    """True when torch's packed oneDNN linear op exists and matches ``F.linear`` here."""
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(48, 32, generator=gen)
+        b = torch.randn(48, generator=gen)
+        x = torch.randn(5, 32, generator=gen)
+        with torch.inference_mode():
+            packed = torch.ops.mkldnn._reorder_linear_weight(w)
+            plain = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+            gelu = torch.ops.mkldnn._linear_pointwise(x, packed, b, "gelu", [], "none")
+            ok = torch.allclose(plain, F.linear(x, w, b), atol=1e-4) and torch.allclose(
+                gelu, F.gelu(F.linear(x, w, b)), atol=1e-4
+            )
+    except (AttributeError, RuntimeError):
+        return False
+    if not ok:  # pragma: no cover - depends on the torch build
+        log.warning("oneDNN linear disagrees with F.linear; using F.linear for queries")
+    return bool(ok)
 
 
 @functools.cache
