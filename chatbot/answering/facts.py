@@ -15,11 +15,12 @@ exactly what the grounding guard checks numbers against.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatbot.types import Source
 
@@ -135,6 +136,29 @@ _STOP = {
     "please",
     "thanks",
     "thank",
+    # Three-letter function words (content words of three letters, "tax", "box", "fee",
+    # "ups", still count).
+    "all",
+    "and",
+    "any",
+    "are",
+    "but",
+    "can",
+    "did",
+    "for",
+    "get",
+    "has",
+    "how",
+    "its",
+    "may",
+    "not",
+    "our",
+    "per",
+    "the",
+    "was",
+    "who",
+    "why",
+    "you",
 }
 
 
@@ -165,32 +189,102 @@ def split_sentences(text: str) -> list[str]:
     return pieces
 
 
-def best_sentences(text: str, query: str, n: int, max_chars: int = MAX_FACT_CHARS) -> str:
-    """Up to ``n`` sentences of ``text`` sharing most words with ``query``, best first.
+class SentenceEmbedder(Protocol):
+    """What sentence ranking needs from :class:`knowledge_base.embeddings.Embedder`."""
+
+    def encode(self, texts: Sequence[str]) -> Any: ...
+
+    def encode_query(self, text: str) -> Any: ...
+
+
+# Weight of the (0..1) shared-word score next to the cosine similarity in sentence ranking.
+LEXICAL_WEIGHT = 0.25
+
+# Sentence vectors by text: articles repeat from one question to the next, so each
+# sentence is embedded once per process (bounded; a plain dict is enough).
+_VECTOR_CACHE: dict[tuple[int, str], Any] = {}
+_VECTOR_CACHE_SIZE = 4096
+_VECTOR_LOCK = threading.Lock()
+
+
+def _similarities(embedder: SentenceEmbedder, sentences: Sequence[str], query: str) -> list[float]:
+    """Cosine similarity of each sentence to ``query`` (the embedder's vectors are unit
+    length, so a dot product)."""
+    import numpy as np
+
+    key = id(embedder)
+    with _VECTOR_LOCK:
+        missing = [s for s in dict.fromkeys(sentences) if (key, s) not in _VECTOR_CACHE]
+    if missing:
+        vectors = embedder.encode(missing)
+        with _VECTOR_LOCK:
+            if len(_VECTOR_CACHE) + len(missing) > _VECTOR_CACHE_SIZE:
+                _VECTOR_CACHE.clear()
+            for sentence, vector in zip(missing, vectors, strict=True):
+                _VECTOR_CACHE[(key, sentence)] = vector
+    with _VECTOR_LOCK:
+        matrix = np.stack([_VECTOR_CACHE[(key, s)] for s in sentences])
+    return [float(x) for x in matrix @ np.asarray(embedder.encode_query(query))]
+
+
+def sentence_scores(
+    sentences: Sequence[str], query: str, embedder: SentenceEmbedder | None = None
+) -> list[float]:
+    """How well each sentence answers ``query``: shared words, plus meaning when an
+    embedder is given.
+
+    The lexical part counts the query's word stems a sentence contains, each weighted by
+    1 / (number of sentences containing it), so words found in few sentences count more
+    (``phone`` beats ``support`` on a contact page); it is scaled to 0..1 by the best
+    sentence. The semantic part is the MiniLM cosine similarity of sentence and query
+    (retrieval has already embedded the query, so only new sentences cost anything).
+    Meaning leads and shared words only break near-ties (``LEXICAL_WEIGHT``): word
+    overlap is fooled by a quoted phrase ("needed" in "'no longer needed'" answering
+    "which status is needed?"), see docs/answering.md.
+    """
+    wanted = _stems(query)
+    stems = [_stems(sentence) & wanted for sentence in sentences]
+    spread = {w: sum(1 for found in stems if w in found) for w in wanted}
+    lexical = [sum(1 / spread[w] for w in found) for found in stems]
+    top = max(lexical, default=0.0)
+    scores = [x / top for x in lexical] if top > 0 else [0.0] * len(sentences)
+    if embedder is not None and sentences:
+        cosines = _similarities(embedder, sentences, query)
+        scores = [LEXICAL_WEIGHT * s + c for s, c in zip(scores, cosines, strict=True)]
+    return scores
+
+
+def best_sentences(
+    text: str,
+    query: str,
+    n: int,
+    max_chars: int = MAX_FACT_CHARS,
+    *,
+    embedder: SentenceEmbedder | None = None,
+) -> str:
+    """Up to ``n`` sentences of ``text`` that best answer ``query``, best first.
 
     A small model copies from one or two sentences reliably and from a paragraph badly,
-    so code picks the sentences and the model only rephrases them. Words found in few
-    sentences count more (``phone`` beats ``support`` on a contact page). The best
-    sentence is always kept and comes first, because the model mostly restates the
-    first sentence of a line; runners-up that share a word with the query follow it
-    while the total stays within ``max_chars``.
+    so code picks the sentences and the model only rephrases them (see
+    :func:`sentence_scores`). The best sentence is always kept and comes first, because
+    the model mostly restates the first sentence of a line; runners-up follow it while
+    the total stays within ``max_chars``. Without an embedder, a runner-up must share a
+    word with the query: a sentence with nothing of the question is one more thing to
+    restate by mistake.
     """
     sentences = split_sentences(text)
     if not sentences:
         return ""
-    wanted = _stems(query)
-    stems = [_stems(sentence) & wanted for sentence in sentences]
-    spread = {w: sum(1 for found in stems if w in found) for w in wanted}
-    scores = [sum(1 / spread[w] for w in found) for found in stems]
+    scores = sentence_scores(sentences, query, embedder)
+    lexical = sentence_scores(sentences, query) if embedder is not None else scores
     # Earlier sentences win ties: articles usually lead with the answer.
     ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
     keep = [ranked[0]]
     used = len(sentences[ranked[0]])
     for i in ranked[1:n]:
-        # A sentence with nothing of the question is one more thing to restate by mistake.
         # (Cutting runners-up below 0.6x the best score was tried: no gain on τ policy
         # questions, and the fact lines lost needed sentences, 0.89 -> 0.83.)
-        if scores[i] <= 0:
+        if embedder is None and lexical[i] <= 0:
             break
         if used + 1 + len(sentences[i]) > max_chars:
             break
@@ -232,8 +326,11 @@ def product_card_text(card: str, query: str) -> str:
     return " ".join(picked)
 
 
-def hit_fact(hit: Hit, query: str = "", sentences: int = 2) -> Fact:
-    """A retrieval hit as a fact line: ``Title: the snippet's sentences that fit the query``."""
+def hit_fact(
+    hit: Hit, query: str = "", sentences: int = 2, *, embedder: SentenceEmbedder | None = None
+) -> Fact:
+    """A retrieval hit as a fact line: ``Title: the snippet's sentences that fit the query``
+    (ranked with ``embedder`` too when given; see :func:`sentence_scores`)."""
     if hit.kind == "product" and query:
         text = f"{hit.title.rstrip(':.')}: {product_card_text(hit.snippet, query)}"
         return Fact(kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url)
@@ -241,7 +338,9 @@ def hit_fact(hit: Hit, query: str = "", sentences: int = 2) -> Fact:
     if snippet.lower().startswith(hit.title.lower()):
         snippet = snippet[len(hit.title) :].lstrip(" :.-")
     if query:
-        snippet = best_sentences(snippet, query, sentences, MAX_FACT_CHARS - len(hit.title) - 2)
+        snippet = best_sentences(
+            snippet, query, sentences, MAX_FACT_CHARS - len(hit.title) - 2, embedder=embedder
+        )
     text = f"{hit.title.rstrip(':.')}: {snippet}" if snippet else hit.title
     return Fact(kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url)
 

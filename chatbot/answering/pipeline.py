@@ -162,7 +162,11 @@ class Pipeline:
         # Only hits close to the best one: every extra line is one more thing for a
         # small model to copy from by mistake.
         close = [h for h in hits if h.score >= hits[0].score * HIT_SCORE_RATIO]
-        facts = [hit_fact(h, query, 2 if i == 0 else 1) for i, h in enumerate(close)]
+        embedder = self._embedder()
+        facts = [
+            hit_fact(h, query, 2 if i == 0 else 1, embedder=embedder)
+            for i, h in enumerate(close)
+        ]
         return Plan(facts=facts[:MAX_HIT_FACTS])
 
     def _plan_order(self, request: AnswerRequest, decision: Route) -> Plan:
@@ -174,7 +178,8 @@ class Pipeline:
         if plan.facts and plan.fixed is None and {"returns", "cancel"} & set(decision.topics):
             # Return and cancel questions need the store's rule next to the order's status.
             hits = self._search(request.store_id, request.message)[:1]
-            plan.facts += [hit_fact(h, request.message, 1) for h in hits]
+            embedder = self._embedder()
+            plan.facts += [hit_fact(h, request.message, 1, embedder=embedder) for h in hits]
         if decision.email:
             # The model needs the question, not the shopper's email address.
             plan.message = strip_emails(request.message)
@@ -227,6 +232,10 @@ class Pipeline:
         self._ensure_synced(store_id)
         hits = self.retriever.search(store_id, query, k=self.settings.retrieval_k)
         return [h for h in hits if h.score >= self.settings.retrieval_min_score]
+
+    def _embedder(self) -> Any:
+        """The retriever's sentence embedder (ranks an article's sentences), if it has one."""
+        return getattr(self.retriever, "embedder", None)
 
     def _ensure_synced(self, store_id: int) -> None:
         if store_id in self._synced or self.retriever is None:

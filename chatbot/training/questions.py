@@ -109,6 +109,24 @@ TOPIC_FRAMES: tuple[str, ...] = (
     "info on {t_lower} please",
 )
 
+# Questions about one sentence of an article: ``{k}`` is a phrase taken from that sentence
+# (never its numbers), ``{p}`` names the article ("return policy", "shipping policy", or
+# just "policy" for an FAQ). The reply restates the sentence the pipeline puts first.
+SENTENCE_FRAMES: tuple[str, ...] = (
+    "What does your {p} say about {k}?",
+    "According to your {p}, what about {k}?",
+    "what's the rule on {k}?",
+    "Can you tell me about {k}?",
+    "I have a question about {k}, per your {p}.",
+    "{k} - how does that work?",
+    "Under your {p}, what applies to {k}?",
+    "What do I need to know about {k}?",
+    "quick question: {k}?",
+    "Is there a rule in your {p} about {k}?",
+    "Please explain {k} under your {p}.",
+    "hi, what's your {p} on {k}?",
+)
+
 PRODUCT_QUESTIONS: dict[str, tuple[str, ...]] = {
     "price": (
         "how much is the {t}?",

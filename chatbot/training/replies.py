@@ -186,11 +186,28 @@ def best_sentences(
     return " ".join(complete[i] for i in keep)
 
 
+def line_sentences(fact: Fact) -> list[str]:
+    """The sentences of a fact line's text (without its title), in line order; a sentence
+    cut off by shortening (ending in '…') is left out."""
+    # Split at full stops only: a list the line joined with '; ' stays one sentence.
+    sentences = (s.strip() for s in _SENTENCE.split(" ".join(fact_body(fact).split())))
+    return [s for s in sentences if s and s[-1] in ".!?"]
+
+
 def article_reply(fact: Fact, question: str, rng: random.Random) -> str:
-    """Restate the one or two sentences of an FAQ/policy fact that answer ``question``."""
-    core = best_sentences(fact_body(fact), question, rng.choice((1, 2, 2)))
-    if not core:
+    """Restate the sentence of an FAQ/policy fact line that answers ``question``.
+
+    The pipeline puts the sentence that best answers the question first on the line
+    (:func:`chatbot.answering.facts.best_sentences`), so the reply restates that first
+    sentence word for word (every number and key word kept), sometimes followed by the
+    second; it never leads with a later sentence.
+    """
+    sentences = line_sentences(fact)
+    if not sentences:
         return ""
+    core = sentences[0]
+    if len(sentences) > 1 and rng.random() < 0.2:
+        core += " " + sentences[1]
     lead = _pick(rng, ("", "", "", "Sure! ", "Good question. ", "Happy to help. "))
     tail = _pick(rng, ("", "", "", " Is there anything else I can help with?"))
     return f"{lead}{core}{tail}"

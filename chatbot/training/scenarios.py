@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from chatbot.answering.facts import Fact, distinctive_tokens
+from chatbot.answering.facts import Fact, distinctive_tokens, split_sentences
 from chatbot.answering.pipeline import Plan
 from chatbot.answering.router import Intent, route
 from chatbot.training import questions as Q
@@ -54,6 +55,7 @@ class Quotas:
     my_order: int = 25
     false_premise: int = 12
     article: int = 90
+    sentence: int = 220
     bitext_policy: int = 35
     bitext_order: int = 30
     product: int = 45
@@ -69,6 +71,57 @@ def _shows(fact_text: str, topic: str) -> bool:
     marker = {"items": "items: ", "total": "total ", "address": "ship to ",
               "returns": "items: "}.get(topic)
     return marker is None or marker in fact_text
+
+
+_PHRASE_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_PHRASE_STOP = {
+    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "by", "with",
+    "is", "are", "was", "be", "it", "its", "we", "you", "your", "our", "us", "they", "their",
+    "can", "will", "may", "must", "if", "as", "so", "do", "does", "not", "no", "from", "that",
+    "this", "these", "those", "then", "than", "when", "which", "who", "what", "all", "any",
+    "each", "every", "also", "only", "just", "into", "out", "up", "has", "have", "had", "get",
+    "more", "most", "some", "such", "there", "here", "about", "after", "before", "within",
+    "until", "once", "both", "either", "yes", "per",
+}
+
+
+def _stem(word: str) -> str:
+    return word.lower()[:5]
+
+
+def _rarity(sentences: Sequence[str]) -> dict[str, float]:
+    """1 / (sentences containing the word stem), over one article's sentences."""
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        for stem in {_stem(w) for w in _PHRASE_WORD.findall(sentence)}:
+            counts[stem] = counts.get(stem, 0) + 1
+    return {stem: 1 / n for stem, n in counts.items()}
+
+
+def _key_phrases(sentence: str, rarity: dict[str, float], rng: random.Random) -> list[str]:
+    """Two-to-four-word phrases of ``sentence`` (no numbers, no punctuation inside, no
+    function word at either end), the most distinctive first with a little randomness."""
+    scored: list[tuple[float, str]] = []
+    for segment in re.split(r"[,;:.()\"!?]|\s-\s|\d\S*", sentence):
+        words = _PHRASE_WORD.findall(segment)
+        for size in (2, 3, 4):
+            for start in range(len(words) - size + 1):
+                window = words[start : start + size]
+                if window[0].lower() in _PHRASE_STOP or window[-1].lower() in _PHRASE_STOP:
+                    continue
+                content = [w for w in window if w.lower() not in _PHRASE_STOP and len(w) > 2]
+                score = sum(rarity.get(_stem(w), 0.0) for w in content) / (1 + 0.3 * size)
+                scored.append((score + rng.random() * 0.05, " ".join(window).lower()))
+    scored.sort(reverse=True)
+    return list(dict.fromkeys(phrase for _, phrase in scored))
+
+
+def _article_name(article: Article) -> str:
+    """How a shopper names the article: its title when it is a policy, else "policy"."""
+    title = article.title.strip()
+    if title.endswith("?") or "policy" not in title.lower():
+        return "policy"
+    return title[0].lower() + title[1:]
 
 
 class ScenarioBuilder:
@@ -289,6 +342,41 @@ class ScenarioBuilder:
             if reply:
                 yield Scenario(article.kind or "faq", "store", message, reply, tuple(facts))
 
+    def sentence_scenarios(self) -> Iterator[Scenario]:
+        """Questions about one sentence of an article (a phrase of it, framed as a question),
+        kept when the pipeline puts that article first and that sentence first on its line:
+        the reply restates it. Teaches the model to answer a specific policy question from
+        the first sentence of the first line, not to summarise the article."""
+        rng = self.rng
+        items: list[tuple[Article, str, str]] = []
+        for article in self._articles():
+            sentences = [s for s in split_sentences(" ".join(article.body.split()))
+                         if 30 <= len(s) <= 260 and s[-1] in ".!?"]
+            rarity = _rarity(sentences)
+            name = _article_name(article)
+            for sentence in sentences:
+                for phrase in _key_phrases(sentence, rarity, rng)[:2]:
+                    frame = rng.choice(Q.SENTENCE_FRAMES)
+                    items.append((article, sentence, frame.format(k=phrase, p=name)))
+        rng.shuffle(items)
+        for article, sentence, message in items:
+            if route(message).intent not in (Intent.POLICY, Intent.PRODUCT):
+                self._skip("sentence_misrouted")
+                continue
+            facts = self._planned(message)
+            if facts is None:
+                continue
+            if facts[0].id != article.source_id:
+                self._skip("sentence_article_not_first")
+                continue
+            first = R.line_sentences(facts[0])
+            if not first or first[0] != sentence:
+                self._skip("sentence_not_first")
+                continue
+            reply = R.article_reply(facts[0], message, rng)
+            if reply:
+                yield Scenario("sentence", "store", message, reply, tuple(facts))
+
     def bitext_policy_scenarios(self) -> Iterator[Scenario]:
         """Bitext questions answered from whichever article retrieval puts first, when that
         article is plainly about the question (shares two distinctive words with it)."""
@@ -373,6 +461,7 @@ class ScenarioBuilder:
             (self.false_premise_scenarios(customers), q.false_premise),
             (self.bitext_order_scenarios(customers), q.bitext_order),
             (self.article_scenarios(), q.article),
+            (self.sentence_scenarios(), q.sentence),
             (self.bitext_policy_scenarios(), q.bitext_policy),
             (self.product_scenarios(), q.product),
         ]

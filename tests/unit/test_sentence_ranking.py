@@ -1,0 +1,97 @@
+"""Sentence ranking with an embedder, and training replies that restate the first sentence."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from chatbot.answering.facts import Fact, best_sentences, sentence_scores
+
+
+class KeywordEmbedder:
+    """A stand-in for MiniLM: one axis per keyword, so similarity is keyword meaning."""
+
+    AXES = ("pending", "reason", "refund")
+
+    def __init__(self) -> None:
+        self.encoded: list[str] = []
+
+    def _vector(self, text: str) -> np.ndarray:
+        low = text.lower()
+        v = np.array([1.0 if k in low else 0.0 for k in self.AXES]) + 0.01
+        return v / np.linalg.norm(v)
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        self.encoded += list(texts)
+        return np.stack([self._vector(t) for t in texts])
+
+    def encode_query(self, text: str) -> np.ndarray:
+        low = text.lower()
+        # The question means "pending" without using the word.
+        return self._vector("pending" if "status" in low else low)
+
+
+POLICY = (
+    "The user needs to confirm the order id and the reason (no longer needed) for "
+    "cancellation. An order can only be cancelled if its status is 'pending'. "
+    "After cancellation the total is refunded in 5 to 7 business days."
+)
+
+
+def test_embedder_meaning_outranks_shared_words() -> None:
+    question = "As a user, what order status allows cancellation?"
+    lexical_only = best_sentences(POLICY, question, 1)
+    assert lexical_only.startswith("The user needs")  # ties on shared words, comes first
+    ranked = best_sentences(POLICY, question, 2, embedder=KeywordEmbedder())
+    assert ranked.startswith("An order can only be cancelled if its status is 'pending'.")
+
+
+def test_sentence_vectors_are_cached() -> None:
+    embedder = KeywordEmbedder()
+    sentence_scores(["One rule about pending orders.", "Another about refunds."], "refund?",
+                    embedder)
+    sentence_scores(["One rule about pending orders.", "Another about refunds."], "pending?",
+                    embedder)
+    assert embedder.encoded == ["One rule about pending orders.", "Another about refunds."]
+
+
+def test_without_embedder_scores_are_shared_words_scaled_to_one() -> None:
+    scores = sentence_scores(["Standard shipping is free.", "Gift wrap costs $5."],
+                             "is shipping free?")
+    assert scores == [1.0, 0.0]
+
+
+def test_article_reply_restates_the_first_sentence_of_the_line() -> None:
+    from chatbot.training.replies import article_reply
+
+    fact = Fact("policy", "cancel", "Order cancellation: An order can only be cancelled while "
+                "it is pending. We refund within 5 to 7 business days.", "Order cancellation")
+    for seed in range(20):
+        reply = article_reply(fact, "when can I cancel?", random.Random(seed))
+        assert "An order can only be cancelled while it is pending." in reply
+        assert reply.index("An order can only") < reply.find("We refund") or (
+            "We refund" not in reply
+        )
+
+
+def test_line_sentences_keep_a_list_whole_and_drop_a_cut_sentence() -> None:
+    from chatbot.training.replies import line_sentences
+
+    fact = Fact("faq", "stores", "Where are your stores?: We have three stores: Portland; "
+                "Seattle; Denver. All stores open at 10 am and close…", "Where are your stores?")
+    assert line_sentences(fact) == ["We have three stores: Portland; Seattle; Denver."]
+
+
+def test_key_phrases_leave_out_numbers_and_function_words() -> None:
+    from chatbot.training.scenarios import _key_phrases, _rarity
+
+    sentences = ["You have 30 days from the delivery date to start a return.",
+                 "Holiday purchases can be returned until January 31."]
+    phrases = _key_phrases(sentences[0], _rarity(sentences), random.Random(0))
+    assert phrases
+    for phrase in phrases:
+        assert not any(ch.isdigit() for ch in phrase)
+        words = phrase.split()
+        assert 2 <= len(words) <= 4
+        assert words[0] not in ("the", "a", "to") and words[-1] not in ("the", "a", "to")
