@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from chatbot.engine.linear import FORMATS, WeightFormat, fbgemm_available
+from chatbot.engine.linear import (
+    FORMATS,
+    WeightFormat,
+    fbgemm_available,
+    native_bf16,
+    onednn_linear_available,
+    q4_available,
+)
 from chatbot.engine.model import Llama
 from chatbot.engine.scheduler import SamplingParams, Scheduler, Sequence
 from chatbot.engine.tokens import IncrementalDetokenizer, StopMatcher
@@ -280,13 +287,17 @@ class Engine:
 def resolve_format(name: str) -> WeightFormat:
     """Map ``Settings.engine_dtype`` to a weight format.
 
-    ``auto`` is fp32: exact, and the smallest resident memory on x86, because fbgemm's
-    packed fp16 matrices take ~3.7 bytes per weight (measured: +450 MB RSS for ~1.3x
-    faster decoding). int8 decodes fastest but changes greedy replies after a few tokens;
-    bf16 is fast only on CPUs with native bf16. See bench/engine.py.
+    ``auto`` is q4 on CPUs with native bf16 instructions: 4-bit weights (the GGUF's own
+    Q4_1 values for our base model) for decoding, a bf16 copy for prompt chunks and big
+    batches; measured ~3.5x fp32's single-stream decode (bench/engine.py). fp32 elsewhere,
+    because there bf16 is slower than fp32 and fbgemm's packed fp16 matrices take ~3.7
+    bytes per weight (measured: +450 MB RSS for ~1.3x faster decoding). int8 changes
+    greedy replies after a few tokens. See bench/engine.py.
     """
     name = name.lower()
     if name == "auto":
+        if native_bf16() and onednn_linear_available():
+            return "q4" if q4_available() else "bf16"
         return "fp32"
     if name not in FORMATS:
         raise ConfigError(f"engine dtype {name!r} is not one of auto, {', '.join(FORMATS)}")

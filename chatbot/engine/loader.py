@@ -380,12 +380,15 @@ def read_config(path: Path) -> dict[str, Any]:
     return dict(json.loads((path / "config.json").read_text()))
 
 
-def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> list[str]:
-    """Merge a peft LoRA adapter into ``state`` in place: ``W += (alpha / r) * B @ A``.
+def read_lora(
+    adapter_dir: Path, shape_of: Callable[[str], tuple[int, ...] | None]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Read a peft LoRA adapter as ``{base weight name: (A, scale * B)}`` in fp32.
 
     Reads ``r``, ``lora_alpha``, ``use_rslora`` and ``target_modules`` from
     ``adapter_config.json`` and the A/B matrices from ``adapter_model.safetensors``, so
-    the engine needs no peft at run time. Returns the names of the merged weights.
+    the engine needs no peft at run time. ``shape_of`` gives a base weight's shape (None
+    when the base model lacks it); every pair is checked against it.
     """
     import torch
     from safetensors.torch import load_file
@@ -409,7 +412,7 @@ def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> l
     if cfg.get("fan_in_fan_out"):
         raise ConfigError(f"{config_file}: fan_in_fan_out adapters are not supported")
     adapter = load_file(str(weights_file))
-    merged: list[str] = []
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for key, a in adapter.items():
         if ".lora_A." not in key:
             continue
@@ -419,34 +422,61 @@ def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> l
             raise ConfigError(f"{weights_file}: {key} has no matching lora_B")
         # peft prefixes keys with "base_model.model."; the base weights have no prefix.
         base_name = module.removeprefix("base_model.model.") + ".weight"
-        if base_name not in state:
+        shape = shape_of(base_name)
+        if shape is None:
             raise ConfigError(f"{weights_file}: adapter targets {base_name}, not in the base model")
         short = module.split(".")[-1]
         m_r = next((v for k, v in rank_pattern.items() if module.endswith(k)), r)
         m_alpha = next((v for k, v in alpha_pattern.items() if module.endswith(k)), alpha)
         m_scale = m_alpha / math.sqrt(m_r) if cfg.get("use_rslora") else m_alpha / m_r
-        shape = (
-            state.shape(base_name)
-            if isinstance(state, LazyWeights)
-            else tuple(state[base_name].shape)
-        )
-        if (b.shape[0], a.shape[1]) != shape or b.shape[1] != a.shape[0]:
+        if (b.shape[0], a.shape[1]) != tuple(shape) or b.shape[1] != a.shape[0]:
             raise ConfigError(
                 f"{weights_file}: {short} LoRA shapes {tuple(b.shape)} @ {tuple(a.shape)} "
-                f"do not fit weight {shape}"
+                f"do not fit weight {tuple(shape)}"
             )
+        factors[base_name] = (a.to(torch.float32), b.to(torch.float32) * m_scale)
+    if not factors:
+        raise ConfigError(f"{weights_file}: no LoRA weights found")
+    return factors
 
-        def apply(weight: torch.Tensor, a=a, b=b, scale=m_scale) -> torch.Tensor:
-            delta = (b.to(torch.float32) @ a.to(torch.float32)) * scale
-            return (weight.to(torch.float32) + delta).to(weight.dtype)
+
+def _shape_lookup(
+    state: MutableMapping[str, torch.Tensor],
+) -> Callable[[str], tuple[int, ...] | None]:
+    def shape_of(name: str) -> tuple[int, ...] | None:
+        if name not in state:
+            return None
+        if isinstance(state, LazyWeights):
+            return tuple(state.shape(name))
+        return tuple(state[name].shape)
+
+    return shape_of
+
+
+def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> list[str]:
+    """Merge a peft LoRA adapter into ``state`` in place: ``W += (alpha / r) * B @ A``.
+
+    Returns the names of the merged weights (see :func:`read_lora` for what is read).
+    """
+    import torch
+
+    factors = read_lora(adapter_dir, _shape_lookup(state))
+    for base_name, (a, b) in factors.items():
+
+        def apply(weight: torch.Tensor, a=a, b=b) -> torch.Tensor:
+            return (weight.to(torch.float32) + b @ a).to(weight.dtype)
 
         if isinstance(state, LazyWeights):
             # merged as each weight is read, so merged copies never pile up in memory
             state.update_on_read(base_name, apply)
         else:
             state[base_name] = apply(state[base_name])
-        merged.append(base_name)
-    if not merged:
-        raise ConfigError(f"{weights_file}: no LoRA weights found")
-    log.info("merged LoRA adapter %s into %d weights", adapter_dir, len(merged))
-    return merged
+    log.info("merged LoRA adapter %s into %d weights", adapter_dir, len(factors))
+    return list(factors)
+
+
+def lora_factors(
+    state: MutableMapping[str, torch.Tensor], adapter_dir: Path
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The adapter's ``(A, scale * B)`` pairs, checked against ``state``, left unmerged."""
+    return read_lora(adapter_dir, _shape_lookup(state))

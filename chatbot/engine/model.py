@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from chatbot.engine.linear import Linear, WeightFormat
+from chatbot.engine.linear import Linear, LoRA, WeightFormat
 from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,32 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+def state_shape(state: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...]:
+    """A weight's shape, without reading it from a lazily loaded state when possible."""
+    shape = getattr(state, "shape", None)
+    return tuple(shape(name)) if callable(shape) else tuple(state[name].shape)
+
+
+def fuse_lora(parts: list[LoRA | None], out_sizes: list[int]) -> LoRA | None:
+    """One LoRA pair for weights stacked along the output dimension (fused q/k/v, gate/up).
+
+    The A matrices stack; B becomes block-diagonal, so ``B @ A`` is the stacked deltas.
+    """
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    a = torch.cat([p[0] for p in present], dim=0)
+    b = torch.zeros(sum(out_sizes), a.shape[0])
+    row = col = 0
+    for part, n_out in zip(parts, out_sizes, strict=True):
+        if part is not None:
+            rank = part[0].shape[0]
+            b[row : row + n_out, col : col + rank] = part[1]
+            col += rank
+        row += n_out
+    return a, b
 
 
 @dataclass
@@ -225,8 +251,13 @@ class Llama:
     """Inference-only Llama: token ids + a :class:`StepPlan` in, logits out."""
 
     def __init__(
-        self, config: ModelConfig, state: Mapping[str, torch.Tensor], fmt: WeightFormat = "fp32"
+        self,
+        config: ModelConfig,
+        state: Mapping[str, torch.Tensor],
+        fmt: WeightFormat = "fp32",
+        lora: Mapping[str, LoRA] | None = None,
     ) -> None:
+        """``lora``: unmerged adapter factors by base weight name (see ``loader.read_lora``)."""
         self.config = config
         self.format: WeightFormat = fmt
         c = config
@@ -240,24 +271,33 @@ class Llama:
                 raise ConfigError(f"model weights lack {name}") from None
 
         embed = get("model.embed_tokens.weight").contiguous()  # [vocab, hidden]
-        self.lm_head = Linear(embed if c.tie_embeddings else get("lm_head.weight"), fmt)
+        lora = lora or {}
+
+        def fused(names: list[str]) -> LoRA | None:
+            return fuse_lora([lora.get(n) for n in names], [state_shape(state, n)[0] for n in names])
+
+        head = embed if c.tie_embeddings else get("lm_head.weight")
+        self.lm_head = Linear(head, fmt, lora.get("lm_head.weight"))
         # Row lookups only: with compressed weights a half-size fp16 table is plenty.
         self.embed = embed if fmt == "fp32" else embed.to(torch.float16)
-        del embed
+        del embed, head
         self.norm = get("model.norm.weight")
         self.layers: list[LayerWeights] = []
         for i in range(c.n_layers):
             p = f"model.layers.{i}."
-            qkv = torch.cat([get(p + f"self_attn.{n}_proj.weight") for n in ("q", "k", "v")], dim=0)
-            gate_up = torch.cat([get(p + f"mlp.{n}_proj.weight") for n in ("gate", "up")], dim=0)
+            qkv_names = [p + f"self_attn.{n}_proj.weight" for n in ("q", "k", "v")]
+            gate_up_names = [p + f"mlp.{n}_proj.weight" for n in ("gate", "up")]
+            qkv = torch.cat([get(n) for n in qkv_names], dim=0)
+            gate_up = torch.cat([get(n) for n in gate_up_names], dim=0)
+            o_name, down_name = p + "self_attn.o_proj.weight", p + "mlp.down_proj.weight"
             self.layers.append(
                 LayerWeights(
                     attn_norm=get(p + "input_layernorm.weight"),
-                    qkv=Linear(qkv, fmt),
-                    o=Linear(get(p + "self_attn.o_proj.weight"), fmt),
+                    qkv=Linear(qkv, fmt, fused(qkv_names)),
+                    o=Linear(get(o_name), fmt, lora.get(o_name)),
                     mlp_norm=get(p + "post_attention_layernorm.weight"),
-                    gate_up=Linear(gate_up, fmt),
-                    down=Linear(get(p + "mlp.down_proj.weight"), fmt),
+                    gate_up=Linear(gate_up, fmt, fused(gate_up_names)),
+                    down=Linear(get(down_name), fmt, lora.get(down_name)),
                 )
             )
         self.cos, self.sin = rope_tables(c.head_dim, c.rope_theta, c.max_positions)
@@ -268,13 +308,24 @@ class Llama:
         cls, path: Path, fmt: WeightFormat = "fp32", adapter: Path | None = None
     ) -> Llama:
         """Load a Hugging Face Llama folder (safetensors), merging a LoRA adapter if given."""
-        from chatbot.engine.loader import load_state_dict, merge_lora, read_config, release_memory
+        from chatbot.engine.loader import (
+            load_state_dict,
+            lora_factors,
+            merge_lora,
+            read_config,
+            release_memory,
+        )
 
         config = ModelConfig.from_hf(read_config(path))
         state = load_state_dict(path)
+        lora = None
         if adapter is not None:
-            merge_lora(state, adapter)
-        model = cls(config, state, fmt)
+            # q4 keeps the adapter beside its 4-bit weights; the other formats merge it.
+            if fmt == "q4":
+                lora = lora_factors(state, adapter)
+            else:
+                merge_lora(state, adapter)
+        model = cls(config, state, fmt, lora)
         del state
         release_memory()
         return model

@@ -9,7 +9,7 @@ import pytest
 import torch
 from engine_support import make_tiny_model
 
-from chatbot.engine.linear import fbgemm_available
+from chatbot.engine.linear import Q4_MAX_ROWS, Linear, fbgemm_available, q4_available
 from chatbot.engine.loader import merge_lora
 from chatbot.engine.model import KVCache, Llama, ModelConfig, Prefill, StepPlan
 from chatbot.errors import ConfigError
@@ -98,6 +98,26 @@ def test_compressed_weights_stay_close(tiny: Path, reference, fmt, min_cos, atol
     assert (ours - ref).abs().max().item() < atol
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["onednn", "f-linear"])
+def test_bf16_weights_stay_close(tiny: Path, reference, packed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """bf16 weights (oneDNN-packed, or plain F.linear where oneDNN is missing) stay close."""
+    import chatbot.engine.linear as linear
+
+    if packed and not linear.onednn_linear_available():
+        pytest.skip("this torch build lacks oneDNN packed linear ops")
+    monkeypatch.setattr(linear, "onednn_linear_available", lambda: packed)
+    model = Llama.from_folder(tiny, "bf16")
+    assert (model.layers[0].qkv._packed is not None) is packed
+    ids = _ids(model.config.vocab_size, 24, seed=4)
+    cache = KVCache(model.config, max_slots=1, max_len=64)
+    plan = StepPlan(prefills=[Prefill(0, 0, 24)], logit_rows=list(range(24)))
+    ours = model.forward(ids, plan, cache)
+    ref = _ref_logits(reference, ids)
+    cos = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
+    assert cos.mean().item() > 0.999
+    assert (ours - ref).abs().max().item() < 0.5
+
+
 def test_cache_move_swap_and_read_write(tiny: Path) -> None:
     model = Llama.from_folder(tiny, "fp32")
     cache = KVCache(model.config, max_slots=4, max_len=512, len_chunk=16)
@@ -153,7 +173,41 @@ def test_lora_merge_matches_peft(tiny: Path, tmp_path: Path) -> None:
     ours = model.forward(ids, StepPlan(prefills=[Prefill(0, 0, 12)], logit_rows=[11]), cache)
     ref = LlamaForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
     ref.load_state_dict(expected, strict=False)
-    torch.testing.assert_close(ours[0], _ref_logits(ref.eval(), ids)[-1], atol=1e-4, rtol=1e-4)
+    want = _ref_logits(ref.eval(), ids)[-1]
+    torch.testing.assert_close(ours[0], want, atol=1e-4, rtol=1e-4)
+
+    if not q4_available():
+        return
+    # q4 keeps the adapter unmerged beside 4-bit weights (fused q/k/v with k lacking one):
+    # a decode row must follow the adapter, not just the base weights.
+    def decode_logits(adapter: Path | None) -> torch.Tensor:
+        m = Llama.from_folder(tiny, "q4", adapter=adapter)
+        c = KVCache(m.config, max_slots=1, max_len=64)
+        m.forward(ids[:11], StepPlan(prefills=[Prefill(0, 0, 11)], logit_rows=[10]), c)
+        return m.forward(ids[11:], StepPlan(decode_positions=[11], logit_rows=[0]), c)[0]
+
+    with_adapter, without = decode_logits(adapter_dir), decode_logits(None)
+    err = (with_adapter - want).abs().mean().item()
+    assert err < 0.5 * (without - want).abs().mean().item()
+    # random Gaussian weights lose more to 4 bits than the GGUF's Q4_1 values (lossless)
+    assert torch.nn.functional.cosine_similarity(with_adapter, want, dim=0).item() > 0.95
+
+
+@pytest.mark.skipif(not q4_available(), reason="this torch lacks the CPU int4 matmul")
+def test_q4_linear_decode_rows_and_wide_rows() -> None:
+    """Few rows run the int4 kernel plus the unmerged LoRA; many rows the merged bf16 copy."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(96, 64, generator=g) * 0.1
+    lora = (torch.randn(4, 64, generator=g) * 0.1, torch.randn(96, 4, generator=g) * 0.1)
+    merged = w + lora[1] @ lora[0]
+    layer = Linear(w, "q4", lora)
+    for rows in (1, Q4_MAX_ROWS, Q4_MAX_ROWS + 1, 16):
+        x = torch.randn(rows, 64, generator=g)
+        got, want = layer(x), x @ merged.t()
+        assert got.shape == want.shape and got.dtype == torch.float32
+        cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
+        assert cos.min().item() > 0.995, rows
+    assert layer.nbytes < Linear(w, "fp32").nbytes
 
 
 def test_lora_merge_rejects_a_folder_without_adapter(tmp_path: Path) -> None:
