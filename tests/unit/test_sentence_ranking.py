@@ -95,3 +95,11 @@ def test_key_phrases_leave_out_numbers_and_function_words() -> None:
         words = phrase.split()
         assert 2 <= len(words) <= 4
         assert words[0] not in ("the", "a", "to") and words[-1] not in ("the", "a", "to")
+
+
+def test_sentence_scenarios_are_off_by_default_and_stay_off_when_scaled() -> None:
+    from chatbot.training.scenarios import Quotas
+
+    assert Quotas().sentence == 0
+    assert Quotas().scaled(0.5).sentence == 0
+    assert Quotas(sentence=10).scaled(0.5).sentence == 5
