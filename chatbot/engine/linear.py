@@ -56,11 +56,18 @@ def onednn_linear_available() -> bool:
         return False
 
 
+@functools.cache
 def native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 weights pay off."""
-    probe = getattr(torch._C._cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch._C._cpu, "_is_amx_tile_supported", None)
-    return bool((probe and probe()) or (amx and amx()))
+    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 weights pay off.
+
+    Read from the kernel's CPU flags (Linux); elsewhere False, which keeps fp32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def quantize_q4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
