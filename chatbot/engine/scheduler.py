@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from chatbot.engine.linear import Q4_MAX_ROWS
 from chatbot.engine.model import KVCache, Llama, Prefill, StepPlan
 from chatbot.engine.prefix_cache import PrefixCache
 
@@ -107,6 +108,11 @@ class Scheduler:
         self.work = threading.Condition(self._lock)
         self._ids = itertools.count(1)
         self.steps = 0
+        # A step of a few decode rows is too small to split across cores: a second OpenMP
+        # thread mostly waits at barriers, and stalls whenever the event loop's thread needs
+        # the core. Such steps run on one thread; bigger ones on all of ``threads``.
+        self.threads = torch.get_num_threads()
+        self.small_step_rows = Q4_MAX_ROWS if model.format == "q4" else 0
 
     # -- thread-safe entry points -------------------------------------------------------
 
@@ -157,6 +163,9 @@ class Scheduler:
                 self.cache.shrink()  # give the memory back while idle
             return 0
         tokens, plan, rows = self._plan()
+        threads = 1 if len(tokens) <= self.small_step_rows else self.threads
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
         logits = self.model.forward(torch.tensor(tokens, dtype=torch.long), plan, self.cache)
         self.steps += 1
         for seq, chunk_len, _ in rows:
