@@ -12,10 +12,10 @@ bandwidth; smaller weights decode faster. The formats:
   fast on any AVX2 CPU.
 - ``q4``: 4-bit weights in groups of 32 with a scale and offset each, the layout of the
   GGUF Q4_1 file our base model ships in, so re-quantizing the base weights is lossless.
-  Decode-sized batches (a few rows) run torch's int4 weight-only kernel, reading an
-  eighth of fp32's bytes, plus any LoRA adapter unmerged in fp32 (merging a small delta
-  into 4-bit weights would round most of it away); larger batches and prompt chunks are
-  compute-bound and run a bf16 copy with the adapter merged.
+  Decode rows run torch's int4 weight-only kernel, reading an eighth of fp32's bytes, plus
+  any LoRA adapter unmerged in fp32 (merging a small delta into 4-bit weights would round
+  most of it away); prompt chunks are compute-bound and run a bf16 copy with the adapter
+  merged.
 - ``int8``: fbgemm dynamic quantization (per-channel int8 weights, activations quantized
   per call): a quarter of the bytes and the fastest batched matmul on AVX2.
 """
@@ -34,7 +34,7 @@ FORMATS: tuple[WeightFormat, ...] = ("fp32", "bf16", "fp16", "int8", "q4")
 
 Q4_GROUP = 32
 # Up to this many rows a q4 matmul reads 4-bit weights; above it the bf16 copy is faster.
-Q4_MAX_ROWS = 2
+ONE_THREAD_ROWS = 2
 
 LoRA = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], scale * B [out, r]), fp32
 
@@ -123,7 +123,7 @@ class Linear:
         self._packed: object | None = None
         self.weight: torch.Tensor | None = None
         self._q4: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._lora: LoRA | None = None
+        self._lora: tuple[Linear, Linear] | None = None
         self._wide: Linear | None = None
         if lora is not None and fmt != "q4":
             w = w + lora[1] @ lora[0]
@@ -133,7 +133,8 @@ class Linear:
             del merged
             if self.in_features % Q4_GROUP == 0 and q4_available():
                 self._q4 = quantize_q4(w)
-                self._lora = lora
+                if lora is not None:
+                    self._lora = (Linear(lora[0], "bf16"), Linear(lora[1], "bf16"))
         elif fmt == "fp32":
             self.weight = w
         elif fmt == "bf16":
@@ -158,18 +159,33 @@ class Linear:
                 )
                 self._packed = torch.ops.quantized.linear_prepack(qweight, None)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fmt == "q4":
-            assert self._wide is not None
-            if self._q4 is None or x.shape[0] > Q4_MAX_ROWS:
-                return self._wide(x)
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x.to(torch.bfloat16), self._q4[0], Q4_GROUP, self._q4[1]
-            ).to(torch.float32)
-            if self._lora is not None:
-                a, b = self._lora
-                y = y.addmm_(x @ a.t(), b.t())
+    def _q4_call(self, x: torch.Tensor, decode_rows: int) -> torch.Tensor:
+        """The first ``decode_rows`` rows through the 4-bit weights, the rest through bf16.
+
+        Split by role, not by batch size, so a sequence's numbers never depend on what else
+        shares its step: decoding always reads the 4-bit weights, prefill always the bf16
+        copy (both kernels compute each row independently of the others).
+        """
+        assert self._wide is not None
+        if self._q4 is None or decode_rows == 0:
+            return self._wide(x)
+        head = x[:decode_rows]
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            head.to(torch.bfloat16), self._q4[0], Q4_GROUP, self._q4[1]
+        ).to(torch.float32)
+        if self._lora is not None:
+            # bf16 oneDNN like the rest: fp32 MKL takes another kernel for one row than for
+            # several, which would make a reply depend on the batch it decoded in.
+            lora_a, lora_b = self._lora
+            y = y.add_(lora_b(lora_a(head)))
+        if decode_rows >= x.shape[0]:
             return y
+        return torch.cat([y, self._wide(x[decode_rows:])])
+
+    def __call__(self, x: torch.Tensor, decode_rows: int = 0) -> torch.Tensor:
+        """``y = x @ W.T``; ``decode_rows``: how many leading rows are decode steps (q4 only)."""
+        if self.fmt == "q4":
+            return self._q4_call(x, decode_rows)
         if self.fmt == "fp32":
             assert self.weight is not None
             return F.linear(x, self.weight)
@@ -192,7 +208,7 @@ class Linear:
         if self.fmt == "q4":
             assert self._wide is not None
             q4 = self.out_features * self.in_features // 2 if self._q4 is not None else 0
-            lora = sum(t.numel() * 4 for t in self._lora) if self._lora is not None else 0
+            lora = sum(part.nbytes for part in self._lora) if self._lora is not None else 0
             return self._wide.nbytes + q4 + lora
         per = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}[self.fmt]
         return self.out_features * self.in_features * per

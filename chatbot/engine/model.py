@@ -357,7 +357,7 @@ class Llama:
         x = F.embedding(tokens, self.embed).float()  # [N, hidden]
         for li, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, c.rms_eps)
-            qkv = layer.qkv(h)  # [N, (nh + 2 nkv) hd]
+            qkv = layer.qkv(h, n_dec)  # [N, (nh + 2 nkv) hd]
             q = qkv[:, : nh * hd].view(-1, nh, hd)
             k = qkv[:, nh * hd : (nh + nkv) * hd].view(-1, nkv, hd)
             v = qkv[:, (nh + nkv) * hd :].view(-1, nkv, hd)
@@ -389,11 +389,12 @@ class Llama:
                 )  # [1, nh, T, hd]
                 out[sl] = o[0].transpose(0, 1)
                 row += pf.length
-            x = x + layer.o(out.view(-1, nh * hd))
+            x = x + layer.o(out.view(-1, nh * hd), n_dec)
             h = rms_norm(x, layer.mlp_norm, c.rms_eps)
-            gu = layer.gate_up(h)  # [N, 2 * inter]
+            gu = layer.gate_up(h, n_dec)  # [N, 2 * inter]
             gate, up = gu[:, : c.intermediate_size], gu[:, c.intermediate_size :]
-            x = x + layer.down(F.silu(gate) * up)
+            x = x + layer.down(F.silu(gate) * up, n_dec)
         rows = torch.tensor(plan.logit_rows, dtype=torch.long)
         last = rms_norm(x[rows], self.norm, c.rms_eps)  # [R, hidden]
-        return self.lm_head(last).float()  # [R, vocab]
+        # decode rows come first in logit_rows too (see StepPlan)
+        return self.lm_head(last, n_dec).float()  # [R, vocab]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from chatbot.engine.linear import Q4_MAX_ROWS
+from chatbot.engine.linear import ONE_THREAD_ROWS
 from chatbot.engine.model import KVCache, Llama, Prefill, StepPlan
 from chatbot.engine.prefix_cache import PrefixCache
 
@@ -112,7 +112,7 @@ class Scheduler:
         # thread mostly waits at barriers, and stalls whenever the event loop's thread needs
         # the core. Such steps run on one thread; bigger ones on all of ``threads``.
         self.threads = torch.get_num_threads()
-        self.small_step_rows = Q4_MAX_ROWS if model.format == "q4" else 0
+        self.small_step_rows = ONE_THREAD_ROWS if model.format == "q4" else 0
 
     # -- thread-safe entry points -------------------------------------------------------
 

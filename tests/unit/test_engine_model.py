@@ -9,7 +9,7 @@ import pytest
 import torch
 from engine_support import make_tiny_model
 
-from chatbot.engine.linear import Q4_MAX_ROWS, Linear, fbgemm_available, q4_available
+from chatbot.engine.linear import ONE_THREAD_ROWS, Linear, fbgemm_available, q4_available
 from chatbot.engine.loader import merge_lora
 from chatbot.engine.model import KVCache, Llama, ModelConfig, Prefill, StepPlan
 from chatbot.errors import ConfigError
@@ -195,18 +195,25 @@ def test_lora_merge_matches_peft(tiny: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not q4_available(), reason="this torch lacks the CPU int4 matmul")
 def test_q4_linear_decode_rows_and_wide_rows() -> None:
-    """Few rows run the int4 kernel plus the unmerged LoRA; many rows the merged bf16 copy."""
+    """Decode rows run the int4 kernel plus the unmerged LoRA, the rest the merged bf16 copy,
+    and a row's result does not depend on how many other rows share the call."""
     g = torch.Generator().manual_seed(3)
     w = torch.randn(96, 64, generator=g) * 0.1
     lora = (torch.randn(4, 64, generator=g) * 0.1, torch.randn(96, 4, generator=g) * 0.1)
     merged = w + lora[1] @ lora[0]
     layer = Linear(w, "q4", lora)
-    for rows in (1, Q4_MAX_ROWS, Q4_MAX_ROWS + 1, 16):
-        x = torch.randn(rows, 64, generator=g)
-        got, want = layer(x), x @ merged.t()
+    x = torch.randn(16, 64, generator=g)
+    want = x @ merged.t()
+    for decode_rows in (0, 1, 5, 16):
+        got = layer(x, decode_rows)
         assert got.shape == want.shape and got.dtype == torch.float32
         cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
-        assert cos.min().item() > 0.995, rows
+        assert cos.min().item() > 0.995, decode_rows
+    four_bit, wide = layer(x, 16), layer(x, 0)
+    assert not torch.equal(four_bit, wide)  # two different paths
+    assert torch.equal(layer(x[:1], 1), four_bit[:1])  # batch-invariant rows
+    assert torch.equal(layer(x[3:9], 0), wide[3:9])
+    assert torch.equal(layer(x[:6], 2)[2:], wide[2:6])
     assert layer.nbytes < Linear(w, "fp32").nbytes
 
 
