@@ -12,10 +12,10 @@ bandwidth; smaller weights decode faster. The formats:
   fast on any AVX2 CPU.
 - ``q4``: 4-bit weights in groups of 32 with a scale and offset each, the layout of the
   GGUF Q4_1 file our base model ships in, so re-quantizing the base weights is lossless.
-  Decode rows run torch's int4 weight-only kernel, reading an eighth of fp32's bytes, plus
-  any LoRA adapter unmerged in fp32 (merging a small delta into 4-bit weights would round
-  most of it away); prompt chunks are compute-bound and run a bf16 copy with the adapter
-  merged.
+  A step's few decode rows run torch's int4 weight-only kernel, reading an eighth of fp32's
+  bytes, plus any LoRA adapter unmerged in fp32 (merging a small delta into 4-bit weights
+  would round most of it away); prompt chunks and bigger batches are compute-bound and run
+  a bf16 copy with the adapter merged.
 - ``int8``: fbgemm dynamic quantization (per-channel int8 weights, activations quantized
   per call): a quarter of the bytes and the fastest batched matmul on AVX2.
 """
@@ -33,8 +33,11 @@ WeightFormat = Literal["fp32", "bf16", "fp16", "int8", "q4"]
 FORMATS: tuple[WeightFormat, ...] = ("fp32", "bf16", "fp16", "int8", "q4")
 
 Q4_GROUP = 32
-# Up to this many rows a q4 matmul reads 4-bit weights; above it the bf16 copy is faster.
+# Steps of up to this many rows run on one thread (Scheduler.small_step_rows).
 ONE_THREAD_ROWS = 2
+# Up to this many decode rows in a step read the 4-bit weights; with more, the bf16 copy
+# is faster (bench/engine.py, 16 streams: 158 tok/s this way, 114 with 4-bit for all).
+Q4_DECODE_ROWS = 2
 
 LoRA = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], scale * B [out, r]), fp32
 
@@ -123,7 +126,7 @@ class Linear:
         self._packed: object | None = None
         self.weight: torch.Tensor | None = None
         self._q4: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._lora: tuple[Linear, Linear] | None = None
+        self._lora: LoRA | None = None  # (A.T [in, r], (scale * B).T [r, out]) for q4
         self._wide: Linear | None = None
         if lora is not None and fmt != "q4":
             w = w + lora[1] @ lora[0]
@@ -134,7 +137,7 @@ class Linear:
             if self.in_features % Q4_GROUP == 0 and q4_available():
                 self._q4 = quantize_q4(w)
                 if lora is not None:
-                    self._lora = (Linear(lora[0], "bf16"), Linear(lora[1], "bf16"))
+                    self._lora = (lora[0].t().contiguous(), lora[1].t().contiguous())
         elif fmt == "fp32":
             self.weight = w
         elif fmt == "bf16":
@@ -174,10 +177,12 @@ class Linear:
             head.to(torch.bfloat16), self._q4[0], Q4_GROUP, self._q4[1]
         ).to(torch.float32)
         if self._lora is not None:
-            # bf16 oneDNN like the rest: fp32 MKL takes another kernel for one row than for
-            # several, which would make a reply depend on the batch it decoded in.
-            lora_a, lora_b = self._lora
-            y = y.add_(lora_b(lora_a(head)))
+            # One small matmul per row (bmm): a plain mm takes another MKL kernel for one
+            # row than for several, which would make a reply depend on its batch.
+            a_t, b_t = self._lora
+            rows = head.shape[0]
+            z = torch.bmm(head.unsqueeze(1), a_t.expand(rows, *a_t.shape))
+            y = y.add_(torch.bmm(z, b_t.expand(rows, *b_t.shape)).squeeze(1))
         if decode_rows >= x.shape[0]:
             return y
         return torch.cat([y, self._wide(x[decode_rows:])])
@@ -208,7 +213,7 @@ class Linear:
         if self.fmt == "q4":
             assert self._wide is not None
             q4 = self.out_features * self.in_features // 2 if self._q4 is not None else 0
-            lora = sum(part.nbytes for part in self._lora) if self._lora is not None else 0
+            lora = sum(t.numel() * 4 for t in self._lora) if self._lora is not None else 0
             return self._wide.nbytes + q4 + lora
         per = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}[self.fmt]
         return self.out_features * self.in_features * per

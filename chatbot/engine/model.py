@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from chatbot.engine.linear import Linear, LoRA, WeightFormat
+from chatbot.engine.linear import Q4_DECODE_ROWS, Linear, LoRA, WeightFormat
 from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -354,10 +354,14 @@ class Llama:
         ]
         hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
         rep = nh // nkv
+        # q4 reads 4-bit weights for decode rows only while they are few (memory-bound);
+        # with more rows the bf16 copy is faster. So with q4 a reply's numbers can differ
+        # with how many others decode beside it (the same inputs and load give the same reply).
+        q4_rows = n_dec if n_dec <= Q4_DECODE_ROWS else 0
         x = F.embedding(tokens, self.embed).float()  # [N, hidden]
         for li, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, c.rms_eps)
-            qkv = layer.qkv(h, n_dec)  # [N, (nh + 2 nkv) hd]
+            qkv = layer.qkv(h, q4_rows)  # [N, (nh + 2 nkv) hd]
             q = qkv[:, : nh * hd].view(-1, nh, hd)
             k = qkv[:, nh * hd : (nh + nkv) * hd].view(-1, nkv, hd)
             v = qkv[:, (nh + nkv) * hd :].view(-1, nkv, hd)
@@ -389,12 +393,12 @@ class Llama:
                 )  # [1, nh, T, hd]
                 out[sl] = o[0].transpose(0, 1)
                 row += pf.length
-            x = x + layer.o(out.view(-1, nh * hd), n_dec)
+            x = x + layer.o(out.view(-1, nh * hd), q4_rows)
             h = rms_norm(x, layer.mlp_norm, c.rms_eps)
-            gu = layer.gate_up(h, n_dec)  # [N, 2 * inter]
+            gu = layer.gate_up(h, q4_rows)  # [N, 2 * inter]
             gate, up = gu[:, : c.intermediate_size], gu[:, c.intermediate_size :]
-            x = x + layer.down(F.silu(gate) * up, n_dec)
+            x = x + layer.down(F.silu(gate) * up, q4_rows)
         rows = torch.tensor(plan.logit_rows, dtype=torch.long)
         last = rms_norm(x[rows], self.norm, c.rms_eps)  # [R, hidden]
         # decode rows come first in logit_rows too (see StepPlan)
-        return self.lm_head(last, n_dec).float()  # [R, vocab]
+        return self.lm_head(last, q4_rows).float()  # [R, vocab]
