@@ -289,7 +289,7 @@ def resolve_format(name: str) -> WeightFormat:
 
     ``auto`` is q4 on CPUs with native bf16 instructions: 4-bit weights (the GGUF's own
     Q4_1 values for our base model) for decoding, a bf16 copy for prompt chunks and big
-    batches; measured ~3.5x fp32's single-stream decode (bench/engine.py). fp32 elsewhere,
+    batches (figures: bench/engine.py and the README's engine table). fp32 elsewhere,
     because there bf16 is slower than fp32 and fbgemm's packed fp16 matrices take ~3.7
     bytes per weight (measured: +450 MB RSS for ~1.3x faster decoding). int8 changes
     greedy replies after a few tokens. See bench/engine.py.

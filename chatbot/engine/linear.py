@@ -36,7 +36,8 @@ Q4_GROUP = 32
 # Steps of up to this many rows run on one thread (Scheduler.small_step_rows).
 ONE_THREAD_ROWS = 2
 # Up to this many decode rows in a step read the 4-bit weights; with more, the bf16 copy
-# is faster (bench/engine.py, 16 streams: 158 tok/s this way, 114 with 4-bit for all).
+# is faster (bench/engine.py, 16 streams on the idle 2-core box: 136 tok/s this way, 114
+# with every decode row on 4 bits).
 Q4_DECODE_ROWS = 2
 
 LoRA = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], scale * B [out, r]), fp32
@@ -128,17 +129,17 @@ class Linear:
         self._q4: tuple[torch.Tensor, torch.Tensor] | None = None
         self._lora: LoRA | None = None  # (A.T [in, r], (scale * B).T [r, out]) for q4
         self._wide: Linear | None = None
-        if lora is not None and fmt != "q4":
-            w = w + lora[1] @ lora[0]
+        merged = w if lora is None else w + lora[1] @ lora[0]
         if fmt == "q4":
-            merged = w if lora is None else w + lora[1] @ lora[0]
             self._wide = Linear(merged, "bf16")
-            del merged
             if self.in_features % Q4_GROUP == 0 and q4_available():
-                self._q4 = quantize_q4(w)
+                self._q4 = quantize_q4(w)  # the base weights; the adapter stays beside them
                 if lora is not None:
                     self._lora = (lora[0].t().contiguous(), lora[1].t().contiguous())
-        elif fmt == "fp32":
+            return
+        w = merged
+        del merged
+        if fmt == "fp32":
             self.weight = w
         elif fmt == "bf16":
             self.weight = w.to(torch.bfloat16)
@@ -165,9 +166,9 @@ class Linear:
     def _q4_call(self, x: torch.Tensor, decode_rows: int) -> torch.Tensor:
         """The first ``decode_rows`` rows through the 4-bit weights, the rest through bf16.
 
-        Split by role, not by batch size, so a sequence's numbers never depend on what else
-        shares its step: decoding always reads the 4-bit weights, prefill always the bf16
-        copy (both kernels compute each row independently of the others).
+        The caller decides how many (Llama.forward: the decode rows while there are at most
+        :data:`Q4_DECODE_ROWS`). Both kernels, and the per-row LoRA, compute each row
+        independently of the others in the call.
         """
         assert self._wide is not None
         if self._q4 is None or decode_rows == 0:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -380,15 +380,24 @@ def read_config(path: Path) -> dict[str, Any]:
     return dict(json.loads((path / "config.json").read_text()))
 
 
+def weight_shape(state: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...] | None:
+    """A weight's shape (None when ``state`` lacks it), without reading a lazy weight."""
+    if name not in state:
+        return None
+    if isinstance(state, LazyWeights):
+        return state.shape(name)
+    return tuple(state[name].shape)
+
+
 def read_lora(
-    adapter_dir: Path, shape_of: Callable[[str], tuple[int, ...] | None]
+    adapter_dir: Path, state: Mapping[str, torch.Tensor]
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Read a peft LoRA adapter as ``{base weight name: (A, scale * B)}`` in fp32.
 
     Reads ``r``, ``lora_alpha``, ``use_rslora`` and ``target_modules`` from
     ``adapter_config.json`` and the A/B matrices from ``adapter_model.safetensors``, so
-    the engine needs no peft at run time. ``shape_of`` gives a base weight's shape (None
-    when the base model lacks it); every pair is checked against it.
+    the engine needs no peft at run time. Every pair is checked against the shape of the
+    base weight in ``state`` it targets.
     """
     import torch
     from safetensors.torch import load_file
@@ -422,35 +431,22 @@ def read_lora(
             raise ConfigError(f"{weights_file}: {key} has no matching lora_B")
         # peft prefixes keys with "base_model.model."; the base weights have no prefix.
         base_name = module.removeprefix("base_model.model.") + ".weight"
-        shape = shape_of(base_name)
+        shape = weight_shape(state, base_name)
         if shape is None:
             raise ConfigError(f"{weights_file}: adapter targets {base_name}, not in the base model")
         short = module.split(".")[-1]
         m_r = next((v for k, v in rank_pattern.items() if module.endswith(k)), r)
         m_alpha = next((v for k, v in alpha_pattern.items() if module.endswith(k)), alpha)
         m_scale = m_alpha / math.sqrt(m_r) if cfg.get("use_rslora") else m_alpha / m_r
-        if (b.shape[0], a.shape[1]) != tuple(shape) or b.shape[1] != a.shape[0]:
+        if (b.shape[0], a.shape[1]) != shape or b.shape[1] != a.shape[0]:
             raise ConfigError(
                 f"{weights_file}: {short} LoRA shapes {tuple(b.shape)} @ {tuple(a.shape)} "
-                f"do not fit weight {tuple(shape)}"
+                f"do not fit weight {shape}"
             )
         factors[base_name] = (a.to(torch.float32), b.to(torch.float32) * m_scale)
     if not factors:
         raise ConfigError(f"{weights_file}: no LoRA weights found")
     return factors
-
-
-def _shape_lookup(
-    state: MutableMapping[str, torch.Tensor],
-) -> Callable[[str], tuple[int, ...] | None]:
-    def shape_of(name: str) -> tuple[int, ...] | None:
-        if name not in state:
-            return None
-        if isinstance(state, LazyWeights):
-            return tuple(state.shape(name))
-        return tuple(state[name].shape)
-
-    return shape_of
 
 
 def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> list[str]:
@@ -460,7 +456,7 @@ def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> l
     """
     import torch
 
-    factors = read_lora(adapter_dir, _shape_lookup(state))
+    factors = read_lora(adapter_dir, state)
     for base_name, (a, b) in factors.items():
 
         def apply(weight: torch.Tensor, a=a, b=b) -> torch.Tensor:
@@ -473,10 +469,3 @@ def merge_lora(state: MutableMapping[str, torch.Tensor], adapter_dir: Path) -> l
             state[base_name] = apply(state[base_name])
     log.info("merged LoRA adapter %s into %d weights", adapter_dir, len(factors))
     return list(factors)
-
-
-def lora_factors(
-    state: MutableMapping[str, torch.Tensor], adapter_dir: Path
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The adapter's ``(A, scale * B)`` pairs, checked against ``state``, left unmerged."""
-    return read_lora(adapter_dir, _shape_lookup(state))

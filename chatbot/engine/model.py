@@ -104,12 +104,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-def state_shape(state: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...]:
-    """A weight's shape, without reading it from a lazily loaded state when possible."""
-    shape = getattr(state, "shape", None)
-    return tuple(shape(name)) if callable(shape) else tuple(state[name].shape)
-
-
 def fuse_lora(parts: list[LoRA | None], out_sizes: list[int]) -> LoRA | None:
     """One LoRA pair for weights stacked along the output dimension (fused q/k/v, gate/up).
 
@@ -273,8 +267,8 @@ class Llama:
         embed = get("model.embed_tokens.weight").contiguous()  # [vocab, hidden]
         lora = lora or {}
 
-        def fused(names: list[str]) -> LoRA | None:
-            return fuse_lora([lora.get(n) for n in names], [state_shape(state, n)[0] for n in names])
+        def fused(names: list[str], parts: list[torch.Tensor]) -> LoRA | None:
+            return fuse_lora([lora.get(n) for n in names], [t.shape[0] for t in parts])
 
         head = embed if c.tie_embeddings else get("lm_head.weight")
         self.lm_head = Linear(head, fmt, lora.get("lm_head.weight"))
@@ -287,16 +281,18 @@ class Llama:
             p = f"model.layers.{i}."
             qkv_names = [p + f"self_attn.{n}_proj.weight" for n in ("q", "k", "v")]
             gate_up_names = [p + f"mlp.{n}_proj.weight" for n in ("gate", "up")]
-            qkv = torch.cat([get(n) for n in qkv_names], dim=0)
-            gate_up = torch.cat([get(n) for n in gate_up_names], dim=0)
+            qkv_parts = [get(n) for n in qkv_names]
+            gate_up_parts = [get(n) for n in gate_up_names]
             o_name, down_name = p + "self_attn.o_proj.weight", p + "mlp.down_proj.weight"
             self.layers.append(
                 LayerWeights(
                     attn_norm=get(p + "input_layernorm.weight"),
-                    qkv=Linear(qkv, fmt, fused(qkv_names)),
+                    qkv=Linear(torch.cat(qkv_parts), fmt, fused(qkv_names, qkv_parts)),
                     o=Linear(get(o_name), fmt, lora.get(o_name)),
                     mlp_norm=get(p + "post_attention_layernorm.weight"),
-                    gate_up=Linear(gate_up, fmt, fused(gate_up_names)),
+                    gate_up=Linear(
+                        torch.cat(gate_up_parts), fmt, fused(gate_up_names, gate_up_parts)
+                    ),
                     down=Linear(get(down_name), fmt, lora.get(down_name)),
                 )
             )
@@ -310,9 +306,9 @@ class Llama:
         """Load a Hugging Face Llama folder (safetensors), merging a LoRA adapter if given."""
         from chatbot.engine.loader import (
             load_state_dict,
-            lora_factors,
             merge_lora,
             read_config,
+            read_lora,
             release_memory,
         )
 
@@ -322,7 +318,7 @@ class Llama:
         if adapter is not None:
             # q4 keeps the adapter beside its 4-bit weights; the other formats merge it.
             if fmt == "q4":
-                lora = lora_factors(state, adapter)
+                lora = read_lora(adapter, state)
             else:
                 merge_lora(state, adapter)
         model = cls(config, state, fmt, lora)
