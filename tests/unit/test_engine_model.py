@@ -9,7 +9,7 @@ import pytest
 import torch
 from engine_support import make_tiny_model
 
-from chatbot.engine.linear import ONE_THREAD_ROWS, Linear, fbgemm_available, q4_available
+from chatbot.engine.linear import Linear, fbgemm_available, q4_available
 from chatbot.engine.loader import merge_lora
 from chatbot.engine.model import KVCache, Llama, ModelConfig, Prefill, StepPlan
 from chatbot.errors import ConfigError
@@ -83,16 +83,19 @@ def test_chunked_prefill_and_batched_decode_match_transformers(tiny: Path, refer
         torch.testing.assert_close(first[1], ref_b, atol=1e-4, rtol=1e-4)
 
 
+def _prompt_logits(model: Llama, reference) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+    """Our logits for every position of a 24-token prompt, and the reference's."""
+    ids = _ids(model.config.vocab_size, 24, seed=4)
+    cache = KVCache(model.config, max_slots=1, max_len=64)
+    plan = StepPlan(prefills=[Prefill(0, 0, 24)], logit_rows=list(range(24)))
+    return model.forward(ids, plan, cache), _ref_logits(reference, ids)
+
+
 @pytest.mark.skipif(not fbgemm_available(), reason="fp16/int8 weights need fbgemm")
 @pytest.mark.parametrize(("fmt", "min_cos", "atol"), [("fp16", 0.9999, 0.05), ("int8", 0.95, 3.0)])
 def test_compressed_weights_stay_close(tiny: Path, reference, fmt, min_cos, atol) -> None:  # type: ignore[no-untyped-def]
     """fp16 weights are near-exact; int8 (activations quantized per call) is lossy but close."""
-    model = Llama.from_folder(tiny, fmt)
-    ids = _ids(model.config.vocab_size, 24, seed=4)
-    cache = KVCache(model.config, max_slots=1, max_len=64)
-    plan = StepPlan(prefills=[Prefill(0, 0, 24)], logit_rows=list(range(24)))
-    ours = model.forward(ids, plan, cache)
-    ref = _ref_logits(reference, ids)
+    ours, ref = _prompt_logits(Llama.from_folder(tiny, fmt), reference)
     cos = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
     assert cos.mean().item() > min_cos
     assert (ours - ref).abs().max().item() < atol
@@ -108,11 +111,7 @@ def test_bf16_weights_stay_close(tiny: Path, reference, packed, monkeypatch) -> 
     monkeypatch.setattr(linear, "onednn_linear_available", lambda: packed)
     model = Llama.from_folder(tiny, "bf16")
     assert (model.layers[0].qkv._packed is not None) is packed
-    ids = _ids(model.config.vocab_size, 24, seed=4)
-    cache = KVCache(model.config, max_slots=1, max_len=64)
-    plan = StepPlan(prefills=[Prefill(0, 0, 24)], logit_rows=list(range(24)))
-    ours = model.forward(ids, plan, cache)
-    ref = _ref_logits(reference, ids)
+    ours, ref = _prompt_logits(model, reference)
     cos = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
     assert cos.mean().item() > 0.999
     assert (ours - ref).abs().max().item() < 0.5
@@ -178,6 +177,7 @@ def test_lora_merge_matches_peft(tiny: Path, tmp_path: Path) -> None:
 
     if not q4_available():
         return
+
     # q4 keeps the adapter unmerged beside 4-bit weights (fused q/k/v with k lacking one):
     # a decode row must follow the adapter, not just the base weights.
     def decode_logits(adapter: Path | None) -> torch.Tensor:
