@@ -169,6 +169,15 @@ class ScenarioBuilder:
             return None
         return list(plan.facts)
 
+    def _store_facts(self, message: str, misrouted: str = "") -> list[Fact] | None:
+        """Facts for a policy/product question; None when the router sends it elsewhere
+        (counted as ``misrouted`` when given) or the pipeline answers it with a fixed reply."""
+        if route(message).intent not in (Intent.POLICY, Intent.PRODUCT):
+            if misrouted:
+                self._skip(misrouted)
+            return None
+        return self._planned(message)
+
     def _customers(self) -> list[Customer]:
         with self.db.session() as session:  # type: ignore[attr-defined]
             rows = session.scalars(
@@ -334,10 +343,7 @@ class ScenarioBuilder:
                 items.append((article, text))
         rng.shuffle(items)
         for article, message in items:
-            if route(message).intent not in (Intent.POLICY, Intent.PRODUCT):
-                self._skip("article_misrouted")
-                continue
-            facts = self._planned(message)
+            facts = self._store_facts(message, "article_misrouted")
             if facts is None:
                 continue
             fact = next((f for f in facts if f.id == article.source_id), None)
@@ -366,10 +372,7 @@ class ScenarioBuilder:
                     items.append((article, sentence, frame.format(k=phrase, p=name)))
         rng.shuffle(items)
         for article, sentence, message in items:
-            if route(message).intent not in (Intent.POLICY, Intent.PRODUCT):
-                self._skip("sentence_misrouted")
-                continue
-            facts = self._planned(message)
+            facts = self._store_facts(message, "sentence_misrouted")
             if facts is None:
                 continue
             if facts[0].id != article.source_id:
@@ -392,9 +395,7 @@ class ScenarioBuilder:
         ]
         for utterance in rng.sample(pool, len(pool)):
             message = utterance.text
-            if route(message).intent not in (Intent.POLICY, Intent.PRODUCT):
-                continue
-            facts = self._planned(message)
+            facts = self._store_facts(message)
             if facts is None:
                 continue
             top = facts[0]
