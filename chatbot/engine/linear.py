@@ -36,8 +36,8 @@ Q4_GROUP = 32
 # Steps of up to this many rows run on one thread (Scheduler.small_step_rows).
 ONE_THREAD_ROWS = 2
 # Up to this many decode rows in a step read the 4-bit weights; with more, the bf16 copy
-# is faster (bench/engine.py, 16 streams on the idle 2-core box: 136 tok/s this way, 114
-# with every decode row on 4 bits).
+# is faster (bench/engine.py, 16 streams on the idle 2-core box: 122-158 tok/s across runs
+# this way, 114 with every decode row on 4 bits; single runs vary 10-15%).
 Q4_DECODE_ROWS = 2
 
 LoRA = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], scale * B [out, r]), fp32
