@@ -9,7 +9,13 @@ baseline (``LlamaForCausalLM.generate``, fp32, greedy):
 
 - time to first token, cold and with the system prefix already cached (the baseline has
   no prefix cache, so both are its cold time);
-- single-stream decode tokens/s (after the first token);
+- single-stream decode tokens/s (after the first token) over 64 tokens with the end of
+  text ignored, our prompt-lookup drafting off: the raw per-token speed;
+- single-stream decode tokens/s over the natural replies to the 8 questions (each stops at
+  its end of text), for our engine with drafting on (the default) and off, for the
+  baseline, and for the baseline with transformers' own prompt lookup
+  (``prompt_lookup_num_tokens``); both sides run the shipped adapter here (merged into
+  the baseline with peft), so they give the same kind of replies;
 - aggregate tokens/s and p95 inter-token gap with 4, 16 and 64 concurrent streams (each
   stream asks a different question under the same system prompt); the baseline runs them
   as one left-padded batched ``generate`` and, at high concurrency, with fewer new tokens
@@ -111,10 +117,27 @@ def bench_ours(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         # Warm-up on an unrelated prompt (first-call allocations), then drop its cache.
         await engine.complete(GenerationRequest([1, 2, 3, 4, 5, 6, 7, 8], max_new_tokens=4))
         engine.scheduler.prefix_cache.clear()
+        engine.scheduler.draft_tokens = 0  # raw per-token speed first
         start = time.perf_counter()
         stamps = await _timed_stream(engine, _req(prompts[0], n))
         out["ttft_cold_s"] = stamps[0] - start
         out["decode_tok_s"] = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        for draft in (0, settings.engine_draft_tokens):
+            engine.scheduler.draft_tokens = draft
+            drafted, accepted = engine.scheduler.drafted, engine.scheduler.accepted
+            tokens, seconds = 0, 0.0
+            for ids in prompts:
+                engine.scheduler.prefix_cache.clear()
+                req = GenerationRequest(prompt_ids=ids, max_new_tokens=n)
+                stamps = await _timed_stream(engine, req)
+                tokens += len(stamps) - 1
+                seconds += stamps[-1] - stamps[0]
+            out[f"replies_draft{draft}"] = {
+                "decode_tok_s": tokens / seconds,
+                "tokens": tokens,
+                "drafted": engine.scheduler.drafted - drafted,
+                "accepted": engine.scheduler.accepted - accepted,
+            }
         start = time.perf_counter()
         stamps = await _timed_stream(engine, _req(prompts[1], 1))
         out["ttft_cached_s"] = stamps[0] - start
@@ -149,6 +172,7 @@ class _Stamps:
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
+        self.extra = 0  # tokens beyond one per put (prompt lookup accepts several at once)
         self._prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
@@ -156,9 +180,26 @@ class _Stamps:
             self._prompt_seen = True
             return
         self.stamps.append(time.perf_counter())
+        if value.dim() <= 1 or value.shape[0] == 1:  # batch 1: maybe several tokens at once
+            self.extra += value.numel() - 1
 
     def end(self) -> None:
         pass
+
+
+def _natural_replies(model: Any, prompts: list[list[int]], n: int, **kw: Any) -> dict[str, Any]:
+    """Greedy replies that stop at their end of text; decode tok/s over all of them."""
+    tokens, seconds = 0, 0.0
+    for ids in prompts:
+        streamer = _Stamps()
+        x = torch.tensor([ids])
+        with torch.inference_mode():
+            model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
+                           do_sample=False, streamer=streamer, **kw)  # fmt: skip
+        # prompt lookup hands several tokens to the streamer at once: count them all
+        tokens += len(streamer.stamps) - 1 + streamer.extra
+        seconds += streamer.stamps[-1] - streamer.stamps[0]
+    return {"decode_tok_s": tokens / seconds, "tokens": tokens}
 
 
 def bench_transformers(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -169,6 +210,21 @@ def bench_transformers(settings: Settings, args: argparse.Namespace) -> dict[str
     model.eval()
     prompts = [prompt_ids(tok, q) for q in QUESTIONS]
     n = args.new_tokens
+    replies: dict[str, Any] = {}
+    if settings.adapter_path is not None:
+        from peft import PeftModel
+
+        tuned = (
+            PeftModel.from_pretrained(
+                LlamaForCausalLM.from_pretrained(str(settings.model_path), dtype=torch.float32),
+                str(settings.adapter_path),
+            )
+            .merge_and_unload()
+            .eval()
+        )
+        replies["plain"] = _natural_replies(tuned, prompts, n)
+        replies["prompt_lookup"] = _natural_replies(tuned, prompts, n, prompt_lookup_num_tokens=4)
+        del tuned
 
     def generate(batch: list[list[int]], new: int) -> tuple[float, list[float]]:
         width = max(len(p) for p in batch)
@@ -190,7 +246,7 @@ def bench_transformers(settings: Settings, args: argparse.Namespace) -> dict[str
         return start, streamer.stamps
 
     generate([prompts[-1]], 2)  # warm-up
-    out: dict[str, Any] = {"format": "fp32 (transformers generate)"}
+    out: dict[str, Any] = {"format": "fp32 (transformers generate)", "replies": replies}
     start, stamps = generate([prompts[0]], n)
     out["ttft_cold_s"] = stamps[0] - start
     out["ttft_cached_s"] = out["ttft_cold_s"]  # no prefix cache in plain generate
@@ -292,6 +348,19 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         base["ttft_cached_s"] * 1e3, ".0f", False, cpp and cpp["ttft_cached_s"] * 1e3)  # fmt: skip
     row("single-stream decode (tok/s)", ours["decode_tok_s"], base["decode_tok_s"], ".1f", True,
         cpp and cpp["decode_tok_s"])  # fmt: skip
+    plain, lookup = base["replies"].get("plain"), base["replies"].get("prompt_lookup")
+    drafted = next(v for k, v in ours.items() if k.startswith("replies_draft") and k[-1] != "0")
+    if plain:
+        row("replies, drafting on (tok/s)", drafted["decode_tok_s"], plain["decode_tok_s"],
+            ".1f", True)  # fmt: skip
+        row("replies, drafting off (tok/s)", ours["replies_draft0"]["decode_tok_s"],
+            plain["decode_tok_s"], ".1f", True)  # fmt: skip
+        row("replies: ours vs base + prompt lookup", drafted["decode_tok_s"],
+            lookup["decode_tok_s"], ".1f", True)  # fmt: skip
+    lines.append(
+        f"replies: {drafted['tokens']} tokens over {len(QUESTIONS)} questions; drafts kept "
+        f"{drafted['accepted']} of {drafted['drafted']} proposed tokens"
+    )
     for c in args.concurrency:
         o, b = ours[f"c{c}"], base[f"c{c}"]
         capped = f" [base {b['new_tokens']} tok]" if b["new_tokens"] != o["new_tokens"] else ""

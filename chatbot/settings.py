@@ -51,6 +51,7 @@ class Settings:
     engine_dtype: str = "auto"
     engine_max_batch: int = 64
     engine_threads: int = 0  # 0: leave torch's default
+    engine_draft_tokens: int = 4  # prompt-lookup draft length; 0 turns drafting off
     max_new_tokens: int = 160
     # Retrieval
     retrieval_k: int = 4
@@ -112,6 +113,7 @@ class Settings:
             "engine_dtype": env.get("CHATBOT_ENGINE_DTYPE", "auto"),
             "engine_max_batch": int(env.get("CHATBOT_ENGINE_MAX_BATCH", "64")),
             "engine_threads": int(env.get("CHATBOT_ENGINE_THREADS", "0")),
+            "engine_draft_tokens": int(env.get("CHATBOT_ENGINE_DRAFT_TOKENS", "4")),
             "max_new_tokens": int(env.get("CHATBOT_MAX_NEW_TOKENS", "160")),
             "retrieval_k": int(env.get("CHATBOT_RETRIEVAL_K", "4")),
             "retrieval_min_score": float(env.get("CHATBOT_RETRIEVAL_MIN_SCORE", "0.35")),

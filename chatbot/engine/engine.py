@@ -94,6 +94,7 @@ class Engine:
         max_len: int = DEFAULT_MAX_LEN,
         prefill_chunk: int = 64,
         eos_token_ids: tuple[int, ...] = (),
+        draft_tokens: int = 4,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -107,6 +108,7 @@ class Engine:
             max_len=max_len,
             prefill_chunk=prefill_chunk,
             eos_token_ids=self.eos_token_ids,
+            draft_tokens=draft_tokens,
         )
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -135,7 +137,12 @@ class Engine:
             f", adapter {adapter}" if adapter else "",
             time.perf_counter() - started,
         )
-        return cls(model, tokenizer, max_batch=settings.engine_max_batch)
+        return cls(
+            model,
+            tokenizer,
+            max_batch=settings.engine_max_batch,
+            draft_tokens=settings.engine_draft_tokens,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 

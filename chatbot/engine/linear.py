@@ -35,9 +35,10 @@ FORMATS: tuple[WeightFormat, ...] = ("fp32", "bf16", "fp16", "int8", "q4")
 Q4_GROUP = 32
 # Steps of up to this many rows run on one thread (Scheduler.small_step_rows).
 ONE_THREAD_ROWS = 2
-# Up to this many decode rows in a step read the 4-bit weights; with more, the bf16 copy
-# is faster (bench/engine.py, 16 streams on the idle 2-core box: 122-158 tok/s across runs
-# this way, 114 with every decode row on 4 bits; single runs vary 10-15%).
+# While at most this many sequences decode, their rows (drafted tokens included) read the
+# 4-bit weights; with more, the bf16 copy is faster (bench/engine.py, 16 streams on the
+# idle 2-core box: 122-158 tok/s across runs this way, 114 with every decode row on 4 bits;
+# single runs vary 10-15%).
 Q4_DECODE_ROWS = 2
 
 LoRA = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], scale * B [out, r]), fp32
@@ -166,9 +167,9 @@ class Linear:
     def _q4_call(self, x: torch.Tensor, decode_rows: int) -> torch.Tensor:
         """The first ``decode_rows`` rows through the 4-bit weights, the rest through bf16.
 
-        The caller decides how many (Llama.forward: the decode rows while there are at most
-        :data:`Q4_DECODE_ROWS`). Both kernels, and the per-row LoRA, compute each row
-        independently of the others in the call.
+        The caller decides how many (Llama.forward: the decode rows while at most
+        :data:`Q4_DECODE_ROWS` sequences decode). Both kernels, and the per-row LoRA, compute
+        each row independently of the others in the call.
         """
         assert self._wide is not None
         if self._q4 is None or decode_rows == 0:
@@ -178,12 +179,11 @@ class Linear:
             head.to(torch.bfloat16), self._q4[0], Q4_GROUP, self._q4[1]
         ).to(torch.float32)
         if self._lora is not None:
-            # One small matmul per row (bmm): a plain mm takes another MKL kernel for one
-            # row than for several, which would make a reply depend on its batch.
+            # Row by row: a plain mm takes another MKL kernel for one row than for
+            # several, which would make a reply depend on its batch.
             a_t, b_t = self._lora
-            rows = head.shape[0]
-            z = torch.bmm(head.unsqueeze(1), a_t.expand(rows, *a_t.shape))
-            y = y.add_(torch.bmm(z, b_t.expand(rows, *b_t.shape)).squeeze(1))
+            for i in range(head.shape[0]):
+                torch.addmm(y[i : i + 1], head[i : i + 1] @ a_t, b_t, out=y[i : i + 1])
         if decode_rows >= x.shape[0]:
             return y
         return torch.cat([y, self._wide(x[decode_rows:])])

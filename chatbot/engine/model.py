@@ -32,6 +32,10 @@ from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# While at most this many sequences decode, their rows attend one by one (no mask, no
+# gathered batch); more go through one masked batched attention.
+FEW_DECODE_ROWS = 2
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -85,8 +89,8 @@ class ModelConfig:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Llama RMSNorm, computed in fp32 (x: [N, hidden])."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    """Llama RMSNorm, computed in fp32 (x: [N, hidden]); one fused kernel."""
+    return F.rms_norm(x, weight.shape, weight, eps)
 
 
 def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,12 +230,15 @@ class Prefill:
 class StepPlan:
     """How the flat token list of one forward pass maps onto sequences.
 
-    The first ``len(decode_positions)`` tokens are decode rows for slots ``0..n-1`` (one
-    token each, at those positions); the rest are the prefill chunks, in order.
-    ``logit_rows`` picks the flat rows whose next-token logits are wanted.
+    The first ``len(decode_positions)`` tokens are decode rows: row ``b`` is one token of
+    slot ``decode_slots[b]`` (default: slot ``b``) at position ``decode_positions[b]``. A
+    slot may have several consecutive rows (a draft being verified); each row then sees the
+    rows of its slot before it. The rest are the prefill chunks, in order. ``logit_rows``
+    picks the flat rows whose next-token logits are wanted.
     """
 
     decode_positions: list[int] = field(default_factory=list)
+    decode_slots: list[int] = field(default_factory=list)
     prefills: list[Prefill] = field(default_factory=list)
     logit_rows: list[int] = field(default_factory=list)
 
@@ -340,6 +347,13 @@ class Llama:
         pos = torch.tensor(positions, dtype=torch.long)
         cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # [N, 1, hd]
         dec_pos = pos[:n_dec]
+        slots = plan.decode_slots or list(range(n_dec))
+        n_seqs = len(set(slots))
+        # A few sequences (or any drafts): every decode row attends alone, to exactly its own
+        # cache prefix, so a row's numbers do not depend on the rows beside it.
+        one_by_one = n_seqs <= FEW_DECODE_ROWS or n_seqs < n_dec
+        if not one_by_one and slots != list(range(n_dec)):
+            raise ValueError("batched decode rows must be slots 0..n-1 in order")
         dec_slots = torch.arange(n_dec)
         dec_len = max(plan.decode_positions, default=-1) + 1
         # [n_dec, 1, 1, L]: row b sees cache positions 0..pos[b]
@@ -350,24 +364,34 @@ class Llama:
         ]
         hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
         rep = nh // nkv
-        # q4 reads 4-bit weights for decode rows only while they are few (memory-bound);
-        # with more rows the bf16 copy is faster. So with q4 a reply's numbers can differ
-        # with how many others decode beside it (the same inputs and load give the same reply).
-        q4_rows = n_dec if n_dec <= Q4_DECODE_ROWS else 0
+        # q4 reads 4-bit weights for decode rows (drafts included) only while few sequences
+        # decode (memory-bound); with more the bf16 copy is faster. So with q4 a reply's
+        # numbers can differ with how many others decode beside it (the same inputs and load
+        # give the same reply); drafting never changes them (the int4 kernel is row-exact).
+        q4_rows = n_dec if n_seqs <= Q4_DECODE_ROWS else 0
         x = F.embedding(tokens, self.embed).float()  # [N, hidden]
         for li, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, c.rms_eps)
             qkv = layer.qkv(h, q4_rows)  # [N, (nh + 2 nkv) hd]
-            q = qkv[:, : nh * hd].view(-1, nh, hd)
-            k = qkv[:, nh * hd : (nh + nkv) * hd].view(-1, nkv, hd)
+            # q and k sit side by side in the fused output: rotate them in one go.
+            qk = apply_rope(qkv[:, : (nh + nkv) * hd].view(-1, nh + nkv, hd), cos, sin)
+            q, k = qk[:, :nh], qk[:, nh:]
             v = qkv[:, (nh + nkv) * hd :].view(-1, nkv, hd)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             kc, vc = cache.k[li], cache.v[li]  # [slots, nkv, cap, hd]
             out = torch.empty(q.shape[0], nh, hd)
-            if n_dec:
+            if n_dec and one_by_one:
+                for b, (slot, p) in enumerate(zip(slots, plan.decode_positions, strict=True)):
+                    kc[slot, :, p] = k[b]
+                    vc[slot, :, p] = v[b]
+                    out[b] = F.scaled_dot_product_attention(
+                        q[b].view(1, nkv, rep, hd),
+                        kc[slot : slot + 1, :, : p + 1],
+                        vc[slot : slot + 1, :, : p + 1],
+                    ).view(nh, hd)
+            elif n_dec:
                 kc[dec_slots, :, dec_pos] = k[:n_dec]
                 vc[dec_slots, :, dec_pos] = v[:n_dec]
-                qd = q[:n_dec].view(n_dec, nkv, rep, hd)  # [B, nkv, rep, hd]
+                qd = q[:n_dec].reshape(n_dec, nkv, rep, hd)  # [B, nkv, rep, hd]
                 keys = kc[:n_dec, :, :dec_len]  # [B, nkv, L, hd] (a view, no copy)
                 vals = vc[:n_dec, :, :dec_len]
                 att = (qd @ keys.transpose(-1, -2)) * self.scale  # [B, nkv, rep, L]

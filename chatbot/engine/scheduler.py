@@ -11,6 +11,15 @@ The scheduler deals only in token ids. Each :meth:`Scheduler.step`:
 4. runs the model once and samples the next token of every row that needs one,
 5. reports each token to its sequence's sink, which may ask to stop (stop strings).
 
+Prompt-lookup drafting (greedy sequences, small steps only): grounded replies copy whole
+runs of tokens from the facts in their prompt, so when the last few tokens of a sequence
+occur earlier in it, the tokens that followed there are a cheap guess at what comes next.
+The guess is verified in the same forward pass (the sequence's row becomes a short chunk
+with logits on every token); the longest prefix the model agrees with is kept, plus the
+model's own next token. A step of one or two rows costs about the same with four more
+tokens in it, so a reply that quotes its facts streams several tokens per step. The
+result is the model's greedy choice at every position, as without drafting.
+
 The owner (``Engine``) calls ``step`` in a loop on a dedicated thread.
 """
 
@@ -72,6 +81,7 @@ class Sequence:
     error: BaseException | None = None  # set with finish_reason "error"
     finished_step: int = -1  # the scheduler step count when the slot was freed
     generator: torch.Generator | None = field(default=None, repr=False)
+    draft_len: int = 2  # how many tokens the next draft may have (follows acceptance)
 
     @property
     def n_generated(self) -> int:
@@ -91,6 +101,8 @@ class Scheduler:
         idle_prefill_chunk: int = 512,
         prefix_cache_bytes: int = 128 * 1024 * 1024,
         eos_token_ids: tuple[int, ...] = (),
+        draft_tokens: int = 4,
+        draft_max_rows: int = 2,
     ) -> None:
         self.model = model
         self.max_batch = max_batch
@@ -113,6 +125,12 @@ class Scheduler:
         # the core. Such steps run on one thread; bigger ones on all of ``threads``.
         self.threads = torch.get_num_threads()
         self.small_step_rows = ONE_THREAD_ROWS if model.format == "q4" else 0
+        # Drafts of up to ``draft_tokens`` tokens while at most ``draft_max_rows`` sequences
+        # decode (a big batch is already compute-bound: extra rows would cost real time).
+        self.draft_tokens = draft_tokens
+        self.draft_max_rows = draft_max_rows
+        self.drafted = 0  # draft tokens proposed / accepted (for benchmarks and tests)
+        self.accepted = 0
 
     # -- thread-safe entry points -------------------------------------------------------
 
@@ -162,20 +180,37 @@ class Scheduler:
             if self.cache.slots > 1:
                 self.cache.shrink()  # give the memory back while idle
             return 0
-        tokens, plan, rows = self._plan()
-        threads = 1 if len(tokens) <= self.small_step_rows else self.threads
+        tokens, plan, rows, drafts = self._plan()
+        # draft rows ride along with their sequence's row: they do not make a step "big"
+        undrafted = len(tokens) - sum(map(len, drafts.values()))
+        threads = 1 if undrafted <= self.small_step_rows else self.threads
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
         logits = self.model.forward(torch.tensor(tokens, dtype=torch.long), plan, self.cache)
         self.steps += 1
         for seq, chunk_len, _ in rows:
-            seq.n_cached += chunk_len
+            if seq.id not in drafts:
+                seq.n_cached += chunk_len
         for seq, _, _ in rows:
             if seq.state is State.PREFILL and seq.n_cached == len(seq.tokens):
                 self._prefill_done(seq)
-        sampled = self._sample(logits, [seq for seq, _, want in rows if want])
-        for seq, token in sampled:
+        # One logit row per wanting row, except a drafting sequence has 1 + len(draft).
+        at = 0
+        plain: list[Sequence] = []
+        plain_rows: list[int] = []
+        verified: list[tuple[Sequence, list[int]]] = []
+        for seq, chunk_len, want in rows:
+            if seq.id in drafts:
+                verified.append((seq, logits[at : at + chunk_len].argmax(dim=-1).tolist()))
+                at += chunk_len
+            elif want:
+                plain.append(seq)
+                plain_rows.append(at)
+                at += 1
+        for seq, token in self._sample(logits[plain_rows], plain):
             self._emit(seq, token)
+        for seq, picks in verified:
+            self._accept(seq, drafts[seq.id], picks)
         self._retire()
         return len(tokens)
 
@@ -227,19 +262,31 @@ class Scheduler:
             seq.slot, seq.state = slot, State.PREFILL
             self.active.append(seq)
 
-    def _plan(self) -> tuple[list[int], StepPlan, list[tuple[Sequence, int, bool]]]:
+    def _plan(
+        self,
+    ) -> tuple[list[int], StepPlan, list[tuple[Sequence, int, bool]], dict[int, list[int]]]:
         decoding = [s for s in self.active if s.state is State.DECODE]
         prefilling = [s for s in self.active if s.state is State.PREFILL]
         plan = StepPlan()
         tokens: list[int] = []
         rows: list[tuple[Sequence, int, bool]] = []
         longest = 0
+        drafts: dict[int, list[int]] = {}
+        if self.draft_tokens > 0 and len(decoding) <= self.draft_max_rows:
+            for seq in decoding:
+                draft = self._draft(seq)
+                if draft:
+                    drafts[seq.id] = draft
         for seq in decoding:
-            plan.decode_positions.append(seq.n_cached)
-            plan.logit_rows.append(len(tokens))
-            tokens.append(seq.tokens[seq.n_cached])
-            rows.append((seq, 1, True))
-            longest = max(longest, seq.n_cached + 1)
+            # a drafting sequence's rows: its last token, then the draft, at the next positions
+            chunk = [seq.tokens[seq.n_cached], *drafts.get(seq.id, ())]
+            for i, token in enumerate(chunk):
+                plan.decode_positions.append(seq.n_cached + i)
+                plan.decode_slots.append(seq.slot)
+                plan.logit_rows.append(len(tokens))
+                tokens.append(token)
+            rows.append((seq, len(chunk), True))
+            longest = max(longest, seq.n_cached + len(chunk))
         budget = self.prefill_chunk if decoding else self.idle_prefill_chunk
         for seq in prefilling:
             if budget <= 0:
@@ -254,7 +301,54 @@ class Scheduler:
             longest = max(longest, seq.n_cached + take)
             budget -= take
         self.cache.reserve(len(self.active), longest + 1)
-        return tokens, plan, rows
+        return tokens, plan, rows, drafts
+
+    def _draft(self, seq: Sequence) -> list[int]:
+        """Prompt lookup: the tokens that followed the latest earlier occurrence of this
+        sequence's last 3 (else 2) tokens, up to ``draft_tokens``; [] when none is found
+        or the sequence samples (drafts are checked against greedy picks only)."""
+        if seq.params.temperature > 0:
+            return []
+        room = min(
+            self.draft_tokens,
+            seq.draft_len,
+            seq.params.max_new_tokens - seq.n_generated - 1,
+            self.max_len - len(seq.tokens) - 1,
+        )
+        if room <= 0:
+            return []
+        toks = seq.tokens
+        end = len(toks)
+        for n in (3, 2):
+            if end <= n:
+                continue
+            tail = toks[end - n :]
+            first = tail[0]
+            # newest match first; the match must leave at least one token after it
+            for i in range(end - n - 1, -1, -1):
+                if toks[i] == first and toks[i : i + n] == tail:
+                    return toks[i + n : i + n + room]
+        return []
+
+    def _accept(self, seq: Sequence, draft: list[int], picks: list[int]) -> None:
+        """Keep the draft's longest prefix that matches the model's greedy picks, then the
+        model's next token; the keys/values of rejected draft tokens are simply overwritten
+        later (the sequence's cached length stops before them)."""
+        agreed = 0
+        while agreed < len(draft) and draft[agreed] == picks[agreed]:
+            agreed += 1
+        self.drafted += len(draft)
+        self.accepted += agreed
+        # Every extra row costs: draft one more token after a fully accepted draft, and
+        # after a rejection only as many as were accepted, plus one.
+        seq.draft_len = agreed + 1 if agreed < len(draft) else len(draft) + 1
+        cached = seq.n_cached + 1 + agreed
+        for token in picks[: agreed + 1]:
+            self._emit(seq, token)
+            if seq.state is State.DONE:
+                break
+        # Ending early (end of text, length, a stop string) leaves fewer tokens than cached.
+        seq.n_cached = min(cached, len(seq.tokens))
 
     def _prefill_done(self, seq: Sequence) -> None:
         """A prompt is fully cached: remember it, and move the sequence to the decode slots."""

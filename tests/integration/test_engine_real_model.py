@@ -104,3 +104,23 @@ def test_default_engine_is_deterministic_and_close_to_transformers(settings: Set
     assert first == second  # identical replies across runs, greedy and seeded sampling
     for ids, got in zip(prompts, first[:2], strict=True):
         assert got[:8] == _hf_greedy(reference, ids, 8)
+
+
+def test_drafting_speeds_a_quoting_reply_without_changing_it(settings: Settings) -> None:
+    """A grounded reply quotes its fact line ("... business days ... for a full refund"),
+    so prompt-lookup drafts get accepted; the reply is token for token the one generated
+    with drafting off (default weight format)."""
+    engine = Engine.load(settings)
+    try:
+        ids = _prompt(engine.tokenizer, "How long does standard shipping take?")
+        runs = []
+        for draft in (0, 4):
+            engine.scheduler.draft_tokens = draft
+            engine.scheduler.prefix_cache.clear()
+            steps = engine.scheduler.steps
+            out = asyncio.run(engine.complete(GenerationRequest(ids, max_new_tokens=40)))
+            runs.append((out.token_ids, engine.scheduler.steps - steps))
+    finally:
+        engine.stop()
+    assert runs[1][0] == runs[0][0]
+    assert engine.scheduler.accepted > 0 and runs[1][1] < runs[0][1]

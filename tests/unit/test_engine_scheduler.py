@@ -323,3 +323,93 @@ async def test_engine_load_from_settings(tiny: Path, tokenizer) -> None:  # type
     assert pieces and all(isinstance(p, str) for p in pieces)
     await eng.close()
     assert not eng.ready
+
+
+def test_draft_is_what_followed_the_latest_earlier_occurrence(model) -> None:  # type: ignore[no-untyped-def]
+    from chatbot.engine.scheduler import SamplingParams, Scheduler, Sequence
+
+    sched = Scheduler(model, draft_tokens=4)
+
+    def seq(tokens: list[int], **kw: Any) -> Sequence:
+        s = Sequence(
+            1,
+            3,
+            tokens,
+            SamplingParams(max_new_tokens=kw.pop("max_new", 50), **kw),
+            sink=lambda *a: False,
+        )
+        s.draft_len = 4
+        return s
+
+    # the last three tokens (7 8 9) occurred twice: the newest occurrence wins
+    assert sched._draft(seq([7, 8, 9, 1, 2, 7, 8, 9, 3, 4, 5, 6, 7, 8, 9])) == [3, 4, 5, 6]
+    # only the last two (8 9) occurred before
+    assert sched._draft(seq([8, 9, 5, 6, 1, 8, 9])) == [5, 6, 1, 8]
+    assert sched._draft(seq([1, 2, 3, 4, 5])) == []  # nothing repeats
+    assert sched._draft(seq([7, 8, 9, 1, 2, 7, 8, 9], temperature=0.7)) == []  # sampling
+    # never past max_new_tokens: 5 of 7 generated, room for 1 draft token + the model's own
+    assert sched._draft(seq([7, 8, 9, 1, 2, 7, 8, 9], max_new=7)) == [1]
+    short = seq([7, 8, 9, 1, 2, 7, 8, 9])
+    short.draft_len = 2  # after a rejection the next draft is shorter
+    assert sched._draft(short) == [1, 2]
+
+
+async def test_rejected_drafts_leave_the_reply_alone(model, tokenizer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every draft wrong (the next token id plus one): each step still yields the model's
+    own token, and the reply is the one generated with drafting off."""
+    from chatbot.engine.scheduler import Scheduler
+
+    request = _req(tokenizer, "wrong drafts", max_new_tokens=24)
+    solo = await _solo(model, tokenizer, request)
+    prompt_len = len(request.prompt_ids)
+
+    def wrong(self: Scheduler, seq: Any) -> list[int]:
+        done = len(seq.tokens) - prompt_len
+        return [(t + 1) % model.config.vocab_size for t in solo[done : done + 3]]
+
+    monkeypatch.setattr(Scheduler, "_draft", wrong)
+    eng = _engine(model, tokenizer, draft_tokens=4)
+    try:
+        out = await eng.complete(request)
+    finally:
+        await eng.close()
+    assert out.token_ids == solo
+    assert eng.scheduler.drafted > 0 and eng.scheduler.accepted == 0
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "q4"])
+async def test_a_perfect_draft_is_kept_and_cut_by_eos_and_length(  # type: ignore[no-untyped-def]
+    tiny: Path, tokenizer, monkeypatch, fmt: str
+) -> None:
+    """Drafts that are exactly the greedy continuation are all kept, five tokens a step, and
+    the reply is the one generated without drafts; a draft that runs past the end of text
+    or max_new_tokens is cut where generation without drafts would stop."""
+    from chatbot.engine.scheduler import Scheduler
+
+    model = Llama.from_folder(tiny, fmt)
+    request = _req(tokenizer, "perfect drafts", max_new_tokens=30)
+    solo = await _solo(model, tokenizer, request)
+    prompt_len = len(request.prompt_ids)
+
+    def oracle(self: Scheduler, seq: Any) -> list[int]:  # the true next tokens, 4 at a time
+        done = len(seq.tokens) - prompt_len
+        return solo[done : done + 4]
+
+    monkeypatch.setattr(Scheduler, "_draft", oracle)
+    eng = _engine(model, tokenizer, draft_tokens=4)
+    try:
+        out = await eng.complete(request)
+        assert out.token_ids == solo and out.finish_reason == "length"
+        assert eng.scheduler.accepted == eng.scheduler.drafted > 0
+        assert eng.scheduler.steps <= 1 + -(-30 // 5) + 1  # prefill, then 5 tokens a step
+        short = await eng.complete(_req(tokenizer, "perfect drafts", max_new_tokens=7))
+        assert short.token_ids == solo[:7] and short.finish_reason == "length"
+    finally:
+        await eng.close()
+    eos = solo[9]
+    eng = _engine(model, tokenizer, draft_tokens=4, eos_token_ids=(eos,))
+    try:
+        out = await eng.complete(request)
+    finally:
+        await eng.close()
+    assert out.finish_reason == "stop" and out.token_ids == solo[: solo.index(eos) + 1]
