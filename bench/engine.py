@@ -22,27 +22,39 @@ baseline (``LlamaForCausalLM.generate``, fp32, greedy):
   (``--baseline-cap``) so it finishes; the table says so;
 - the resident memory of a process holding only our loaded engine (a subprocess).
 
+Each side runs with its own best OpenMP setting: ours with the ``OMP_WAIT_POLICY=PASSIVE``
+the ``chatbot`` package sets (idle threads sleep instead of spinning), the baseline in a
+subprocess with the environment as it was before (spinning threads are faster for it).
+
 When ``llama_cpp`` is importable, llama.cpp on the same GGUF is added as a column
 (single stream only). Prints a table with ratios and writes bench/results/engine.json.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import platform
-import statistics
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Any
+import os
 
-import torch
+# Before the chatbot package sets its own default (the baseline subprocess gets this back).
+OMP_WAIT_POLICY_BEFORE = os.environ.get("OMP_WAIT_POLICY")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+# chatbot first: it sets the engine's OpenMP default before torch loads libgomp
+import chatbot  # noqa: E402, F401, I001
+import torch  # noqa: E402
 
 from chatbot.engine import Engine, GenerationRequest  # noqa: E402
 from chatbot.settings import Settings  # noqa: E402
@@ -377,6 +389,21 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def run_baselines(args: argparse.Namespace) -> dict[str, Any]:
+    """The baselines in a child process with the OpenMP setting from before ours."""
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if OMP_WAIT_POLICY_BEFORE is not None:
+        env["OMP_WAIT_POLICY"] = OMP_WAIT_POLICY_BEFORE
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "baselines.json"
+        cmd = [sys.executable, __file__, "--baseline-only", "--out", str(out),
+               "--new-tokens", str(args.new_tokens), "--baseline-cap", str(args.baseline_cap),
+               "--concurrency", ",".join(map(str, args.concurrency))]  # fmt: skip
+        subprocess.run(cmd, env=env, check=True)
+        return dict(json.loads(out.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -385,6 +412,8 @@ def main() -> None:
                         help="new tokens for the baseline above 16 streams")  # fmt: skip
     parser.add_argument("--ours-only", action="store_true",
                         help="skip the baseline (for quick tuning; prints no table)")  # fmt: skip
+    parser.add_argument("--baseline-only", action="store_true",
+                        help="internal: measure the baselines only, JSON to --out")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine.json")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
@@ -398,16 +427,24 @@ def main() -> None:
         },
         "settings": {"engine_dtype": settings.engine_dtype, "new_tokens": args.new_tokens},
     }
+    if args.baseline_only:
+        baselines = {"transformers": bench_transformers(settings, args)}
+        cpp = bench_llama_cpp(args)
+        if cpp is not None:
+            baselines["llama_cpp"] = cpp
+        args.out.write_text(json.dumps(baselines))
+        return
     print("measuring our engine ...", flush=True)
     results["ours"] = bench_ours(settings, args)
     if args.ours_only:
         print(json.dumps(results["ours"], indent=2))
         return
-    print("measuring transformers generate ...", flush=True)
-    results["transformers"] = bench_transformers(settings, args)
-    cpp = bench_llama_cpp(args)
-    if cpp is not None:
-        results["llama_cpp"] = cpp
+    print("measuring transformers generate (subprocess) ...", flush=True)
+    results.update(run_baselines(args))
+    results["machine"]["omp_wait_policy"] = {
+        "ours": os.environ.get("OMP_WAIT_POLICY"),
+        "baseline": OMP_WAIT_POLICY_BEFORE or "(unset: libgomp default)",
+    }
     print("measuring process memory ...", flush=True)
     results["memory"] = measure_rss()
     print(table(results, args))

@@ -18,7 +18,6 @@ Layout decisions, each for speed on a small CPU:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,14 +145,21 @@ class KVCache:
     """
 
     def __init__(
-        self, config: ModelConfig, *, max_slots: int, max_len: int, len_chunk: int = 256
+        self,
+        config: ModelConfig,
+        *,
+        max_slots: int,
+        max_len: int,
+        len_chunk: int = 256,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.config = config
+        self.dtype = dtype
         self.max_slots = max_slots
         self.max_len = max_len
         self.len_chunk = len_chunk
-        self.k = torch.zeros(0)
-        self.v = torch.zeros(0)
+        self.k = torch.zeros(0, dtype=dtype)
+        self.v = torch.zeros(0, dtype=dtype)
         self.slots = 0
         self.capacity = 0
         self.reserve(1, min(len_chunk, max_len))
@@ -161,7 +167,7 @@ class KVCache:
     @property
     def bytes_per_token(self) -> int:
         c = self.config
-        return 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4
+        return 2 * c.n_layers * c.n_kv_heads * c.head_dim * self.dtype.itemsize
 
     def reserve(self, slots: int, length: int) -> None:
         """Make room for ``slots`` sequences of ``length`` tokens (grows, never shrinks)."""
@@ -178,7 +184,7 @@ class KVCache:
         )
         c = self.config
         shape = (c.n_layers, new_slots, c.n_kv_heads, new_cap, c.head_dim)
-        k, v = torch.zeros(shape), torch.zeros(shape)
+        k, v = torch.zeros(shape, dtype=self.dtype), torch.zeros(shape, dtype=self.dtype)
         if self.slots and self.capacity:
             k[:, : self.slots, :, : self.capacity] = self.k
             v[:, : self.slots, :, : self.capacity] = self.v
@@ -188,7 +194,7 @@ class KVCache:
 
     def shrink(self) -> None:
         """Drop the cache back to its initial size (when no sequence is active)."""
-        self.k = self.v = torch.zeros(0)
+        self.k = self.v = torch.zeros(0, dtype=self.dtype)
         self.slots = self.capacity = 0
         self.reserve(1, min(self.len_chunk, self.max_len))
 
@@ -261,6 +267,9 @@ class Llama:
         """``lora``: unmerged adapter factors by base weight name (see ``loader.read_lora``)."""
         self.config = config
         self.format: WeightFormat = fmt
+        # Keys/values in bf16 where the CPU computes in bf16: attention over many or long
+        # sequences reads the whole cache every step, and half the bytes is half the time.
+        self.kv_dtype = torch.bfloat16 if fmt in ("q4", "bf16") else torch.float32
         c = config
 
         def get(name: str) -> torch.Tensor:
@@ -304,7 +313,6 @@ class Llama:
                 )
             )
         self.cos, self.sin = rope_tables(c.head_dim, c.rope_theta, c.max_positions)
-        self.scale = 1.0 / math.sqrt(c.head_dim)
 
     @classmethod
     def from_folder(
@@ -378,6 +386,7 @@ class Llama:
             q, k = qk[:, :nh], qk[:, nh:]
             v = qkv[:, (nh + nkv) * hd :].view(-1, nkv, hd)
             kc, vc = cache.k[li], cache.v[li]  # [slots, nkv, cap, hd]
+            q = q.to(kc.dtype)  # attention runs in the cache's dtype (fp32 accumulation)
             out = torch.empty(q.shape[0], nh, hd)
             if n_dec and one_by_one:
                 for b, (slot, p) in enumerate(zip(slots, plan.decode_positions, strict=True)):
@@ -389,14 +398,14 @@ class Llama:
                         vc[slot : slot + 1, :, : p + 1],
                     ).view(nh, hd)
             elif n_dec:
-                kc[dec_slots, :, dec_pos] = k[:n_dec]
-                vc[dec_slots, :, dec_pos] = v[:n_dec]
-                qd = q[:n_dec].reshape(n_dec, nkv, rep, hd)  # [B, nkv, rep, hd]
-                keys = kc[:n_dec, :, :dec_len]  # [B, nkv, L, hd] (a view, no copy)
-                vals = vc[:n_dec, :, :dec_len]
-                att = (qd @ keys.transpose(-1, -2)) * self.scale  # [B, nkv, rep, L]
-                att = att.masked_fill(~dec_mask, float("-inf")).softmax(-1)
-                out[:n_dec] = (att @ vals).view(n_dec, nh, hd)
+                kc[dec_slots, :, dec_pos] = k[:n_dec].to(kc.dtype)
+                vc[dec_slots, :, dec_pos] = v[:n_dec].to(kc.dtype)
+                out[:n_dec] = F.scaled_dot_product_attention(
+                    q[:n_dec].reshape(n_dec, nkv, rep, hd),  # [B, nkv, rep, hd]
+                    kc[:n_dec, :, :dec_len],  # [B, nkv, L, hd] (a view, no copy)
+                    vc[:n_dec, :, :dec_len],
+                    attn_mask=dec_mask,  # [B, 1, 1, L]
+                ).view(n_dec, nh, hd)
             row = n_dec
             for pf, mask in zip(plan.prefills, pf_masks, strict=True):
                 end = pf.start + pf.length

@@ -110,7 +110,9 @@ class Scheduler:
         self.prefill_chunk = prefill_chunk
         self.idle_prefill_chunk = idle_prefill_chunk
         self.eos = frozenset(eos_token_ids or model.config.eos_token_ids)
-        self.cache = KVCache(model.config, max_slots=max_batch, max_len=self.max_len)
+        self.cache = KVCache(
+            model.config, max_slots=max_batch, max_len=self.max_len, dtype=model.kv_dtype
+        )
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.active: list[Sequence] = []  # ordered by slot: decoding first, then prefilling
         self.waiting: list[Sequence] = []
