@@ -23,6 +23,7 @@ import torch
 from chatbot.engine.linear import (
     FORMATS,
     WeightFormat,
+    fast_fp16,
     fbgemm_available,
     native_bf16,
     onednn_linear_available,
@@ -294,18 +295,26 @@ class Engine:
 def resolve_format(name: str) -> WeightFormat:
     """Map ``Settings.engine_dtype`` to a weight format.
 
-    ``auto`` is q4 on CPUs with native bf16 instructions: 4-bit weights (the GGUF's own
-    Q4_1 values for our base model) for decoding, a bf16 copy for prompt chunks and big
-    batches (figures: bench/engine.py and the README's engine table). fp32 elsewhere,
-    because there bf16 is slower than fp32 and fbgemm's packed fp16 matrices take ~3.7
-    bytes per weight (measured: +450 MB RSS for ~1.3x faster decoding). int8 changes
-    greedy replies after a few tokens. See bench/engine.py.
+    ``auto`` picks what decodes fastest without changing replies, measured with
+    bench/engine.py (figures in the README's engine table):
+
+    - q4 on CPUs with native bf16 instructions (AVX512-BF16/AMX): 4-bit weights (the
+      GGUF's own Q4_1 values for our base model) for decoding, a bf16 copy for prompt
+      chunks and big batches;
+    - fp16 on other x86 CPUs with AVX2 (fbgemm's fp16-weight GEMM, fp32 activations):
+      half of fp32's bytes and ~1.4x faster single-stream decoding on a 2-core AVX2 box;
+      weights rounded to fp16 are near-exact (logits within fp32 rounding of the
+      reference, and the benchmark's greedy replies come out word for word as fp32's);
+    - fp32 elsewhere.
+
+    int8 (dynamic activation quantization) is faster still on AVX2, but it changes greedy
+    replies after a few tokens, for the worse; it stays an explicit choice.
     """
     name = name.lower()
     if name == "auto":
         if native_bf16() and onednn_linear_available():
             return "q4" if q4_available() else "bf16"
-        return "fp32"
+        return "fp16" if fast_fp16() else "fp32"
     if name not in FORMATS:
         raise ConfigError(f"engine dtype {name!r} is not one of auto, {', '.join(FORMATS)}")
     if name in ("fp16", "int8") and not fbgemm_available():

@@ -62,17 +62,28 @@ def onednn_linear_available() -> bool:
 
 
 @functools.cache
-def native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 weights pay off.
+def cpu_flags() -> frozenset[str]:
+    """The kernel's CPU feature flags (Linux ``/proc/cpuinfo``); empty elsewhere.
 
-    Read from the kernel's CPU flags (Linux); elsewhere False, which keeps fp32.
+    torch 2.13 has no public CPU-feature probe, and the weight format that decodes fastest
+    depends on these.
     """
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            return frozenset(next((ln for ln in f if ln.startswith("flags")), "").split()[2:])
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return frozenset()
+
+
+def native_bf16() -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 weights pay off."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def fast_fp16() -> bool:
+    """True where fbgemm's fp16-weight GEMM runs its vector kernels (AVX2 with FMA and F16C;
+    without them fbgemm falls back to slow reference loops)."""
+    return fbgemm_available() and {"avx2", "fma", "f16c"} <= cpu_flags()
 
 
 def quantize_q4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

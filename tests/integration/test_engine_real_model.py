@@ -107,12 +107,16 @@ def test_default_engine_is_deterministic_and_close_to_transformers(settings: Set
 
 
 def test_drafting_speeds_a_quoting_reply_without_changing_it(settings: Settings) -> None:
-    """A grounded reply quotes its fact line ("... business days ... for a full refund"),
-    so prompt-lookup drafts get accepted; the reply is token for token the one generated
-    with drafting off (default weight format)."""
+    """A grounded reply quotes its fact line, so prompt-lookup drafts get accepted; the
+    reply is token for token the one generated with drafting off (default weight format).
+
+    The reply is started for the model ("Returns are accepted within") so that it quotes
+    on every CPU: how the base model words a free answer depends on the weight format.
+    """
     engine = Engine.load(settings)
     try:
-        ids = _prompt(engine.tokenizer, "How long does standard shipping take?")
+        ids = _prompt(engine.tokenizer, "Can I get a refund?")
+        ids += engine.tokenizer.encode("Returns are accepted within", add_special_tokens=False)
         runs = []
         for draft in (0, 4):
             engine.scheduler.draft_tokens = draft
@@ -123,4 +127,5 @@ def test_drafting_speeds_a_quoting_reply_without_changing_it(settings: Settings)
     finally:
         engine.stop()
     assert runs[1][0] == runs[0][0]
+    assert "30 days of delivery" in engine.tokenizer.decode(runs[0][0])
     assert engine.scheduler.accepted > 0 and runs[1][1] < runs[0][1]

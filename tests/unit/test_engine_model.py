@@ -220,3 +220,21 @@ def test_q4_linear_decode_rows_and_wide_rows() -> None:
 def test_lora_merge_rejects_a_folder_without_adapter(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a LoRA adapter folder"):
         merge_lora({}, tmp_path)
+
+
+def test_auto_format_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: q4 with native bf16, fp16 on AVX2 (fbgemm's vector kernels), else fp32."""
+    from chatbot.engine import engine, linear
+
+    def flags(*names: str) -> None:
+        monkeypatch.setattr(linear, "cpu_flags", lambda: frozenset(names))
+
+    monkeypatch.setattr(engine, "native_bf16", lambda: False)
+    flags("sse4_2", "avx2", "fma", "f16c")
+    expected = "fp16" if fbgemm_available() else "fp32"
+    assert engine.resolve_format("auto") == expected
+    flags("sse4_2", "avx")  # no AVX2: fbgemm would run its slow reference loops
+    assert engine.resolve_format("auto") == "fp32"
+    assert engine.resolve_format("FP32") == "fp32"
+    with pytest.raises(ConfigError, match="not one of"):
+        engine.resolve_format("fp8")
