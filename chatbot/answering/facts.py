@@ -402,6 +402,10 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
     always included."""
     wanted = set(topics) or {"status", "items", "tracking", "total", "returns"}
     parts = [f"status: {order.status}"]
+    # Asked for tracking: it comes right after the status, where the model copies from.
+    tracking_first = "tracking" in wanted
+    if tracking_first:
+        parts.append(_shipment_text(order))
     if order.placed_at is not None:
         parts.append(f"placed {day(order.placed_at)}")
     if wanted & {"items", "returns", "total", "cancel"}:
@@ -411,7 +415,7 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
         parts.append("items: " + ", ".join(dict.fromkeys(item.name for item in order.items)))
     if wanted & {"total", "cancel"}:
         parts.append(f"total {money(order.total, order.currency)}")
-    if "tracking" in wanted or "status" in wanted:
+    if "status" in wanted and not tracking_first:
         parts.append(_shipment_text(order))
     if "returns" in wanted or "total" in wanted:
         returns = _returns_text(order)

@@ -194,19 +194,25 @@ def line_sentences(fact: Fact) -> list[str]:
     return [s for s in sentences if s and s[-1] in ".!?"]
 
 
+# The longest two-sentence restatement (characters); longer first sentences stand alone.
+TWO_SENTENCE_CHARS = 300
+
+
 def article_reply(fact: Fact, question: str, rng: random.Random) -> str:
     """Restate the sentence of an FAQ/policy fact line that answers ``question``.
 
     The pipeline puts the sentence that best answers the question first on the line
     (:func:`chatbot.answering.facts.best_sentences`), so the reply restates that first
-    sentence word for word (every number and key word kept), sometimes followed by the
-    second; it never leads with a later sentence.
+    sentence word for word (every number and key word kept), followed by the second when
+    the two are short enough to read as one answer; it never leads with a later sentence.
+    Two sentences because the ranking is right about *the article* more often than about
+    *the sentence*: the answer is often the runner-up.
     """
     sentences = line_sentences(fact)
     if not sentences:
         return ""
     core = sentences[0]
-    if len(sentences) > 1 and rng.random() < 0.2:
+    if len(sentences) > 1 and len(core) + len(sentences[1]) <= TWO_SENTENCE_CHARS:
         core += " " + sentences[1]
     lead = _pick(rng, ("", "", "", "Sure! ", "Good question. ", "Happy to help. "))
     tail = _pick(rng, ("", "", "", " Is there anything else I can help with?"))

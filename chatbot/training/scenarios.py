@@ -63,7 +63,7 @@ class Quotas:
     bitext_policy: int = 35
     bitext_order: int = 30
     product: int = 45
-    unanswerable: int = 30
+    unanswerable: int = 45
     attack: int = 8
 
     def scaled(self, factor: float) -> Quotas:

@@ -75,6 +75,22 @@ def test_article_reply_restates_the_first_sentence_of_the_line() -> None:
         )
 
 
+def test_article_reply_adds_the_second_sentence_only_when_both_are_short() -> None:
+    from chatbot.training.replies import TWO_SENTENCE_CHARS, article_reply
+
+    short = Fact("policy", "cancel", "Order cancellation: An order can only be cancelled "
+                 "while it is pending. We refund within 5 to 7 business days.", "Cancel")
+    reply = article_reply(short, "when can I cancel?", random.Random(0))
+    assert "pending. We refund within 5 to 7 business days." in reply
+    long_first = "An order can only be cancelled while " + "it is still pending and " * 12
+    long_first = long_first.rstrip(" and") + "."
+    assert len(long_first) > TWO_SENTENCE_CHARS - 20
+    long = Fact("policy", "cancel", f"Order cancellation: {long_first} We refund fast.",
+                "Cancel")
+    reply = article_reply(long, "when can I cancel?", random.Random(0))
+    assert long_first in reply and "We refund fast." not in reply
+
+
 def test_line_sentences_keep_a_list_whole_and_drop_a_cut_sentence() -> None:
     from chatbot.training.replies import line_sentences
 
