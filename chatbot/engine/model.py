@@ -107,6 +107,55 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+# Shortest shared prefix worth its own attention pass (below it the per-slot pass is as fast).
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_attention(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    prefix: int,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Decode attention for a batch whose sequences start with the same ``prefix`` tokens.
+
+    q: [B, nkv, rep, hd]; keys/values: [B, nkv, L, hd] (slots 0..B-1 of the cache, L the
+    longest sequence); mask: [B, 1, 1, L], True where a row may look. The prefix's
+    keys/values are read once, from slot 0, for all B rows (one matmul with B * rep rows per
+    kv head) instead of B times; each row's own suffix is a second, short pass; the two
+    softmax parts are merged with their max and sum (as flash attention merges blocks).
+    With a long system prompt this is most of the bytes a batched decode step reads.
+    Equal tokens at equal positions have equal keys up to rounding, so rows match the
+    per-slot pass to fp32 rounding. Scores and the softmax are fp32 whatever the cache's
+    dtype.
+    """
+    b, nkv, rep, hd = q.shape
+    scale = hd**-0.5
+    # prefix: [nkv, B * rep, hd] @ [nkv, hd, P]
+    qp = q.transpose(0, 1).reshape(nkv, b * rep, hd)
+    s1 = torch.matmul(qp, keys[0, :, :prefix].transpose(-1, -2)).float().mul_(scale)
+    m1 = s1.amax(-1, keepdim=True)
+    e1 = s1.sub_(m1).exp_()
+    l1 = e1.sum(-1, keepdim=True)
+    o1 = torch.matmul(e1.to(values.dtype), values[0, :, :prefix]).float()  # [nkv, B * rep, hd]
+    # suffix: each row's own keys after the prefix
+    s2 = torch.matmul(q, keys[:, :, prefix:].transpose(-1, -2)).float().mul_(scale)  # [B,nkv,rep,S]
+    s2 = s2.masked_fill_(~mask[..., prefix:], float("-inf"))
+    m2 = s2.amax(-1, keepdim=True)
+    e2 = s2.sub_(m2).exp_()
+    l2 = e2.sum(-1, keepdim=True)
+    o2 = torch.matmul(e2.to(values.dtype), values[:, :, prefix:]).float()  # [B, nkv, rep, hd]
+
+    def rows(t: torch.Tensor) -> torch.Tensor:  # [nkv, B * rep, x] -> [B, nkv, rep, x]
+        return t.view(nkv, b, rep, -1).transpose(0, 1)
+
+    m1, l1, o1 = rows(m1), rows(l1), rows(o1)
+    m = torch.maximum(m1, m2)
+    w1, w2 = (m1 - m).exp_(), (m2 - m).exp_()
+    return (o1 * w1 + o2 * w2) / (l1 * w1 + l2 * w2)
+
+
 def fuse_lora(parts: list[LoRA | None], out_sizes: list[int]) -> LoRA | None:
     """One LoRA pair for weights stacked along the output dimension (fused q/k/v, gate/up).
 
@@ -140,8 +189,8 @@ class LayerWeights:
 class KVCache:
     """Preallocated keys/values: ``[layers, slots, kv_heads, capacity, head_dim]`` each.
 
-    Slots and capacity grow on demand (by whole chunks), so an idle server holds a small
-    cache and a busy one grows up to ``max_slots`` x ``max_len``.
+    Slots (doubling) and capacity (by whole chunks) grow on demand, so an idle server holds
+    a small cache and a busy one grows up to ``max_slots`` x ``max_len``.
     """
 
     def __init__(
@@ -178,7 +227,10 @@ class KVCache:
             )
         if slots <= self.slots and length <= self.capacity:
             return
-        new_slots = max(slots, self.slots)
+        # Slots double (every growth reallocates and copies the whole cache: growing one
+        # slot at a time cost 2 s when 16 conversations arrived together).
+        new_slots = self.slots if slots <= self.slots else max(slots, 2 * self.slots)
+        new_slots = min(new_slots, self.max_slots)
         new_cap = max(
             self.capacity, min(self.max_len, -(-length // self.len_chunk) * self.len_chunk)
         )
@@ -247,6 +299,10 @@ class StepPlan:
     decode_slots: list[int] = field(default_factory=list)
     prefills: list[Prefill] = field(default_factory=list)
     logit_rows: list[int] = field(default_factory=list)
+    # Cache positions 0..shared_prefix-1 hold the same tokens in every decode slot (a
+    # store's system prompt): batched decode rows then read those keys/values once, from
+    # slot 0, instead of once per sequence (see :func:`shared_prefix_attention`).
+    shared_prefix: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -364,6 +420,8 @@ class Llama:
             raise ValueError("batched decode rows must be slots 0..n-1 in order")
         dec_slots = torch.arange(n_dec)
         dec_len = max(plan.decode_positions, default=-1) + 1
+        # every row must see its own token after the shared prefix
+        shared = min(plan.shared_prefix, min(plan.decode_positions, default=0))
         # [n_dec, 1, 1, L]: row b sees cache positions 0..pos[b]
         dec_mask = (torch.arange(dec_len)[None, :] <= dec_pos[:, None])[:, None, None, :]
         pf_masks = [
@@ -397,6 +455,16 @@ class Llama:
                         kc[slot : slot + 1, :, : p + 1],
                         vc[slot : slot + 1, :, : p + 1],
                     ).view(nh, hd)
+            elif n_dec and shared >= MIN_SHARED_PREFIX:
+                kc[dec_slots, :, dec_pos] = k[:n_dec].to(kc.dtype)
+                vc[dec_slots, :, dec_pos] = v[:n_dec].to(kc.dtype)
+                out[:n_dec] = shared_prefix_attention(
+                    q[:n_dec].reshape(n_dec, nkv, rep, hd),
+                    kc[:n_dec, :, :dec_len],
+                    vc[:n_dec, :, :dec_len],
+                    shared,
+                    dec_mask,
+                ).reshape(n_dec, nh, hd)
             elif n_dec:
                 kc[dec_slots, :, dec_pos] = k[:n_dec].to(kc.dtype)
                 vc[dec_slots, :, dec_pos] = v[:n_dec].to(kc.dtype)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from chatbot.engine.linear import ONE_THREAD_ROWS
-from chatbot.engine.model import KVCache, Llama, Prefill, StepPlan
+from chatbot.engine.model import FEW_DECODE_ROWS, KVCache, Llama, Prefill, StepPlan
 from chatbot.engine.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,11 @@ class Scheduler:
         self._retire()
 
     def _admit(self) -> None:
+        joining = self.waiting[: self.max_batch - len(self.active)]
+        if joining:
+            # one cache growth for everyone joining now, not one per sequence
+            longest = min(max(len(s.tokens) for s in joining) + 1, self.max_len)
+            self.cache.reserve(len(self.active) + len(joining), longest)
         while self.waiting and len(self.active) < self.max_batch:
             seq = self.waiting.pop(0)
             if seq.prompt_len >= self.max_len:
@@ -289,6 +295,8 @@ class Scheduler:
                 tokens.append(token)
             rows.append((seq, len(chunk), True))
             longest = max(longest, seq.n_cached + len(chunk))
+        if len(decoding) > FEW_DECODE_ROWS and not drafts:
+            plan.shared_prefix = shared_prefix_length(decoding)
         budget = self.prefill_chunk if decoding else self.idle_prefill_chunk
         for seq in prefilling:
             if budget <= 0:
@@ -432,6 +440,14 @@ class Scheduler:
                     seq.slot = target
             start = end
         self.active = sorted(decoding + prefilling, key=lambda s: s.slot)
+
+
+def shared_prefix_length(seqs: list[Sequence]) -> int:
+    """How many leading cached tokens all ``seqs`` have in common (their system prompt)."""
+    if not seqs:
+        return 0
+    common = os.path.commonprefix([s.tokens for s in seqs])
+    return min(len(common), *(s.n_cached for s in seqs))
 
 
 def sample_top_p(

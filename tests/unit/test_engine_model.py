@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -238,3 +239,76 @@ def test_auto_format_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert engine.resolve_format("FP32") == "fp32"
     with pytest.raises(ConfigError, match="not one of"):
         engine.resolve_format("fp8")
+
+
+def test_shared_prefix_attention_equals_attention_over_each_slot() -> None:
+    """Rows whose slots share their first P keys/values: one pass over slot 0's prefix plus
+    a pass over each row's own suffix gives plain masked attention over each slot."""
+    import torch.nn.functional as F
+
+    from chatbot.engine.model import shared_prefix_attention
+
+    g = torch.Generator().manual_seed(7)
+    b, nkv, rep, hd, length, prefix = 5, 2, 3, 16, 40, 23
+    keys = torch.randn(b, nkv, length, hd, generator=g)
+    values = torch.randn(b, nkv, length, hd, generator=g)
+    keys[:, :, :prefix] = keys[0, :, :prefix]
+    values[:, :, :prefix] = values[0, :, :prefix]
+    q = torch.randn(b, nkv, rep, hd, generator=g)
+    positions = torch.tensor([39, 30, 23, 35, 24])  # each row sees 0..its position
+    mask = (torch.arange(length)[None, :] <= positions[:, None])[:, None, None, :]
+    expected = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    got = shared_prefix_attention(q, keys, values, prefix, mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # a different prefix in one slot would show: the shared pass only reads slot 0
+    keys[3, :, :prefix] += 1.0
+    assert not torch.allclose(shared_prefix_attention(q, keys, values, prefix, mask)[3],
+                              F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)[3])
+
+
+def test_batched_decode_with_a_shared_prefix_matches_transformers(  # type: ignore[no-untyped-def]
+    tiny: Path, reference, monkeypatch
+) -> None:
+    """Four sequences with one 20-token system prefix decode as one batch reading the
+    prefix once; each row's logits are the reference's for its own sequence."""
+    import chatbot.engine.model as model_module
+
+    calls = []
+    real = model_module.shared_prefix_attention
+    monkeypatch.setattr(model_module, "MIN_SHARED_PREFIX", 16)
+    monkeypatch.setattr(model_module, "shared_prefix_attention",
+                        lambda *a: calls.append(a[3]) or real(*a))
+    model = Llama.from_folder(tiny, "fp32")
+    vocab = model.config.vocab_size
+    prefix = _ids(vocab, 20, seed=11)
+    seqs = [torch.cat([prefix, _ids(vocab, n, seed=12 + n)]) for n in (3, 9, 5, 14)]
+    cache = KVCache(model.config, max_slots=4, max_len=128)
+    cache.reserve(4, 64)
+    plan = StepPlan(prefills=[Prefill(i, 0, len(s)) for i, s in enumerate(seqs)])
+    plan.logit_rows = list(itertools.accumulate(len(s) for s in seqs))
+    plan.logit_rows = [end - 1 for end in plan.logit_rows]
+    logits = model.forward(torch.cat(seqs), plan, cache)
+    tokens = [s.tolist() for s in seqs]
+    for _ in range(3):
+        for t, row in zip(tokens, logits.argmax(-1).tolist(), strict=True):
+            t.append(row)
+        plan = StepPlan(decode_positions=[len(t) - 1 for t in tokens], logit_rows=[0, 1, 2, 3],
+                        shared_prefix=20)
+        logits = model.forward(torch.tensor([t[-1] for t in tokens]), plan, cache)
+        for row, t in zip(logits, tokens, strict=True):
+            expected = _ref_logits(reference, torch.tensor(t))[-1]
+            torch.testing.assert_close(row, expected, atol=1e-4, rtol=1e-4)
+    assert calls and set(calls) == {20}  # every layer of every step took the shared pass
+
+
+def test_cache_slots_double_when_they_grow(tiny: Path) -> None:
+    config = Llama.from_folder(tiny, "fp32").config
+    cache = KVCache(config, max_slots=12, max_len=64, len_chunk=16)
+    assert cache.slots == 1
+    cache.reserve(2, 10)
+    cache.reserve(3, 10)
+    assert cache.slots == 4  # not 3: the next joiner needs no reallocation
+    cache.reserve(9, 10)
+    assert cache.slots == 9
+    cache.reserve(10, 10)
+    assert cache.slots == 12  # doubling stops at max_slots

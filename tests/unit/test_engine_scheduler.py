@@ -413,3 +413,41 @@ async def test_a_perfect_draft_is_kept_and_cut_by_eos_and_length(  # type: ignor
     finally:
         await eng.close()
     assert out.finish_reason == "stop" and out.token_ids == solo[: solo.index(eos) + 1]
+
+
+def test_shared_prefix_is_the_common_cached_start_of_the_decoding_sequences() -> None:
+    from chatbot.engine.scheduler import SamplingParams, Sequence, shared_prefix_length
+
+    def seq(tokens: list[int], cached: int) -> Sequence:
+        s = Sequence(1, len(tokens), tokens, SamplingParams(), sink=lambda *a: False)
+        s.n_cached = cached
+        return s
+
+    a = seq([1, 2, 3, 4, 5, 6], 6)
+    b = seq([1, 2, 3, 4, 9, 9, 9], 7)
+    assert shared_prefix_length([a, b]) == 4
+    assert shared_prefix_length([a, seq([1, 2, 3, 4, 5, 6, 7], 2)]) == 2  # not past a cache
+    assert shared_prefix_length([a, seq([8, 2, 3], 3)]) == 0
+    assert shared_prefix_length([]) == 0
+
+
+async def test_a_batch_sharing_its_system_prompt_matches_solo_replies(  # type: ignore[no-untyped-def]
+    model, tokenizer, monkeypatch
+) -> None:
+    """Five conversations with one system prompt decode together through the shared-prefix
+    attention (asserted), and each reply is the one it gets alone."""
+    import chatbot.engine.model as model_module
+
+    prefixes: list[int] = []
+    real = model_module.shared_prefix_attention
+    monkeypatch.setattr(model_module, "shared_prefix_attention",
+                        lambda *a: prefixes.append(a[3]) or real(*a))
+    eng = _engine(model, tokenizer, max_batch=8, prefill_chunk=512, draft_tokens=0)
+    reqs = [_req(tokenizer, q, max_new_tokens=8) for q in ("a", "b?", "refund", "size", "hi")]
+    try:
+        outs = await asyncio.gather(*(eng.complete(r) for r in reqs))
+    finally:
+        await eng.close()
+    assert prefixes and min(prefixes) >= model_module.MIN_SHARED_PREFIX
+    for r, out in zip(reqs, outs, strict=True):
+        assert out.token_ids == await _solo(model, tokenizer, r)
