@@ -420,7 +420,6 @@ class Scheduler:
         if not done:
             return
         for seq in done:
-            seq.finished_step = self.steps
             if seq.cache_key is not None and seq.n_cached > 0:
                 k, v = self.cache.read(seq.slot, seq.n_cached)
                 self.prefix_cache.store(tuple(seq.tokens[: seq.n_cached]), k, v, seq.cache_key)
@@ -440,6 +439,9 @@ class Scheduler:
                     seq.slot = target
             start = end
         self.active = sorted(decoding + prefilling, key=lambda s: s.slot)
+        # Only now: a thread that sees finished_step set also sees the slot freed.
+        for seq in done:
+            seq.finished_step = self.steps
 
 
 def shared_prefix_length(seqs: list[Sequence]) -> int:
