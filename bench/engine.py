@@ -24,7 +24,8 @@ baseline (``LlamaForCausalLM.generate``, fp32, greedy):
 
 Each side runs with its own best OpenMP setting: ours with the ``OMP_WAIT_POLICY=PASSIVE``
 the ``chatbot`` package sets (idle threads sleep instead of spinning), the baseline in a
-subprocess with the environment as it was before (spinning threads are faster for it).
+subprocess with the environment as it was before (by default libgomp's spinning threads,
+which is how ``transformers`` normally runs).
 
 When ``llama_cpp`` is importable, llama.cpp on the same GGUF is added as a column
 (single stream only). Prints a table with ratios and writes bench/results/engine.json.

@@ -402,7 +402,8 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
     always included."""
     wanted = set(topics) or {"status", "items", "tracking", "total", "returns"}
     parts = [f"status: {order.status}"]
-    # Asked for tracking: it comes right after the status, where the model copies from.
+    # Tracking wanted (asked for, or no topic): right after the status, where the model
+    # copies from (docs/answering.md, "Order lines").
     tracking_first = "tracking" in wanted
     if tracking_first:
         parts.append(_shipment_text(order))

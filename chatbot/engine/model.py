@@ -324,7 +324,7 @@ class Llama:
         self.config = config
         self.format: WeightFormat = fmt
         # Keys/values in bf16 where the CPU computes in bf16: attention over many or long
-        # sequences reads the whole cache every step, and half the bytes is half the time.
+        # sequences reads the whole cache every step, and bf16 halves those bytes.
         self.kv_dtype = torch.bfloat16 if fmt in ("q4", "bf16") else torch.float32
         c = config
 
@@ -455,25 +455,17 @@ class Llama:
                         kc[slot : slot + 1, :, : p + 1],
                         vc[slot : slot + 1, :, : p + 1],
                     ).view(nh, hd)
-            elif n_dec and shared >= MIN_SHARED_PREFIX:
-                kc[dec_slots, :, dec_pos] = k[:n_dec].to(kc.dtype)
-                vc[dec_slots, :, dec_pos] = v[:n_dec].to(kc.dtype)
-                out[:n_dec] = shared_prefix_attention(
-                    q[:n_dec].reshape(n_dec, nkv, rep, hd),
-                    kc[:n_dec, :, :dec_len],
-                    vc[:n_dec, :, :dec_len],
-                    shared,
-                    dec_mask,
-                ).reshape(n_dec, nh, hd)
             elif n_dec:
                 kc[dec_slots, :, dec_pos] = k[:n_dec].to(kc.dtype)
                 vc[dec_slots, :, dec_pos] = v[:n_dec].to(kc.dtype)
-                out[:n_dec] = F.scaled_dot_product_attention(
-                    q[:n_dec].reshape(n_dec, nkv, rep, hd),  # [B, nkv, rep, hd]
-                    kc[:n_dec, :, :dec_len],  # [B, nkv, L, hd] (a view, no copy)
-                    vc[:n_dec, :, :dec_len],
-                    attn_mask=dec_mask,  # [B, 1, 1, L]
-                ).view(n_dec, nh, hd)
+                qd = q[:n_dec].reshape(n_dec, nkv, rep, hd)  # [B, nkv, rep, hd]
+                keys = kc[:n_dec, :, :dec_len]  # [B, nkv, L, hd] (a view, no copy)
+                vals = vc[:n_dec, :, :dec_len]
+                if shared >= MIN_SHARED_PREFIX:
+                    att = shared_prefix_attention(qd, keys, vals, shared, dec_mask)
+                else:
+                    att = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=dec_mask)
+                out[:n_dec] = att.reshape(n_dec, nh, hd)
             row = n_dec
             for pf, mask in zip(plan.prefills, pf_masks, strict=True):
                 end = pf.start + pf.length
