@@ -299,7 +299,8 @@ def resolve_format(name: str) -> WeightFormat:
     bench/engine.py (figures in the README's engine table):
 
     - q4 on CPUs with native bf16 instructions (AVX512-BF16/AMX): 4-bit weights (the
-      GGUF's own Q4_1 values for our base model) for decoding, a bf16 copy for prompt
+      GGUF's own Q4_1 values for our base model) for decoding, through our native kernel
+      (a whole decode step of up to four sequences in one C call), a bf16 copy for prompt
       chunks and big batches;
     - fp16 on other x86 CPUs with AVX2 (fbgemm's fp16-weight GEMM, fp32 activations):
       half of fp32's bytes and ~1.4x faster single-stream decoding on a 2-core AVX2 box;

@@ -12,10 +12,11 @@ bandwidth; smaller weights decode faster. The formats:
   fast on any AVX2 CPU.
 - ``q4``: 4-bit weights in groups of 32 with a scale and offset each, the layout of the
   GGUF Q4_1 file our base model ships in, so re-quantizing the base weights is lossless.
-  A step's few decode rows run torch's int4 weight-only kernel, reading an eighth of fp32's
-  bytes, plus any LoRA adapter unmerged in fp32 (merging a small delta into 4-bit weights
-  would round most of it away); prompt chunks and bigger batches are compute-bound and run
-  a bf16 copy with the adapter merged.
+  A step's few decode rows run our native kernel (``native.py``, ``kernels/q4.c``; torch's
+  int4 weight-only kernel where it cannot be built), reading an eighth of fp32's bytes,
+  plus any LoRA adapter unmerged in fp32 (merging a small delta into 4-bit weights would
+  round most of it away); prompt chunks and bigger batches are compute-bound and run a
+  bf16 copy with the adapter merged.
 - ``int8``: fbgemm dynamic quantization (per-channel int8 weights, activations quantized
   per call): a quarter of the bytes and the fastest batched matmul on AVX2.
 """
@@ -29,6 +30,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from chatbot.engine import native
+
 WeightFormat = Literal["fp32", "bf16", "fp16", "int8", "q4"]
 FORMATS: tuple[WeightFormat, ...] = ("fp32", "bf16", "fp16", "int8", "q4")
 
@@ -40,6 +43,9 @@ ONE_THREAD_ROWS = 2
 # idle 2-core box: 122-158 tok/s across runs this way, 114 with every decode row on 4 bits;
 # single runs vary 10-15%).
 Q4_DECODE_ROWS = 2
+# The same with our native kernel, whose decode step stays ahead of the bf16 copy up to
+# about six sequences (4 streams on the 2-core AMX box: 179-228 tok/s this way, 98 with 2).
+NATIVE_DECODE_ROWS = 4
 
 LoRA = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], scale * B [out, r]), fp32
 
@@ -130,7 +136,17 @@ def fbgemm_available() -> bool:
 class Linear:
     """A bias-free linear layer holding its weight in ``fmt``."""
 
-    def __init__(self, weight: torch.Tensor, fmt: WeightFormat, lora: LoRA | None = None) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        fmt: WeightFormat,
+        lora: LoRA | None = None,
+        *,
+        decode_bits: int = 4,
+    ) -> None:
+        """``decode_bits``: with ``q4`` and the native kernel, 8 keeps the decode rows'
+        weights in GGUF's Q8_0 instead (the output head: the GGUF stores the tied token
+        embeddings in 8 bits, and 4 would move every logit)."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown weight format {fmt!r}; choose one of {FORMATS}")
         self.fmt = fmt
@@ -139,18 +155,34 @@ class Linear:
         self._packed: object | None = None
         self.weight: torch.Tensor | None = None
         self._q4: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._lora: LoRA | None = None  # (A.T [in, r], (scale * B).T [r, out]) for q4
+        # q4: a bf16 copy and the adapter beside it, (A.T [in, r], (scale * B).T [r, out]);
+        # the same adapter beside torch's int4 weights where our kernel cannot be built
         self._wide: Linear | None = None
-        merged = w if lora is None else w + lora[1] @ lora[0]
+        self._wide_lora: LoRA | None = None
+        self._lora: LoRA | None = None
+        # q4 with our native kernel (chatbot/engine/native.py): packed weights, LoRA (A, B.T)
+        self.native: native.PackedQ4 | native.PackedQ8 | None = None
+        self.native_lora: LoRA | None = None
         if fmt == "q4":
-            self._wide = Linear(merged, "bf16")
-            if self.in_features % Q4_GROUP == 0 and q4_available():
-                self._q4 = quantize_q4(w)  # the base weights; the adapter stays beside them
-                if lora is not None:
-                    self._lora = (lora[0].t().contiguous(), lora[1].t().contiguous())
+            # The bf16 copy holds the base weights and the adapter stays beside it in fp32,
+            # as beside the 4-bit ones: merged into bf16 weights, the rounding ate enough of
+            # the adapter's delta to turn "Do you ship to Canada?" into a handoff.
+            self._wide = Linear(w, "bf16")
+            if lora is not None:
+                self._wide_lora = (lora[0].t().contiguous(), lora[1].t().contiguous())
+            if self.in_features % Q4_GROUP == 0:
+                # the base weights in 4 bits (8 for the head); the adapter stays beside them
+                if native.kernel() is not None:
+                    self.native = native.PackedQ8(w) if decode_bits == 8 else native.PackedQ4(w)
+                    if lora is not None and self._wide_lora is not None:
+                        # (A [r, in], B.T [r, out]): the kernel's layout (kernels/q4.c)
+                        self.native_lora = (lora[0].contiguous(), self._wide_lora[1])
+                elif q4_available():
+                    self._q4 = quantize_q4(w)
+                    self._lora = self._wide_lora
             return
-        w = merged
-        del merged
+        if lora is not None:
+            w = w + lora[1] @ lora[0]
         if fmt == "fp32":
             self.weight = w
         elif fmt == "bf16":
@@ -175,6 +207,14 @@ class Linear:
                 )
                 self._packed = torch.ops.quantized.linear_prepack(qweight, None)
 
+    def _wide_call(self, x: torch.Tensor) -> torch.Tensor:
+        """The bf16 copy (prompt chunks, big batches) plus the unmerged adapter in fp32."""
+        assert self._wide is not None
+        y = self._wide(x)
+        if self._wide_lora is not None:
+            y = torch.addmm(y, x @ self._wide_lora[0], self._wide_lora[1])
+        return y
+
     def _q4_call(self, x: torch.Tensor, decode_rows: int) -> torch.Tensor:
         """The first ``decode_rows`` rows through the 4-bit weights, the rest through bf16.
 
@@ -183,9 +223,21 @@ class Linear:
         each row independently of the others in the call.
         """
         assert self._wide is not None
-        if self._q4 is None or decode_rows == 0:
-            return self._wide(x)
+        if decode_rows == 0 or (self._q4 is None and self.native is None):
+            return self._wide_call(x)
         head = x[:decode_rows]
+        if self.native is not None:
+            kern = native.kernel()
+            assert kern is not None
+            step = kern.max_rows
+            parts = [
+                kern.matmul(head[i : i + step], self.native, self.native_lora)
+                for i in range(0, head.shape[0], step)
+            ]
+            if decode_rows < x.shape[0]:
+                parts.append(self._wide_call(x[decode_rows:]))
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+        assert self._q4 is not None
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(
             head.to(torch.bfloat16), self._q4[0], Q4_GROUP, self._q4[1]
         ).to(torch.float32)
@@ -197,7 +249,7 @@ class Linear:
                 torch.addmm(y[i : i + 1], head[i : i + 1] @ a_t, b_t, out=y[i : i + 1])
         if decode_rows >= x.shape[0]:
             return y
-        return torch.cat([y, self._wide(x[decode_rows:])])
+        return torch.cat([y, self._wide_call(x[decode_rows:])])
 
     def __call__(self, x: torch.Tensor, decode_rows: int = 0) -> torch.Tensor:
         """``y = x @ W.T``; ``decode_rows``: how many leading rows are decode steps (q4 only)."""
@@ -225,7 +277,11 @@ class Linear:
         if self.fmt == "q4":
             assert self._wide is not None
             q4 = self.out_features * self.in_features // 2 if self._q4 is not None else 0
-            lora = sum(t.numel() * 4 for t in self._lora) if self._lora is not None else 0
+            if self.native is not None:
+                q4 = self.native.nbytes
+            lora = sum(t.numel() * 4 for t in self._wide_lora) if self._wide_lora else 0
+            if self.native_lora is not None:
+                lora += self.native_lora[0].numel() * 4  # A; B.T is shared
             return self._wide.nbytes + q4 + lora
         per = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}[self.fmt]
         return self.out_features * self.in_features * per

@@ -26,7 +26,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from chatbot.engine.linear import Q4_DECODE_ROWS, Linear, LoRA, WeightFormat
+from chatbot.engine import native
+from chatbot.engine.linear import NATIVE_DECODE_ROWS, Q4_DECODE_ROWS, Linear, LoRA, WeightFormat
+from chatbot.engine.native import NativeDecoder
 from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -343,7 +345,7 @@ class Llama:
             return fuse_lora([lora.get(n) for n in names], [t.shape[0] for t in parts])
 
         head = embed if c.tie_embeddings else get("lm_head.weight")
-        self.lm_head = Linear(head, fmt, lora.get("lm_head.weight"))
+        self.lm_head = Linear(head, fmt, lora.get("lm_head.weight"), decode_bits=8)
         # Row lookups only: with compressed weights a half-size fp16 table is plenty.
         self.embed = embed if fmt == "fp32" else embed.to(torch.float16)
         del embed, head
@@ -369,6 +371,17 @@ class Llama:
                 )
             )
         self.cos, self.sin = rope_tables(c.head_dim, c.rope_theta, c.max_positions)
+        # q4 with the native kernel: decode rows of few sequences run every layer in one
+        # C call (chatbot/engine/native.py)
+        self.native_decoder: NativeDecoder | None = None
+        if fmt == "q4" and all(
+            isinstance(lin.native, native.PackedQ4)
+            for layer in self.layers
+            for lin in (layer.qkv, layer.o, layer.gate_up, layer.down)
+        ):
+            kern = native.kernel()
+            assert kern is not None
+            self.native_decoder = NativeDecoder(kern, c, self.layers)
 
     @classmethod
     def from_folder(
@@ -403,6 +416,36 @@ class Llama:
 
         tokens: [N] ids, decode rows first, then each prefill chunk's tokens.
         """
+        n_dec = len(plan.decode_positions)
+        slots = plan.decode_slots or list(range(n_dec))
+        n_seqs = len(set(slots))
+        dec = self.native_decoder
+        # q4 reads 4-bit weights for the decode rows (drafts included) only while few
+        # sequences decode; with more, the bf16 copy is faster. So with q4 a reply's numbers
+        # can differ with how many others decode beside it (the same inputs and load give
+        # the same reply); drafting never changes them (both kernels are row-exact).
+        q4_rows = n_dec if n_seqs <= (Q4_DECODE_ROWS if dec is None else NATIVE_DECODE_ROWS) else 0
+        if dec is not None and q4_rows and n_dec <= dec.max_rows and dec.supports(cache.k):
+            # the decode rows through the native step, any prompt chunks through torch
+            x = F.embedding(tokens[:n_dec], self.embed).float()
+            dec(x, plan.decode_positions, slots, self.cos, self.sin, cache.k, cache.v)
+            if plan.prefills:
+                rest = StepPlan(prefills=plan.prefills)
+                x = torch.cat([x, self._hidden(tokens[n_dec:], rest, cache, 0)])
+        else:
+            x = self._hidden(tokens, plan, cache, q4_rows)
+        rows = torch.tensor(plan.logit_rows, dtype=torch.long)
+        last = rms_norm(x[rows], self.norm, self.config.rms_eps)  # [R, hidden]
+        # decode rows come first in logit_rows too (see StepPlan)
+        return self.lm_head(last, q4_rows).float()  # [R, vocab]
+
+    def _hidden(
+        self, tokens: torch.Tensor, plan: StepPlan, cache: KVCache, q4_rows: int
+    ) -> torch.Tensor:
+        """Every layer on the step's tokens: the final hidden states [N, hidden].
+
+        ``q4_rows``: how many leading decode rows read the 4-bit weights (q4 only).
+        """
         c = self.config
         n_dec = len(plan.decode_positions)
         positions = list(plan.decode_positions)
@@ -430,11 +473,6 @@ class Llama:
         ]
         hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
         rep = nh // nkv
-        # q4 reads 4-bit weights for decode rows (drafts included) only while few sequences
-        # decode (memory-bound); with more the bf16 copy is faster. So with q4 a reply's
-        # numbers can differ with how many others decode beside it (the same inputs and load
-        # give the same reply); drafting never changes them (the int4 kernel is row-exact).
-        q4_rows = n_dec if n_seqs <= Q4_DECODE_ROWS else 0
         x = F.embedding(tokens, self.embed).float()  # [N, hidden]
         for li, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, c.rms_eps)
@@ -487,7 +525,4 @@ class Llama:
             gu = layer.gate_up(h, q4_rows)  # [N, 2 * inter]
             gate, up = gu[:, : c.intermediate_size], gu[:, c.intermediate_size :]
             x = x + layer.down(F.silu(gate) * up, q4_rows)
-        rows = torch.tensor(plan.logit_rows, dtype=torch.long)
-        last = rms_norm(x[rows], self.norm, c.rms_eps)  # [R, hidden]
-        # decode rows come first in logit_rows too (see StepPlan)
-        return self.lm_head(last, q4_rows).float()  # [R, vocab]
+        return x
