@@ -70,12 +70,29 @@ def pull(ctx: click.Context, model_path: Path | None, force: bool, gguf_path: Pa
     click.echo(f"Model ready at {path}")
 
 
+def _engine_info(engine_dtype: str) -> dict[str, str | None]:
+    """The weight format the engine would pick here and, for q4, its native kernel."""
+    from chatbot.engine import native
+    from chatbot.engine.engine import resolve_format
+
+    fmt = resolve_format(engine_dtype)
+    kernel = native.kernel() if fmt == "q4" else None
+    if fmt != "q4":
+        described = None
+    elif kernel is None:
+        described = "unavailable: torch's int4 kernel instead (no C compiler, or CHATBOT_NATIVE=0)"
+    else:
+        described = f"{kernel.activations} activations, {kernel.path}"
+    return {"engine_format": fmt, "native_kernel": described}
+
+
 @model.command()
 @_MODEL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def info(ctx: click.Context, model_path: Path | None, as_json: bool) -> None:
-    """Show the model folder, its architecture and size (reads config.json only).
+    """Show the model folder, its architecture and size (reads config.json only), and the
+    weight format the engine picks on this CPU.
 
     \b
     Examples:
@@ -101,6 +118,7 @@ def info(ctx: click.Context, model_path: Path | None, as_json: bool) -> None:
         "tied_embeddings": cfg.get("tie_word_embeddings"),
         "disk_bytes": size,
         "adapter": str(settings.adapter_path) if settings.adapter_path else None,
+        **_engine_info(settings.engine_dtype),
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -162,7 +162,7 @@ class Linear:
         self._lora: LoRA | None = None
         # q4 with our native kernel (chatbot/engine/native.py): packed weights, LoRA (A, B.T)
         self.native: native.PackedQ4 | native.PackedQ8 | None = None
-        self.native_lora: LoRA | None = None
+        self.native_lora: native.NativeLoRA | None = None
         if fmt == "q4":
             # The bf16 copy holds the base weights and the adapter stays beside it in fp32,
             # as beside the 4-bit ones: merged into bf16 weights, the rounding ate enough of
@@ -175,8 +175,8 @@ class Linear:
                 if native.kernel() is not None:
                     self.native = native.PackedQ8(w) if decode_bits == 8 else native.PackedQ4(w)
                     if lora is not None and self._wide_lora is not None:
-                        # (A [r, in], B.T [r, out]): the kernel's layout (kernels/q4.c)
-                        self.native_lora = (lora[0].contiguous(), self._wide_lora[1])
+                        # A [r, in] and B.T [r, out] (shared with the bf16 copy's)
+                        self.native_lora = native.NativeLoRA(lora[0], self._wide_lora[1])
                 elif q4_available():
                     self._q4 = quantize_q4(w)
                     self._lora = self._wide_lora
@@ -281,7 +281,7 @@ class Linear:
                 q4 = self.native.nbytes
             lora = sum(t.numel() * 4 for t in self._wide_lora) if self._wide_lora else 0
             if self.native_lora is not None:
-                lora += self.native_lora[0].numel() * 4  # A; B.T is shared
+                lora += self.native_lora.a.numel() * 4  # A; B.T is shared
             return self._wide.nbytes + q4 + lora
         per = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}[self.fmt]
         return self.out_features * self.in_features * per

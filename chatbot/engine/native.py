@@ -87,6 +87,30 @@ def build(force: bool = False) -> Path:
     return out
 
 
+class NativeLoRA:
+    """An adapter pair in the kernel's layout: ``a`` [r, k], ``b_t`` = B transposed [r, n]
+    (fp32, scale folded into B), and for each of the r rows of ``b_t`` the span of outputs
+    where it is nonzero (a fused q/k/v or gate/up adapter is block-diagonal: the kernel
+    skips the zeros instead of reading them)."""
+
+    def __init__(self, a: torch.Tensor, b_t: torch.Tensor) -> None:
+        self.a = a.float().contiguous()
+        self.b_t = b_t.float().contiguous()
+        self.rank = self.a.shape[0]
+        nonzero = self.b_t != 0
+        cols = torch.arange(self.b_t.shape[1])
+        start = torch.where(nonzero, cols, self.b_t.shape[1]).amin(dim=1)
+        end = torch.where(nonzero, cols + 1, 0).amax(dim=1)
+        self.span = torch.stack([start, end.clamp_min(start)], dim=1).to(torch.int32).contiguous()
+
+    def pointers(self) -> tuple[int, int, int]:
+        return self.a.data_ptr(), self.b_t.data_ptr(), self.span.data_ptr()
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * (self.a.numel() + self.b_t.numel() + self.span.numel())
+
+
 class Q4Kernel:
     """ctypes face of ``q4_matmul``."""
 
@@ -95,11 +119,11 @@ class Q4Kernel:
         lib = ctypes.CDLL(str(path))
         fn = lib.q4_matmul
         p, i = ctypes.c_void_p, ctypes.c_int
-        fn.argtypes = [p, i, i, i, p, p, p, p, i, p, p]
+        fn.argtypes = [p, i, i, i, p, p, p, p, p, i, p, p]
         fn.restype = i
         self._fn = fn
         q8 = lib.q8_matmul
-        q8.argtypes = [p, i, i, i, p, p, p, p, i, p, p]
+        q8.argtypes = [p, i, i, i, p, p, p, p, p, i, p, p]
         q8.restype = i
         self._q8 = q8
         lib.q4_scratch_floats.argtypes = [i, i, i]
@@ -116,22 +140,18 @@ class Q4Kernel:
         self,
         x: torch.Tensor,
         packed: PackedQ4 | PackedQ8,
-        lora: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lora: NativeLoRA | None = None,
     ) -> torch.Tensor:
-        """``x`` [rows, k] fp32 (rows <= max_rows) -> [rows, n] fp32.
-
-        ``lora``: (A [r, k], B transposed [r, n]), fp32 and contiguous.
-        """
+        """``x`` [rows, k] fp32 (rows <= max_rows) -> [rows, n] fp32 (+ the adapter)."""
         x = x.contiguous()
         if x.dtype != torch.float32:
             x = x.float()
         rows, k = x.shape
         if k != packed.in_features or not 1 <= rows <= self.max_rows:
             raise ValueError(f"q4 kernel: bad input shape {tuple(x.shape)} for {packed}")
-        rank = 0 if lora is None else lora[0].shape[0]
+        rank = 0 if lora is None else lora.rank
         y = torch.empty(rows, packed.out_features)
-        a = lora[0].data_ptr() if lora is not None else None
-        b = lora[1].data_ptr() if lora is not None else None
+        adapter = lora.pointers() if lora is not None else (None, None, None)
         if isinstance(packed, PackedQ8):
             fn, scratch = self._q8, torch.empty(rows * rank + 16)
             tables = (packed.qs.data_ptr(), packed.d.data_ptr())
@@ -140,7 +160,7 @@ class Q4Kernel:
             tables = (packed.qs.data_ptr(), packed.dm.data_ptr())
         rc = fn(
             x.data_ptr(), rows, k, packed.out_features, *tables,
-            a, b, rank, scratch.data_ptr(), y.data_ptr(),
+            *adapter, rank, scratch.data_ptr(), y.data_ptr(),
         )  # fmt: skip
         if rc != 0:
             raise ValueError(f"q4 kernel rejected shape {tuple(x.shape)}")
@@ -210,17 +230,15 @@ class PackedQ8:
         d32 = d.float().clamp_min(1e-30)
         q = torch.round(blocks / d32[..., None]).clamp_(-127, 127).to(torch.int8)
         self.qs = q.reshape(n, k).contiguous()
-        self.d = d.contiguous().view(torch.int16)  # [n, blocks]
+        self.d = d.float().contiguous()  # [n, blocks]: fp16 values, widened
 
     def dequantize(self) -> torch.Tensor:
         q = self.qs.reshape(self.out_features, -1, BLOCK).float()
-        return (q * self.d.view(torch.float16).float()[..., None]).reshape(
-            self.out_features, self.in_features
-        )
+        return (q * self.d[..., None]).reshape(self.out_features, self.in_features)
 
     @property
     def nbytes(self) -> int:
-        return self.qs.numel() + 2 * self.d.numel()
+        return self.qs.numel() + 4 * self.d.numel()
 
     def __repr__(self) -> str:
         return f"PackedQ8({self.out_features}x{self.in_features})"
@@ -266,8 +284,8 @@ class NativeDecoder:
                 if not isinstance(packed, PackedQ4):
                     raise ValueError("every layer needs native q4 weights")
                 ptrs += [packed.qs.data_ptr(), packed.dm.data_ptr()]
-                ptrs += [None, None] if lora is None else [t.data_ptr() for t in lora]
-                ranks.append(0 if lora is None else lora[0].shape[0])
+                ptrs += [None, None, None] if lora is None else list(lora.pointers())
+                ranks.append(0 if lora is None else lora.rank)
         self._keep = keep  # the norms' storage must outlive the table
         self._ptrs = (ctypes.c_void_p * len(ptrs))(*ptrs)
         self._ranks = (ctypes.c_int * len(ranks))(*ranks)

@@ -74,6 +74,9 @@ def test_model_info_command(tiny: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["model_type"] == "llama" and info["layers"] == 2 and info["kv_heads"] == 2
+    assert info["engine_format"] in ("fp32", "fp16", "bf16", "q4")
+    # the q4 format names its kernel (or says it falls back); the others have none
+    assert (info["native_kernel"] is None) == (info["engine_format"] != "q4")
 
 
 def test_model_info_without_a_model_is_one_clear_error(tmp_path: Path) -> None:

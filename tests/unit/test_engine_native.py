@@ -51,7 +51,7 @@ def test_matmul_equals_the_dequantized_product_plus_lora(rows: int) -> None:
     g = torch.Generator().manual_seed(rows)
     w = torch.randn(80, 160, generator=g) * 0.1
     lora = (torch.randn(6, 160, generator=g) * 0.1, torch.randn(80, 6, generator=g) * 0.1)
-    lora_t = (lora[0], lora[1].t().contiguous())  # the kernel takes B transposed
+    lora_t = native.NativeLoRA(lora[0], lora[1].t())  # the kernel takes B transposed
     packed = native.PackedQ4(w)
     x = torch.randn(rows, 160, generator=g)  # 5 blocks: pairs of blocks and an odd one
     exact = x.double() @ packed.dequantize().double().T
@@ -77,7 +77,7 @@ def test_a_rows_result_does_not_depend_on_its_batch_or_the_thread_count() -> Non
     assert kernel is not None
     g = torch.Generator().manual_seed(5)
     packed = native.PackedQ4(torch.randn(200, 128, generator=g))
-    lora = (torch.randn(4, 128, generator=g), torch.randn(4, 200, generator=g))  # (A, B.T)
+    lora = native.NativeLoRA(torch.randn(4, 128, generator=g), torch.randn(4, 200, generator=g))
     x = torch.randn(7, 128, generator=g)
     batch = kernel.matmul(x, packed, lora)
     threads = torch.get_num_threads()
@@ -210,3 +210,24 @@ def test_build_is_cached_per_source_and_cpu(
     stamp = first.stat().st_mtime_ns
     assert native.build() == first and first.stat().st_mtime_ns == stamp
     assert native.build(force=True) == first
+
+
+@needs_kernel
+def test_a_block_diagonal_adapter_skips_its_zeros_without_changing_a_bit() -> None:
+    """A fused q/k/v adapter's B is block-diagonal: each part's rank rows touch only that
+    part's outputs. The kernel reads only those spans; the sums come out identical."""
+    assert kernel is not None
+    g = torch.Generator().manual_seed(21)
+    packed = native.PackedQ4(torch.randn(200, 64, generator=g))
+    b_t = torch.zeros(6, 200)
+    b_t[0:2, 0:70] = torch.randn(2, 70, generator=g)  # part 1: outputs 0-69, rank rows 0-1
+    b_t[2:6, 70:200] = torch.randn(4, 130, generator=g)  # part 2: outputs 70-199
+    lora = native.NativeLoRA(torch.randn(6, 64, generator=g), b_t)
+    assert lora.span.tolist() == [[0, 70], [0, 70], [70, 200], [70, 200], [70, 200], [70, 200]]
+    x = torch.randn(3, 64, generator=g)
+    skipping = kernel.matmul(x, packed, lora)
+    lora.span = torch.tensor([[0, 200]] * 6, dtype=torch.int32)  # read every row everywhere
+    assert torch.equal(kernel.matmul(x, packed, lora), skipping)
+    want = x.double() @ packed.dequantize().double().T
+    want += (x.double() @ lora.a.double().T) @ b_t.double()
+    assert (skipping.double() - want).abs().max() < 0.02 * want.abs().max()

@@ -21,8 +21,8 @@
  * alone or beside drafted rows, and runs are deterministic.
  *
  * Built at run time with the machine's C compiler (-O3 -march=native -fopenmp); the
- * vector paths below are picked by what the compiler targets: AVX-512, AVX2 + F16C, or
- * plain C.
+ * vector paths below are picked by what the compiler targets: AVX-512 (with BF16 or VNNI
+ * where present), AVX2 + FMA, or plain C.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -40,31 +40,6 @@
 
 #define Q4_BLOCK 32
 #define Q4_MAX_ROWS 16
-
-static inline float half_to_float(uint16_t h) {
-#if defined(__F16C__)
-    return _cvtsh_ss(h);
-#else
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: renormalize */
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400)) { man <<= 1; exp--; }
-            bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000 | (man << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-#endif
-}
 
 static inline uint16_t float_to_bf16(float f) {  /* round to nearest even, as torch does */
     uint32_t bits;
@@ -138,6 +113,14 @@ static size_t prep_floats(int rows, int k) {
     return n;
 }
 
+/* t[r, i0:i1] = a[i0:i1] @ x[r]: the adapter's first factor, split across threads in a
+ * decode step. */
+static void lora_a_range(const float *x, int rows, int k, const float *lora_a, int rank, int i0,
+                         int i1, float *t) {
+    for (int r = 0; r < rows; r++)
+        for (int i = i0; i < i1; i++) t[r * rank + i] = dot(lora_a + (size_t)i * k, x + (size_t)r * k, k);
+}
+
 /* The per-block sums (xsum, exact), the LoRA's t = a @ x, and with VNNI the int8 codes and
  * their scales, laid out the way row_product reads them (see there). */
 static void prepare_rows(const float *x, int rows, int k, const float *lora_a, int rank,
@@ -161,16 +144,17 @@ static void prepare_rows(const float *x, int rows, int k, const float *lora_a, i
             xsum[r * blocks + b] = s;
 #if defined(Q4_BF16)
             /* 16-bit lane w = 8c + i of the unpacked nibbles holds element 2i, 2i + 1,
-             * 16 + 2i, 17 + 2i for c = 0..3 (see row_product) */
-            uint16_t *dst = xbf + (size_t)r * k + Q4_BLOCK * b;
-            float sbf = 0.0f;
-            for (int w = 0; w < 32; w++) {
-                const int c = w / 8, i = w % 8;
-                const int e = (c >= 2 ? 16 : 0) + 2 * i + (c & 1);
-                dst[w] = float_to_bf16(xb[e]);
-            }
-            for (int i = 0; i < Q4_BLOCK; i++) sbf += bf16_to_float(float_to_bf16(xb[i]));
-            xsum_bf[r * blocks + b] = sbf;
+             * 16 + 2i, 17 + 2i for c = 0..3 (see row_product): round to bf16 (to nearest
+             * even), put the words in that order, and sum the rounded values */
+            const __m512i order = _mm512_set_epi16(
+                31, 29, 27, 25, 23, 21, 19, 17, 30, 28, 26, 24, 22, 20, 18, 16,
+                15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0);
+            __m512bh rounded = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(xb + 16), _mm512_loadu_ps(xb));
+            _mm512_storeu_si512((void *)(xbf + (size_t)r * k + Q4_BLOCK * b),
+                                _mm512_permutexvar_epi16(order, (__m512i)rounded));
+            const __m512bh ones = (__m512bh)_mm512_set1_epi16(0x3f80);  /* bf16 1.0 */
+            xsum_bf[r * blocks + b] =
+                _mm512_reduce_add_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), rounded, ones));
 #elif !defined(Q4_VNNI) && defined(__AVX512F__)
             /* lane j of the unpacked low nibbles holds element 4 (j % 4) + j / 4 (see
              * row_product), of the high ones 16 + that */
@@ -198,8 +182,8 @@ static void prepare_rows(const float *x, int rows, int k, const float *lora_a, i
             }
 #endif
         }
-        for (int j = 0; j < rank; j++) t[r * rank + j] = dot(lora_a + (size_t)j * k, x + (size_t)r * k, k);
     }
+    lora_a_range(x, rows, k, lora_a, rank, 0, rank, t);
 }
 
 /* One output row j for `rows` activation rows: out[r] = W[j] . x[r].
@@ -417,22 +401,51 @@ int q4_activations(void) {
 /* y[r, j0:j1] += t[r] @ b_t[:, j0:j1] for every row: the LoRA's second factor, stored
  * transposed ([rank, n]) so each step is a vectorized axpy along the outputs, in the same
  * order for every output, row and split. */
-static void add_lora_range(const float *b_t, int rank, int n, const float *t, int rows,
-                           int j0, int j1, float *y) {
+static void add_lora_range(const float *b_t, const int *span, int rank, int n, const float *t,
+                           int rows, int j0, int j1, float *y) {
+    /* span[2i], span[2i + 1]: the outputs where row i of b_t can be nonzero (a fused q/k/v
+     * or gate/up adapter is block-diagonal: each part's rank touches its own outputs);
+     * skipping an exact zero leaves every sum bit for bit the same. NULL: everywhere. */
+#define LORA_SKIPS(i, from, to) (span && ((to) <= span[2 * (i)] || (from) >= span[2 * (i) + 1]))
     for (int r = 0; r < rows; r++) {
         float *yr = y + (size_t)r * n;
-        for (int i = 0; i < rank; i++) {
-            const float ti = t[r * rank + i];
-            const float *bi = b_t + (size_t)i * n;
-#pragma omp simd
-            for (int j = j0; j < j1; j++) yr[j] = fmaf(ti, bi[j], yr[j]);
+        const float *tr = t + r * rank;
+        int j = j0;
+#if defined(__AVX512F__)
+        /* 64 outputs at a time, summed over the rank in registers (through memory, each
+         * of the rank's steps waited on the store of the one before) */
+        for (; j + 64 <= j1; j += 64) {
+            __m512 a0 = _mm512_loadu_ps(yr + j), a1 = _mm512_loadu_ps(yr + j + 16);
+            __m512 a2 = _mm512_loadu_ps(yr + j + 32), a3 = _mm512_loadu_ps(yr + j + 48);
+            for (int i = 0; i < rank; i++) {
+                if (LORA_SKIPS(i, j, j + 64)) continue;
+                const float *bi = b_t + (size_t)i * n + j;
+                const __m512 ti = _mm512_set1_ps(tr[i]);
+                a0 = _mm512_fmadd_ps(ti, _mm512_loadu_ps(bi), a0);
+                a1 = _mm512_fmadd_ps(ti, _mm512_loadu_ps(bi + 16), a1);
+                a2 = _mm512_fmadd_ps(ti, _mm512_loadu_ps(bi + 32), a2);
+                a3 = _mm512_fmadd_ps(ti, _mm512_loadu_ps(bi + 48), a3);
+            }
+            _mm512_storeu_ps(yr + j, a0);
+            _mm512_storeu_ps(yr + j + 16, a1);
+            _mm512_storeu_ps(yr + j + 32, a2);
+            _mm512_storeu_ps(yr + j + 48, a3);
+        }
+#endif
+        for (; j < j1; j++) {  /* the same sums, one output at a time */
+            float acc = yr[j];
+            for (int i = 0; i < rank; i++)
+                if (!LORA_SKIPS(i, j, j + 1)) acc = fmaf(tr[i], b_t[(size_t)i * n + j], acc);
+            yr[j] = acc;
         }
     }
+#undef LORA_SKIPS
 }
 
 /* Output rows [j0, j1) of y = x @ W.T (+ LoRA). */
 static void matmul_range(const float *x, int rows, int k, int n, const uint8_t *qs,
-                         const float *dm, const float *lora_b, int rank, const float *xsum,
+                         const float *dm, const float *lora_b, const int *lora_span,
+                         int rank, const float *xsum,
                          const float *t, int j0, int j1, float *y) {
     const int blocks = k / Q4_BLOCK;
     for (int j = j0; j < j1; j++) {
@@ -441,7 +454,7 @@ static void matmul_range(const float *x, int rows, int k, int n, const uint8_t *
                       rows, k, out);
         for (int r = 0; r < rows; r++) y[(size_t)r * n + j] = out[r];
     }
-    if (rank) add_lora_range(lora_b, rank, n, t, rows, j0, j1, y);
+    if (rank) add_lora_range(lora_b, lora_span, rank, n, t, rows, j0, j1, y);
 }
 
 /* Floats of scratch q4_matmul needs. */
@@ -452,7 +465,8 @@ long q4_scratch_floats(int rows, int k, int rank) {
 /* y[rows, n] = x[rows, k] @ W.T (+ LoRA); scratch: q4_scratch_floats(rows, k, rank) floats.
  * Returns 0, or -1 when rows or k are out of range. */
 int q4_matmul(const float *x, int rows, int k, int n, const uint8_t *qs, const float *dm,
-              const float *lora_a, const float *lora_b, int rank, float *scratch, float *y) {
+              const float *lora_a, const float *lora_b, const int *lora_span, int rank,
+              float *scratch, float *y) {
     if (rows < 1 || rows > Q4_MAX_ROWS || k % Q4_BLOCK != 0) return -1;
     const int blocks = k / Q4_BLOCK;
     float *t = scratch + prep_floats(rows, k);  /* [rows, rank]: a @ x */
@@ -461,7 +475,7 @@ int q4_matmul(const float *x, int rows, int k, int n, const uint8_t *qs, const f
     {
         const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
         const int j0 = (int)((int64_t)n * ith / nth), j1 = (int)((int64_t)n * (ith + 1) / nth);
-        matmul_range(x, rows, k, n, qs, dm, lora_b, rank, scratch, t, j0, j1, y);
+        matmul_range(x, rows, k, n, qs, dm, lora_b, lora_span, rank, scratch, t, j0, j1, y);
     }
     return 0;
 }
@@ -470,11 +484,12 @@ int q4_matmul(const float *x, int rows, int k, int n, const uint8_t *qs, const f
  * 8-bit weights for the vocabulary projection. GGUF files keep the token embeddings (tied
  * to the output head in SmolLM2) in Q8_0: int8 codes in blocks of 32 with one fp16 scale,
  * W[j, 32b + i] = d * q_i. Re-quantizing them to 4 bits would change every logit, so the
- * head keeps its own 8 bits: qs int8 [n, k], d fp16 [n, k/32]. Activations stay fp32.
+ * head keeps its own 8 bits: qs int8 [n, k], d [n, k/32] (fp16 values widened to fp32, so a
+ * block's scale is a broadcast load). Activations stay fp32.
  * ------------------------------------------------------------------------------------ */
 
 static inline __attribute__((always_inline)) void row_product_q8(
-    const int8_t *q, const uint16_t *d, int blocks, const float *x, const int rows, int k,
+    const int8_t *q, const float *d, int blocks, const float *x, const int rows, int k,
     float *out) {
 #if defined(__AVX512F__)
     __m512 acc0[Q4_MAX_ROWS], acc1[Q4_MAX_ROWS];
@@ -485,7 +500,7 @@ static inline __attribute__((always_inline)) void row_product_q8(
             _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 32 * (B)))));           \
         __m512 w1 = _mm512_cvtepi32_ps(                                                        \
             _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 32 * (B) + 16))));      \
-        __m512 scale = _mm512_set1_ps(half_to_float(d[B]));                                    \
+        __m512 scale = _mm512_set1_ps(d[B]);                                    \
         for (int r = 0; r < rows; r++) {                                                       \
             const float *xr = x + (size_t)r * k + Q4_BLOCK * (B);                              \
             __m512 sum = _mm512_mul_ps(w0, _mm512_loadu_ps(xr));                               \
@@ -510,7 +525,7 @@ static inline __attribute__((always_inline)) void row_product_q8(
         for (int c = 0; c < 4; c++)                                                            \
             w[c] = _mm256_cvtepi32_ps(                                                         \
                 _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 32 * (B) + 8 * c)))); \
-        __m256 scale = _mm256_set1_ps(half_to_float(d[B]));                                    \
+        __m256 scale = _mm256_set1_ps(d[B]);                                    \
         for (int r = 0; r < rows; r++) {                                                       \
             const float *xr = x + (size_t)r * k + Q4_BLOCK * (B);                              \
             __m256 sum = _mm256_mul_ps(w[0], _mm256_loadu_ps(xr));                             \
@@ -538,14 +553,14 @@ static inline __attribute__((always_inline)) void row_product_q8(
         for (int b = 0; b < blocks; b++) {
             float sum = 0.0f;
             for (int i = 0; i < Q4_BLOCK; i++) sum += (float)q[32 * b + i] * x[(size_t)r * k + 32 * b + i];
-            total += half_to_float(d[b]) * sum;
+            total += d[b] * sum;
         }
         out[r] = total;
     }
 #endif
 }
 
-static void row_product_q8_n(const int8_t *q, const uint16_t *d, int blocks, const float *x,
+static void row_product_q8_n(const int8_t *q, const float *d, int blocks, const float *x,
                              int rows, int k, float *out) {
     switch (rows) {
 #define Q8_CASE(R) case R: row_product_q8(q, d, blocks, x, R, k, out); break;
@@ -556,10 +571,12 @@ static void row_product_q8_n(const int8_t *q, const uint16_t *d, int blocks, con
     }
 }
 
-/* y[rows, n] = x[rows, k] @ W.T for Q8_0 weights (+ LoRA: a [r, k], b_t [r, n]); scratch:
+/* y[rows, n] = x[rows, k] @ W.T for Q8_0 weights (+ LoRA: a [r, k], b_t [r, n], its spans);
+ * scratch:
  * rows * rank + 16 floats. Returns 0, or -1 when rows or k are out of range. */
-int q8_matmul(const float *x, int rows, int k, int n, const int8_t *qs, const uint16_t *d,
-              const float *lora_a, const float *lora_b, int rank, float *scratch, float *y) {
+int q8_matmul(const float *x, int rows, int k, int n, const int8_t *qs, const float *d,
+              const float *lora_a, const float *lora_b, const int *lora_span, int rank,
+              float *scratch, float *y) {
     if (rows < 1 || rows > Q4_MAX_ROWS || k % Q4_BLOCK != 0) return -1;
     const int blocks = k / Q4_BLOCK;
     for (int r = 0; r < rows; r++)
@@ -573,7 +590,7 @@ int q8_matmul(const float *x, int rows, int k, int n, const int8_t *qs, const ui
             row_product_q8_n(qs + (size_t)j * k, d + (size_t)j * blocks, blocks, x, rows, k, out);
             for (int r = 0; r < rows; r++) y[(size_t)r * n + j] = out[r];
         }
-        if (rank) add_lora_range(lora_b, rank, n, scratch, rows, j0, j1, y);
+        if (rank) add_lora_range(lora_b, lora_span, rank, n, scratch, rows, j0, j1, y);
     }
     return 0;
 }
@@ -598,8 +615,9 @@ int q8_matmul(const float *x, int rows, int k, int n, const int8_t *qs, const ui
 enum { CFG_LAYERS, CFG_HIDDEN, CFG_INTER, CFG_HEADS, CFG_KV_HEADS, CFG_HEAD_DIM, CFG_SLOTS,
        CFG_CAPACITY, CFG_N };
 enum { W_QKV, W_O, W_GATE_UP, W_DOWN, W_N };
-/* per layer: attn_norm, mlp_norm, then (qs, dm, lora_a [r, k], lora_b_t [r, n]) for each weight */
-#define PTRS_PER_LAYER (2 + 4 * W_N)
+/* per layer: attn_norm, mlp_norm, then (qs, dm, lora_a [r, k], lora_b_t [r, n], lora spans
+ * [r, 2]) for each weight */
+#define PTRS_PER_LAYER (2 + 5 * W_N)
 
 #ifndef SPIN_BEFORE_YIELD
 #define SPIN_BEFORE_YIELD 4000
@@ -756,15 +774,22 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
         for (int li = 0; li < layers; li++) {
             void *const *p = ptrs + (size_t)li * PTRS_PER_LAYER;
             const int *rk = ranks + li * W_N;
-#define WEIGHT(w) (const uint8_t *)p[2 + 4 * (w)], (const float *)p[3 + 4 * (w)]
-#define LORA_A(w) (const float *)p[4 + 4 * (w)]
-#define LORA_B(w) (const float *)p[5 + 4 * (w)]
+#define WEIGHT(w) (const uint8_t *)p[2 + 5 * (w)], (const float *)p[3 + 5 * (w)]
+#define LORA_A(w) (const float *)p[4 + 5 * (w)]
+#define LORA_B(w) (const float *)p[5 + 5 * (w)], (const int *)p[6 + 5 * (w)]
+/* a matmul's input: thread 0 prepares the activations, every thread some of the adapter's
+ * a @ x (those are independent dot products; the caller's barrier follows) */
+#define PREPARE(in, width, w)                                                       \
+    do {                                                                            \
+        if (ith == 0) prepare_rows(in, rows, width, NULL, 0, xsum, t);              \
+        SPLIT(rk[w], i0, i1);                                                       \
+        lora_a_range(in, rows, width, LORA_A(w), rk[w], i0, i1, t);                 \
+    } while (0)
             uint16_t *kc = k_cache + li * layer_stride, *vc = v_cache + li * layer_stride;
             /* attention block: h = norm(x); qkv = h @ Wqkv */
-            if (ith == 0) {
-                rms_norm_rows(x, (const float *)p[0], eps, rows, hidden, h);
-                prepare_rows(h, rows, hidden, LORA_A(W_QKV), rk[W_QKV], xsum, t);
-            }
+            if (ith == 0) rms_norm_rows(x, (const float *)p[0], eps, rows, hidden, h);
+            spin_barrier(&bar, nth);
+            PREPARE(h, hidden, W_QKV);
             spin_barrier(&bar, nth);
             {
                 SPLIT(qkv_n, j0, j1);
@@ -814,7 +839,7 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
                 }
             }
             spin_barrier(&bar, nth);
-            if (ith == 0) prepare_rows(att, rows, nh * hd, LORA_A(W_O), rk[W_O], xsum, t);
+            PREPARE(att, nh * hd, W_O);
             spin_barrier(&bar, nth);
             {
                 SPLIT(hidden, j0, j1);
@@ -825,8 +850,9 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
             if (ith == 0) {  /* residual; MLP block: h = norm(x) */
                 for (size_t i = 0; i < (size_t)rows * hidden; i++) x[i] += y[i];
                 rms_norm_rows(x, (const float *)p[1], eps, rows, hidden, h);
-                prepare_rows(h, rows, hidden, LORA_A(W_GATE_UP), rk[W_GATE_UP], xsum, t);
             }
+            spin_barrier(&bar, nth);
+            PREPARE(h, hidden, W_GATE_UP);
             spin_barrier(&bar, nth);
             {
                 SPLIT(2 * inter, j0, j1);
@@ -843,7 +869,7 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
                 }
             }
             spin_barrier(&bar, nth);
-            if (ith == 0) prepare_rows(act, rows, inter, LORA_A(W_DOWN), rk[W_DOWN], xsum, t);
+            PREPARE(act, inter, W_DOWN);
             spin_barrier(&bar, nth);
             {
                 SPLIT(hidden, j0, j1);
@@ -857,6 +883,7 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
 #undef WEIGHT
 #undef LORA_A
 #undef LORA_B
+#undef PREPARE
         }
 #undef SPLIT
     }
