@@ -67,6 +67,10 @@ class Embedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
         self._cache_lock = threading.Lock()
+        # The fast tokenizer keeps its padding/truncation settings on the shared Rust object
+        # and each call sets them: a batch tokenized while another thread tokenized one
+        # query came out unpadded ("Unable to create tensor", seen under concurrent asks).
+        self._tokenizer_lock = threading.Lock()
         # How many texts this embedder has encoded; sync statistics and tests read it.
         self.texts_encoded = 0
 
@@ -109,15 +113,16 @@ class Embedder:
         try:
             for start in range(0, len(texts), step):
                 batch = texts[start : start + step]
-                parts.append(
-                    model.encode(
-                        batch,
-                        batch_size=self.batch_size,
-                        normalize_embeddings=True,
-                        convert_to_numpy=True,
-                        show_progress_bar=False,
+                with self._tokenizer_lock:
+                    parts.append(
+                        model.encode(
+                            batch,
+                            batch_size=self.batch_size,
+                            normalize_embeddings=True,
+                            convert_to_numpy=True,
+                            show_progress_bar=False,
+                        )
                     )
-                )
                 self.texts_encoded += len(batch)
                 if bar is not None:
                     bar.update(len(batch))
@@ -159,9 +164,10 @@ class Embedder:
         fast = self._fast()
         # sentence-transformers strips the text before tokenizing; so do we. One sequence
         # needs no padding and no attention mask.
-        ids = model.tokenizer(text.strip(), truncation=True, max_length=QUERY_MAX_TOKENS)[
-            "input_ids"
-        ]
+        with self._tokenizer_lock:
+            ids = model.tokenizer(text.strip(), truncation=True, max_length=QUERY_MAX_TOKENS)[
+                "input_ids"
+            ]
         with torch.inference_mode():
             vector = fast(torch.tensor(ids, dtype=torch.long))
         self.texts_encoded += 1

@@ -60,3 +60,24 @@ def test_query_cache_returns_the_cached_vector_and_uncached_recomputes(
     assert embedder.texts_encoded == before + 1
     embedder.encode_query_uncached("cache me please")
     assert embedder.texts_encoded == before + 2
+
+
+def test_every_tokenizer_call_holds_the_tokenizer_lock(
+    embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast tokenizer sets padding/truncation on its shared Rust object each call: a
+    document batch tokenized while another thread tokenized a query came out unpadded
+    ("Unable to create tensor", seen with concurrent asks). Every call must hold the lock."""
+    tokenizer = embedder._ensure_model().tokenizer
+    call = type(tokenizer).__call__
+    held: list[bool] = []
+
+    def watched(self: object, *args: object, **kwargs: object) -> object:
+        if self is tokenizer:
+            held.append(embedder._tokenizer_lock.locked())
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", watched)
+    embedder.encode(["where is my order", "can I return worn shoes after thirty days?"])
+    embedder.encode_query_uncached("a query nobody asked before")
+    assert len(held) >= 2 and all(held)
