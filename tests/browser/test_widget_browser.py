@@ -171,6 +171,12 @@ async def test_reload_mid_reply_keeps_history_and_finishes(page: Any, live: Live
     await page.wait_for_function(
         f"() => ({SHADOW}.querySelector('.row.bot .body')?.textContent || '').includes('takes')"
     )
+    # The widget writes its storage at most every 300 ms while a reply streams (and at
+    # once on pagehide): wait for that write rather than read once and race it.
+    await page.wait_for_function(
+        "() => Object.keys(localStorage).some(k => k.startsWith('storefront-chat')"
+        " && (JSON.parse(localStorage.getItem(k)).conversation || {}).id)"
+    )
     stored = await widget_storage(page)
     assert len(stored) == 1
     assert "c_" in json.loads(next(iter(stored.values())))["conversation"]["id"]

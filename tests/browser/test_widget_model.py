@@ -19,6 +19,20 @@ from knowledge_base.db import Database
 pytestmark = [pytest.mark.browser, pytest.mark.model, pytest.mark.slow]
 
 W = "storefront-chat"
+# Records each distinct text of the newest bot reply body added after this runs.
+RECORD_REPLY_TEXTS = """() => {
+  const shadow = document.querySelector("storefront-chat").shadowRoot;
+  const bodies = () => shadow.querySelectorAll(".items .row.bot .body");
+  const before = bodies().length;
+  window.__replyTexts = [];
+  new MutationObserver(() => {
+    const all = bodies();
+    if (all.length <= before) return;
+    const text = all[all.length - 1].innerText;
+    const texts = window.__replyTexts;
+    if (texts[texts.length - 1] !== text) texts.push(text);
+  }).observe(shadow, { subtree: true, childList: true, characterData: true });
+}"""
 
 
 @pytest.fixture
@@ -55,21 +69,22 @@ async def test_real_model_streams_a_grounded_reply(browser: Any, real_live: Live
         await page.wait_for_function("() => !!window.StorefrontChat")
         await page.click(f"{W} .launcher")
         await page.fill(f"{W} textarea", "How long does standard shipping take?")
+        # Every text the new reply shows, recorded in the page as the DOM changes: polling
+        # from here missed the stream once replies took a fraction of a second.
+        await page.evaluate(RECORD_REPLY_TEXTS)
         await page.press(f"{W} textarea", "Enter")
-        seen: set[str] = set()
         rated = page.locator(f"{W} .items .row.bot .rating")
         for _ in range(1200):  # up to ~2 minutes on a busy CPU
             if await rated.count():
                 break
-            body = page.locator(f"{W} .items .row.bot .body")
-            if await body.count():
-                seen.add(await body.last.inner_text())
             await asyncio.sleep(0.1)
         else:
             pytest.fail("no finished reply within 2 minutes")
         final = (await page.locator(f"{W} .items .row.bot .body").last.inner_text()).strip()
         assert final, "the reply is not empty"
-        assert len(seen) >= 2, f"the reply did not stream: {seen}"
+        seen = [t for t in await page.evaluate("() => window.__replyTexts") if t.strip()]
+        assert len(set(seen)) >= 2, f"the reply did not stream: {seen}"
+        assert seen[-1].strip() == final
         assert await page.locator(f"{W} .items .row.bot .source").count() >= 1, "a cited source"
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "real-model-reply.png"))
