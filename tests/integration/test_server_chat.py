@@ -207,8 +207,10 @@ async def test_resume_while_streaming_replays_missed_tokens_then_goes_live(srv: 
         welcome = await c.hello()
         await c.send(type="message", id="m_1", text="hi")
         await srv.fake.wait_paused()
-        seen = await c.until(lambda f: f["type"] == "token" and f["text"] == "w1 ")
-        last_seq = seen[-1]["seq"]
+        # Tokens reach the log in batches (every 30 ms): wait until w3 is in it, then resume
+        # as a client that saw only up to w1.
+        seen = await c.until(lambda f: f["type"] == "token" and f["text"] == "w3 ")
+        last_seq = next(f["seq"] for f in seen if f["type"] == "token" and f["text"] == "w1 ")
     async with srv.client() as c2:
         w2 = await c2.hello(
             conversation_id=welcome["conversation_id"],
