@@ -155,11 +155,10 @@ class Linear:
         self._packed: object | None = None
         self.weight: torch.Tensor | None = None
         self._q4: tuple[torch.Tensor, torch.Tensor] | None = None
-        # q4: a bf16 copy and the adapter beside it, (A.T [in, r], (scale * B).T [r, out]);
-        # the same adapter beside torch's int4 weights where our kernel cannot be built
+        # q4: a bf16 copy and the adapter beside it, (A.T [in, r], (scale * B).T [r, out]),
+        # which torch's int4 weights also use where our kernel cannot be built
         self._wide: Linear | None = None
         self._wide_lora: LoRA | None = None
-        self._lora: LoRA | None = None
         # q4 with our native kernel (chatbot/engine/native.py): packed weights, LoRA (A, B.T)
         self.native: native.PackedQ4 | native.PackedQ8 | None = None
         self.native_lora: native.NativeLoRA | None = None
@@ -174,12 +173,12 @@ class Linear:
                 # the base weights in 4 bits (8 for the head); the adapter stays beside them
                 if native.kernel() is not None:
                     self.native = native.PackedQ8(w) if decode_bits == 8 else native.PackedQ4(w)
-                    if lora is not None and self._wide_lora is not None:
+                    if self._wide_lora is not None:
                         # A [r, in] and B.T [r, out] (shared with the bf16 copy's)
-                        self.native_lora = native.NativeLoRA(lora[0], self._wide_lora[1])
+                        a_t, b_t = self._wide_lora
+                        self.native_lora = native.NativeLoRA(a_t.t(), b_t)
                 elif q4_available():
                     self._q4 = quantize_q4(w)
-                    self._lora = self._wide_lora
             return
         if lora is not None:
             w = w + lora[1] @ lora[0]
@@ -241,10 +240,10 @@ class Linear:
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(
             head.to(torch.bfloat16), self._q4[0], Q4_GROUP, self._q4[1]
         ).to(torch.float32)
-        if self._lora is not None:
+        if self._wide_lora is not None:
             # Row by row: a plain mm takes another MKL kernel for one row than for
             # several, which would make a reply depend on its batch.
-            a_t, b_t = self._lora
+            a_t, b_t = self._wide_lora
             for i in range(head.shape[0]):
                 torch.addmm(y[i : i + 1], head[i : i + 1] @ a_t, b_t, out=y[i : i + 1])
         if decode_rows >= x.shape[0]:

@@ -116,7 +116,7 @@ class Q4Kernel:
 
     def __init__(self, path: Path) -> None:
         torch.set_num_threads(torch.get_num_threads())  # make sure torch's libgomp is loaded
-        lib = ctypes.CDLL(str(path))
+        self.lib = lib = ctypes.CDLL(str(path))
         fn = lib.q4_matmul
         p, i = ctypes.c_void_p, ctypes.c_int
         fn.argtypes = [p, i, i, i, p, p, p, p, p, i, p, p]
@@ -180,15 +180,20 @@ def round_activations(x: torch.Tensor, activations: str) -> torch.Tensor:
     return (torch.round(blocks * inv) * (amax / 127.0)).reshape(x.shape)
 
 
+def _blocks(w: torch.Tensor) -> torch.Tensor:
+    """A weight [n, k] as fp32 blocks [n, k / 32, 32] (k must be whole blocks)."""
+    n, k = w.shape
+    if k % BLOCK:
+        raise ValueError(f"in_features {k} is not a multiple of {BLOCK}")
+    return w.detach().float().reshape(n, k // BLOCK, BLOCK)
+
+
 class PackedQ4:
     """A weight [n, k] in the kernel's 4-bit layout (see ``kernels/q4.c``)."""
 
     def __init__(self, w: torch.Tensor) -> None:
-        n, k = w.shape
-        if k % BLOCK:
-            raise ValueError(f"in_features {k} is not a multiple of {BLOCK}")
-        self.out_features, self.in_features = n, k
-        blocks = w.detach().float().reshape(n, k // BLOCK, BLOCK)
+        blocks = _blocks(w)
+        self.out_features, self.in_features = n, k = w.shape
         low = blocks.amin(-1)
         # fp16 scale and offset, as GGUF Q4_1 stores them; the codes are picked against the
         # rounded values, so weights that came from a Q4_1 file come back exactly.
@@ -221,11 +226,8 @@ class PackedQ8:
     """
 
     def __init__(self, w: torch.Tensor) -> None:
-        n, k = w.shape
-        if k % BLOCK:
-            raise ValueError(f"in_features {k} is not a multiple of {BLOCK}")
-        self.out_features, self.in_features = n, k
-        blocks = w.detach().float().reshape(n, k // BLOCK, BLOCK)
+        blocks = _blocks(w)
+        self.out_features, self.in_features = n, k = w.shape
         d = (blocks.abs().amax(-1) / 127).to(torch.float16)
         d32 = d.float().clamp_min(1e-30)
         q = torch.round(blocks / d32[..., None]).clamp_(-127, 127).to(torch.int8)
@@ -264,8 +266,7 @@ class NativeDecoder:
     """
 
     def __init__(self, kern: Q4Kernel, config: ModelConfig, layers: list[LayerWeights]) -> None:
-        lib = ctypes.CDLL(str(kern.path))
-        fn = lib.q4_decode
+        fn = kern.lib.q4_decode
         p, i = ctypes.c_void_p, ctypes.c_int
         fn.argtypes = [p, p, p, p, i, p, p, p, p, p, p, p]
         fn.restype = i
@@ -314,7 +315,7 @@ class NativeDecoder:
         rows = x.shape[0]
         if not (x.dtype == torch.float32 and x.is_contiguous()):
             raise ValueError("x must be contiguous fp32")
-        if k_cache.dtype != torch.bfloat16 or not k_cache.is_contiguous():
+        if not (self.supports(k_cache) and self.supports(v_cache)):
             raise ValueError("the native decode path needs a contiguous bf16 KV cache")
         _, n_slots, _, capacity, _ = k_cache.shape
         cfg = (ctypes.c_int64 * 8)(

@@ -56,6 +56,40 @@ static inline float bf16_to_float(uint16_t h) {
     return f;
 }
 
+#if defined(__AVX2__)
+/* The sum of a vector's 8 lanes, in a fixed order. */
+static inline float hsum256(__m256 v) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    return _mm_cvtss_f32(s4);
+}
+#endif
+
+/* BLOCK(b, acc0) and BLOCK(b + 1, acc1) for each pair of the n blocks, then BLOCK(last, acc0)
+ * for an odd one: two accumulators, named so they stay in registers, and consecutive
+ * blocks do not wait on each other's fused multiply-add. */
+#define FOR_BLOCK_PAIRS(n, BLOCK)                       \
+    do {                                                \
+        int pair_b = 0;                                 \
+        for (; pair_b + 1 < (n); pair_b += 2) {         \
+            BLOCK(pair_b, acc0);                        \
+            BLOCK(pair_b + 1, acc1);                    \
+        }                                               \
+        if (pair_b < (n)) BLOCK(pair_b, acc0);          \
+    } while (0)
+
+/* CASE(1) ... CASE(Q4_MAX_ROWS): a switch on the row count that calls an always-inlined
+ * product with the count as a compile-time constant. */
+#define FOR_EACH_ROW_COUNT(CASE)                                                              \
+    CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) \
+    CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
+
+/* This thread's share [j0, j1) of n items, by OpenMP thread number (a fixed split). */
+#define SPLIT(n, j0, j1)                                                 \
+    const int j0 = (int)((int64_t)(n) * omp_get_thread_num() / omp_get_num_threads()), \
+              j1 = (int)((int64_t)(n) * (omp_get_thread_num() + 1) / omp_get_num_threads())
+
 /* sum of x[0..n) in a fixed order */
 static float dot(const float *a, const float *b, int n) {
     int i = 0;
@@ -68,10 +102,7 @@ static float dot(const float *a, const float *b, int n) {
     __m256 acc = _mm256_setzero_ps();
     for (; i + 8 <= n; i += 8)
         acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-    float s = _mm_cvtss_f32(s4);
+    float s = hsum256(acc);
 #else
     float s = 0.0f;
 #endif
@@ -225,12 +256,7 @@ static inline __attribute__((always_inline)) void row_product(
             ACC[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), sc, ACC[r]);                    \
         }                                                                                      \
     } while (0)
-    int p = 0;
-    for (; p + 1 < pairs; p += 2) {
-        Q4_VNNI_PAIR(p, acc0);
-        Q4_VNNI_PAIR(p + 1, acc1);
-    }
-    if (p < pairs) Q4_VNNI_PAIR(p, acc0);
+    FOR_BLOCK_PAIRS(pairs, Q4_VNNI_PAIR);
 #undef Q4_VNNI_PAIR
     if (blocks % 2) {
         const int b = blocks - 1;
@@ -273,12 +299,7 @@ static inline __attribute__((always_inline)) void row_product(
             ACC[r] = _mm512_fmadd_ps(sum, dv, ACC[r]);                                         \
         }                                                                                      \
     } while (0)
-    int b = 0;
-    for (; b + 1 < blocks; b += 2) {
-        Q4_BF16_BLOCK(b, acc0);
-        Q4_BF16_BLOCK(b + 1, acc1);
-    }
-    if (b < blocks) Q4_BF16_BLOCK(b, acc0);
+    FOR_BLOCK_PAIRS(blocks, Q4_BF16_BLOCK);
 #undef Q4_BF16_BLOCK
     for (int r = 0; r < rows; r++)
         out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r])) +
@@ -296,7 +317,6 @@ static inline __attribute__((always_inline)) void row_product(
     const __m512i low4 = _mm512_set1_epi32(0x0f);
     const __m512i shift_lo = _mm512_set_epi32(24, 24, 24, 24, 16, 16, 16, 16, 8, 8, 8, 8, 0, 0, 0, 0);
     const __m512i shift_hi = _mm512_add_epi32(shift_lo, _mm512_set1_epi32(4));
-    /* two blocks an iteration, one per accumulator (named, so they stay in registers) */
 #define Q4_F32_BLOCK(B, ACC)                                                                    \
     do {                                                                                        \
         __m512i w = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(q + 16 * (B))));  \
@@ -310,12 +330,7 @@ static inline __attribute__((always_inline)) void row_product(
             ACC[r] = _mm512_fmadd_ps(sum, dv, ACC[r]);                                          \
         }                                                                                       \
     } while (0)
-    int b = 0;
-    for (; b + 1 < blocks; b += 2) {
-        Q4_F32_BLOCK(b, acc0);
-        Q4_F32_BLOCK(b + 1, acc1);
-    }
-    if (b < blocks) Q4_F32_BLOCK(b, acc0);
+    FOR_BLOCK_PAIRS(blocks, Q4_F32_BLOCK);
 #undef Q4_F32_BLOCK
     for (int r = 0; r < rows; r++)
         out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r])) +
@@ -342,20 +357,10 @@ static inline __attribute__((always_inline)) void row_product(
             ACC[r] = _mm256_fmadd_ps(sum, dv, ACC[r]);                                    \
         }                                                                                 \
     } while (0)
-    int b = 0;
-    for (; b + 1 < blocks; b += 2) {
-        Q4_AVX2_BLOCK(b, acc0);
-        Q4_AVX2_BLOCK(b + 1, acc1);
-    }
-    if (b < blocks) Q4_AVX2_BLOCK(b, acc0);
+    FOR_BLOCK_PAIRS(blocks, Q4_AVX2_BLOCK);
 #undef Q4_AVX2_BLOCK
-    for (int r = 0; r < rows; r++) {
-        __m256 sum = _mm256_add_ps(acc0[r], acc1[r]);
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-        out[r] = _mm_cvtss_f32(s4) + dot(m, xsum + (size_t)r * blocks, blocks);
-    }
+    for (int r = 0; r < rows; r++)
+        out[r] = hsum256(_mm256_add_ps(acc0[r], acc1[r])) + dot(m, xsum + (size_t)r * blocks, blocks);
 #else
     for (int r = 0; r < rows; r++) {
         float total = 0.0f;
@@ -377,9 +382,7 @@ static void row_product_n(const uint8_t *q, const float *dm, int blocks, const f
                           const float *xsum, int rows, int k, float *out) {
     switch (rows) {
 #define Q4_CASE(R) case R: row_product(q, dm, blocks, x, xsum, R, k, out); break;
-        Q4_CASE(1) Q4_CASE(2) Q4_CASE(3) Q4_CASE(4) Q4_CASE(5) Q4_CASE(6) Q4_CASE(7) Q4_CASE(8)
-        Q4_CASE(9) Q4_CASE(10) Q4_CASE(11) Q4_CASE(12) Q4_CASE(13) Q4_CASE(14) Q4_CASE(15)
-        Q4_CASE(16)
+        FOR_EACH_ROW_COUNT(Q4_CASE)
 #undef Q4_CASE
     }
 }
@@ -468,13 +471,11 @@ int q4_matmul(const float *x, int rows, int k, int n, const uint8_t *qs, const f
               const float *lora_a, const float *lora_b, const int *lora_span, int rank,
               float *scratch, float *y) {
     if (rows < 1 || rows > Q4_MAX_ROWS || k % Q4_BLOCK != 0) return -1;
-    const int blocks = k / Q4_BLOCK;
     float *t = scratch + prep_floats(rows, k);  /* [rows, rank]: a @ x */
     prepare_rows(x, rows, k, lora_a, rank, scratch, t);
 #pragma omp parallel
     {
-        const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
-        const int j0 = (int)((int64_t)n * ith / nth), j1 = (int)((int64_t)n * (ith + 1) / nth);
+        SPLIT(n, j0, j1);
         matmul_range(x, rows, k, n, qs, dm, lora_b, lora_span, rank, scratch, t, j0, j1, y);
     }
     return 0;
@@ -508,12 +509,7 @@ static inline __attribute__((always_inline)) void row_product_q8(
             ACC[r] = _mm512_fmadd_ps(sum, scale, ACC[r]);                                      \
         }                                                                                      \
     } while (0)
-    int b = 0;
-    for (; b + 1 < blocks; b += 2) {
-        Q8_BLOCK(b, acc0);
-        Q8_BLOCK(b + 1, acc1);
-    }
-    if (b < blocks) Q8_BLOCK(b, acc0);
+    FOR_BLOCK_PAIRS(blocks, Q8_BLOCK);
 #undef Q8_BLOCK
     for (int r = 0; r < rows; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -533,20 +529,9 @@ static inline __attribute__((always_inline)) void row_product_q8(
             ACC[r] = _mm256_fmadd_ps(sum, scale, ACC[r]);                                      \
         }                                                                                      \
     } while (0)
-    int b = 0;
-    for (; b + 1 < blocks; b += 2) {
-        Q8_BLOCK(b, acc0);
-        Q8_BLOCK(b + 1, acc1);
-    }
-    if (b < blocks) Q8_BLOCK(b, acc0);
+    FOR_BLOCK_PAIRS(blocks, Q8_BLOCK);
 #undef Q8_BLOCK
-    for (int r = 0; r < rows; r++) {
-        __m256 sum = _mm256_add_ps(acc0[r], acc1[r]);
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-        out[r] = _mm_cvtss_f32(s4);
-    }
+    for (int r = 0; r < rows; r++) out[r] = hsum256(_mm256_add_ps(acc0[r], acc1[r]));
 #else
     for (int r = 0; r < rows; r++) {
         float total = 0.0f;
@@ -564,27 +549,22 @@ static void row_product_q8_n(const int8_t *q, const float *d, int blocks, const 
                              int rows, int k, float *out) {
     switch (rows) {
 #define Q8_CASE(R) case R: row_product_q8(q, d, blocks, x, R, k, out); break;
-        Q8_CASE(1) Q8_CASE(2) Q8_CASE(3) Q8_CASE(4) Q8_CASE(5) Q8_CASE(6) Q8_CASE(7) Q8_CASE(8)
-        Q8_CASE(9) Q8_CASE(10) Q8_CASE(11) Q8_CASE(12) Q8_CASE(13) Q8_CASE(14) Q8_CASE(15)
-        Q8_CASE(16)
+        FOR_EACH_ROW_COUNT(Q8_CASE)
 #undef Q8_CASE
     }
 }
 
 /* y[rows, n] = x[rows, k] @ W.T for Q8_0 weights (+ LoRA: a [r, k], b_t [r, n], its spans);
- * scratch:
- * rows * rank + 16 floats. Returns 0, or -1 when rows or k are out of range. */
+ * scratch: rows * rank + 16 floats. Returns 0, or -1 when rows or k are out of range. */
 int q8_matmul(const float *x, int rows, int k, int n, const int8_t *qs, const float *d,
               const float *lora_a, const float *lora_b, const int *lora_span, int rank,
               float *scratch, float *y) {
     if (rows < 1 || rows > Q4_MAX_ROWS || k % Q4_BLOCK != 0) return -1;
     const int blocks = k / Q4_BLOCK;
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < rank; j++) scratch[r * rank + j] = dot(lora_a + (size_t)j * k, x + (size_t)r * k, k);
+    lora_a_range(x, rows, k, lora_a, rank, 0, rank, scratch);
 #pragma omp parallel
     {
-        const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
-        const int j0 = (int)((int64_t)n * ith / nth), j1 = (int)((int64_t)n * (ith + 1) / nth);
+        SPLIT(n, j0, j1);
         for (int j = j0; j < j1; j++) {
             float out[Q4_MAX_ROWS];
             row_product_q8_n(qs + (size_t)j * k, d + (size_t)j * blocks, blocks, x, rows, k, out);
@@ -596,7 +576,7 @@ int q8_matmul(const float *x, int rows, int k, int n, const int8_t *qs, const fl
 }
 
 /* ------------------------------------------------------------------------------------
- * A whole decode step through every layer, for a few rows (one token each of one or two
+ * A whole decode step through every layer, for a few rows (one token each of up to four
  * sequences, drafted tokens included) in one call: the Python version spends more time
  * dispatching its ~20 small ops per layer than multiplying. It computes what
  * chatbot/engine/model.py's Llama.forward computes for decode rows that attend one by
@@ -770,7 +750,6 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
     {
         const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
         float *scores = scores_all + (size_t)ith * (max_len + 16);
-#define SPLIT(n, j0, j1) const int j0 = (int)((int64_t)(n) * ith / nth), j1 = (int)((int64_t)(n) * (ith + 1) / nth)
         for (int li = 0; li < layers; li++) {
             void *const *p = ptrs + (size_t)li * PTRS_PER_LAYER;
             const int *rk = ranks + li * W_N;
@@ -885,7 +864,6 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
 #undef LORA_B
 #undef PREPARE
         }
-#undef SPLIT
     }
     free(scratch);
     return 0;
