@@ -63,6 +63,8 @@ class Conversation(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     csat_rating: Mapped[int | None] = mapped_column(default=None)
     csat_comment: Mapped[str] = mapped_column(Text, default="")
+    # The answering pipeline's dialogue state (chatbot.answering.dialogue), as JSON.
+    dialogue: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_message_at: Mapped[datetime] = mapped_column(default=utcnow)
