@@ -80,6 +80,12 @@ def replay(
         raise click.UsageError("no transcripts found under the given paths")
     password = agent_password_file.read().strip() if agent_password_file else None
     cache = index_cache or settings.data_dir / "replay-index-cache"
+    if not server:
+        # The in-process server loads the real model: pull it first, as serve and ask do
+        # (a custom --model path that holds no model still stops with ModelNotFoundError).
+        from chatbot.engine.loader import ensure_model
+
+        ensure_model(settings, progress=True)
 
     def progress(result: TranscriptResult) -> None:
         click.echo(f"{result.outcome.upper():8} {result.transcript.name}", err=True)
