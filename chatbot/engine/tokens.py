@@ -4,6 +4,15 @@ Byte-level BPE tokens can end in the middle of a UTF-8 character, and SentencePi
 tokens change the spacing of their neighbours, so decoding tokens one at a time gives
 wrong text. :class:`IncrementalDetokenizer` decodes a short window of recent tokens and
 emits only the new, complete characters (never a U+FFFD fragment).
+
+A reply's text (:func:`reply_text`) is its tokens decoded, special tokens skipped, without
+a trailing incomplete character: when the last tokens stop in the middle of a UTF-8
+sequence (``max_new_tokens``, end of text or a stop string cut the reply there), those
+bytes are dropped, where ``tokenizer.decode`` shows a U+FFFD. Streamed pieces join to
+exactly that text. Undecodable bytes *inside* a reply (more text follows them) stay a
+U+FFFD, as in ``tokenizer.decode``. The decoded text cannot tell an incomplete final
+sequence from an invalid one, so a reply never ends in U+FFFD: the rule is
+``decode(ids).rstrip("\ufffd")``.
 """
 
 from __future__ import annotations
@@ -11,6 +20,17 @@ from __future__ import annotations
 from typing import Any
 
 _REPLACEMENT = "\ufffd"
+
+
+def reply_text(tokenizer: Any, ids: list[int]) -> str:
+    """The text of a reply of token ids ``ids``: what the stream's pieces join to.
+
+    Special tokens are skipped and a trailing incomplete UTF-8 sequence is dropped (see the
+    module docstring); for the reply's first tokens, SentencePiece spacing may depend on the
+    prompt, which this does not see.
+    """
+    text = tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return str(text).rstrip(_REPLACEMENT)
 
 
 class IncrementalDetokenizer:
@@ -48,10 +68,12 @@ class IncrementalDetokenizer:
         return new
 
     def flush(self) -> str:
-        """Text still held back at the end of generation (a dangling partial character)."""
+        """At the end of generation: the text still held back, less its trailing incomplete
+        character (see :func:`reply_text`); a U+FFFD before that (undecodable bytes with more
+        text after them) stays, as it would have when streamed."""
         rest = self._decode(self.ids[self.prefix_offset :])
         prefix_text = self._decode(self.ids[self.prefix_offset : self.read_offset])
-        tail = rest[len(prefix_text) :].replace(_REPLACEMENT, "")
+        tail = rest[len(prefix_text) :].rstrip(_REPLACEMENT)
         self.text += tail
         self.read_offset = len(self.ids)
         return tail

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from engine_support import make_tokenizer, real_model_path
 
-from chatbot.engine.tokens import IncrementalDetokenizer, StopMatcher
+from chatbot.engine.tokens import IncrementalDetokenizer, StopMatcher, reply_text
 
 
 @pytest.fixture(scope="module", params=["pulled", "tiny"])
@@ -43,6 +43,43 @@ def test_multibyte_character_is_held_until_complete(tok) -> None:  # type: ignor
     detok = IncrementalDetokenizer(tok)
     assert [detok.push(i) for i in ids[:-1]] == [""] * (len(ids) - 1)
     assert detok.push(ids[-1]) == "🎉"
+
+
+# Characters that both tokenizers split into several byte-level tokens.
+SPLIT_TEXT = "Café 東京 ✓ 🎉 ok"
+
+
+def _cuts(tok, ids: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
+    """Lengths k at which ids[:k] ends in the middle of a character."""
+    return [k for k in range(1, len(ids)) if tok.decode(ids[:k]).endswith("\ufffd")]
+
+
+def test_a_reply_cut_mid_character_ends_on_the_last_whole_one(tok) -> None:  # type: ignore[no-untyped-def]
+    """A reply whose last tokens stop inside a character (max_new_tokens, end of text): its
+    text drops those bytes, where tokenizer.decode shows U+FFFD, and the pieces join to it."""
+    ids = tok.encode(SPLIT_TEXT, add_special_tokens=False)
+    cuts = _cuts(tok, ids)
+    assert cuts, "the test text no longer splits a character across tokens"
+    for k in cuts:
+        detok = IncrementalDetokenizer(tok)
+        pieces = [detok.push(i) for i in ids[:k]]
+        pieces.append(detok.flush())
+        decoded = tok.decode(ids[:k])
+        assert "".join(pieces) == reply_text(tok, ids[:k]) == decoded.rstrip("\ufffd")
+        assert reply_text(tok, ids[:k]) != decoded and SPLIT_TEXT.startswith(decoded[:-1])
+        assert all("\ufffd" not in p for p in pieces)
+
+
+def test_undecodable_bytes_inside_a_reply_stay_visible(tok) -> None:  # type: ignore[no-untyped-def]
+    """Bytes that can never form a character (a character's tail without its lead byte),
+    followed by more text: U+FFFD in the stream and the text, as in tokenizer.decode."""
+    ids = tok.encode(SPLIT_TEXT, add_special_tokens=False)
+    k = _cuts(tok, ids)[-1]  # ids[k:] starts inside the last split character
+    reply = ids[k:]
+    detok = IncrementalDetokenizer(tok)
+    text = "".join(detok.push(i) for i in reply) + detok.flush()
+    assert "\ufffd" in text and text.endswith(" ok")
+    assert text == reply_text(tok, reply) == tok.decode(reply)
 
 
 def test_prompt_prefix_gives_context_but_is_not_emitted(tok) -> None:  # type: ignore[no-untyped-def]
