@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chatbot.protocol import chat
+
 log = logging.getLogger(__name__)
 
 Audience = Literal["all", "shopper", "agents"]
@@ -46,7 +48,7 @@ class StoredEvent:
 
     def wire(self) -> dict[str, Any]:
         """The event as a wire object (``v``, ``type``, ``seq`` and its fields)."""
-        return {"v": 1, "type": self.kind, "seq": self.seq, **self.payload}
+        return chat.wire(self.kind, self.seq, self.payload)
 
 
 @dataclass(frozen=True)

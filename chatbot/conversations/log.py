@@ -23,6 +23,7 @@ from chatbot.conversations import ownership
 from chatbot.conversations.hub import StoredEvent
 from chatbot.conversations.models import Conversation, ConversationEvent
 from chatbot.errors import ConflictError, NotFoundError
+from chatbot.protocol import chat
 from knowledge_base.models import utcnow
 
 # Events that are a message (shopper, bot reply, agent): they move ``last_message_at``.
@@ -65,10 +66,20 @@ class ConversationRef:
 
 @dataclass(frozen=True)
 class NewEvent:
+    """An event to append: its wire ``type`` (kind) and fields, not numbered yet."""
+
     kind: str
     payload: dict[str, Any]
     internal: bool = False
     reply_id: str | None = None
+
+    @classmethod
+    def of(
+        cls, event: chat.LoggedEvent, *, internal: bool = False, reply_id: str | None = None
+    ) -> NewEvent:
+        """The event built by the protocol's typed constructor, ready to be numbered."""
+        kind, payload = chat.body(event)
+        return cls(kind, payload, internal, reply_id)
 
 
 def now_iso() -> str:
@@ -89,7 +100,7 @@ def status_event(kind: str, state: str, agent: str = "", text: str | None = None
     """A stored ``status`` event with the standard shopper-facing text."""
     if text is None:
         text = STATUS_TEXT.get(kind, "").format(agent=agent or "An agent")
-    return NewEvent("status", {"kind": kind, "text": text, "agent": agent or None, "state": state})
+    return NewEvent.of(chat.Status(kind=kind, text=text, agent=agent or None, state=state))
 
 
 # ---- synchronous building blocks (one Session = one transaction) ------------------------

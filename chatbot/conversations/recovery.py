@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from chatbot.conversations.log import NewEvent, append_events, now_iso
 from chatbot.conversations.models import ChatMessage, ConversationEvent
+from chatbot.protocol import chat
 from knowledge_base.db import Database, transaction
 from knowledge_base.models import utcnow
 
@@ -42,19 +43,17 @@ def _close_one(session: Session, row: ChatMessage) -> None:
         .order_by(ConversationEvent.seq)
     ).all()
     text = "".join(str(p.get("text", "")) for p in pieces)
-    payload = {
-        "reply_id": row.public_id,
-        "text": text,
-        "sources": [],
-        "handoff": False,
-        "interrupted": True,
-        "in_reply_to": row.in_reply_to,
-        "at": now_iso(),
-    }
+    marker = chat.Done(
+        reply_id=row.public_id,
+        text=text,
+        interrupted=True,
+        in_reply_to=row.in_reply_to,
+        at=now_iso(),
+    )
     # Not bot_only: like a live interruption, the marker closes text the shopper already
     # saw, even if an agent owns the conversation now.
     done = append_events(
-        session, row.conversation_id, [NewEvent("done", payload, reply_id=row.public_id)]
+        session, row.conversation_id, [NewEvent.of(marker, reply_id=row.public_id)]
     )[0]
     session.execute(
         update(ChatMessage)

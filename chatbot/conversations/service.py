@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chatbot.conversations import ownership
-from chatbot.conversations.hub import ConversationHub, HubItem, StoredEvent
+from chatbot.conversations.hub import Audience, ConversationHub, HubItem, StoredEvent
 from chatbot.conversations.log import (
     BotSilencedError,
     ConversationRef,
@@ -49,6 +49,7 @@ from chatbot.conversations.models import (
 )
 from chatbot.conversations.writer import GroupWriter
 from chatbot.errors import ConflictError, NotFoundError
+from chatbot.protocol import chat
 from chatbot.types import Source, Turn
 from knowledge_base.db import Database, transaction
 from knowledge_base.models import utcnow
@@ -159,12 +160,13 @@ class ConversationService:
         return (await self.write(conv, fn))[1]
 
     def publish_ephemeral(
-        self, conv: ConversationRef, fields: dict[str, Any], *, audience: str = "all"
+        self, conv: ConversationRef, event: chat.Status | chat.Error, *, audience: Audience = "all"
     ) -> None:
-        """Publish an event that is not stored (typing, thinking) to this process's sockets."""
-        self.hub.publish(
-            HubItem(conv.id, conv.store_id, ephemeral=fields, audience=audience)  # type: ignore[arg-type]
-        )
+        """Publish an event that is not stored (typing, thinking, an error) to this process's
+        sockets; each socket stamps it with the seq it last delivered."""
+        kind, fields = chat.body(event)
+        ephemeral = {"type": kind, **fields}
+        self.hub.publish(HubItem(conv.id, conv.store_id, ephemeral=ephemeral, audience=audience))
 
     # ---- conversations ----------------------------------------------------------------
 
@@ -303,8 +305,8 @@ class ConversationService:
             state = session.scalar(select(Conversation.state).where(Conversation.id == conv.id))
             if state == RESOLVED:
                 stored += transition_with_event(session, conv, ownership.Action.REOPEN)[1]
-            payload = {"id": client_id, "text": text, "at": now_iso()}
-            ack = append_events(session, conv.id, [NewEvent("ack", payload)])[0]
+            event = NewEvent.of(chat.Ack(id=client_id, text=text, at=now_iso()))
+            ack = append_events(session, conv.id, [event])[0]
             session.add(
                 ChatMessage(
                     conversation_id=conv.id,
@@ -369,7 +371,7 @@ class ConversationService:
     ) -> list[StoredEvent]:
         """Store token events of a bot reply; ``BotSilencedError`` once a human owns it."""
         events = [
-            NewEvent("token", {"reply_id": reply_id, "text": p}, reply_id=reply_id) for p in pieces
+            NewEvent.of(chat.Token(reply_id=reply_id, text=p), reply_id=reply_id) for p in pieces
         ]
         if self.writer is None:
             return await self.append(conv, events, bot_only=True)
@@ -395,22 +397,25 @@ class ConversationService:
         An interrupted reply's ``done`` is stored even under an agent: it is the marker
         that closes the partial text the shopper saw, not new bot speech.
         """
-        srcs = [{"kind": s.kind, "id": s.id, "title": s.title, "url": s.url} for s in sources]
-        payload = {
-            "reply_id": reply_id,
-            "text": text,
-            "sources": srcs,
-            "handoff": handoff,
-            "interrupted": interrupted,
-            "in_reply_to": in_reply_to,
-            "at": now_iso(),
-        }
+        event = NewEvent.of(
+            chat.Done(
+                reply_id=reply_id,
+                text=text,
+                sources=[chat.SourceRef(s.kind, s.id, s.title, s.url) for s in sources],
+                handoff=handoff,
+                interrupted=interrupted,
+                in_reply_to=in_reply_to,
+                at=now_iso(),
+            ),
+            reply_id=reply_id,
+        )
+        srcs = event.payload["sources"]
 
         def fn(session: Session) -> tuple[StoredEvent, list[StoredEvent]]:
             done = append_events(
                 session,
                 conv.id,
-                [NewEvent("done", payload, reply_id=reply_id)],
+                [event],
                 bot_only=not interrupted,
             )[0]
             session.execute(
@@ -446,11 +451,13 @@ class ConversationService:
     ) -> StoredEvent:
         """Store an agent message (``agent_message``) or an internal note (``note``)."""
         message_id = f"a_{secrets.token_urlsafe(8)}"
-        payload = {"id": message_id, "text": text, "agent": agent_name, "at": now_iso()}
-        kind = "note" if internal else "agent_message"
+        kind = chat.Note if internal else chat.AgentMessage
+        event = NewEvent.of(
+            kind(id=message_id, text=text, agent=agent_name, at=now_iso()), internal=internal
+        )
 
         def fn(session: Session) -> tuple[StoredEvent, list[StoredEvent]]:
-            ev = append_events(session, conv.id, [NewEvent(kind, payload, internal=internal)])[0]
+            ev = append_events(session, conv.id, [event])[0]
             session.add(
                 ChatMessage(
                     conversation_id=conv.id,

@@ -13,11 +13,12 @@ The session token is never part of a URL: the socket authenticates with the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from chatbot.errors import ProtocolError
+from chatbot.protocol import chat
 from chatbot.protocol.common import (
     MAX_ID_CHARS,
     MAX_TOKEN_CHARS,
@@ -367,6 +368,17 @@ SERVER_TYPES = frozenset(_SERVER_NAMES.values())
 def encode(event: ServerEvent) -> str:
     """Encode one server event as the text of one frame."""
     return encode_frame(_SERVER_NAMES[type(event)], dict(event.__dict__))
+
+
+def conversation_event(
+    kind: str, seq: int, payload: Mapping[str, Any], *, internal: bool = False
+) -> dict[str, Any]:
+    """A conversation's logged event as the console has it (inside ``conversation`` and
+    ``event``): the shopper socket's wire form, with notes flagged ``internal``."""
+    event = chat.wire(kind, seq, payload)
+    if internal:
+        event["internal"] = True
+    return event
 
 
 def decode_event(frame: str | bytes) -> ServerEvent:

@@ -10,7 +10,7 @@ example frame of every message, checked by Python and JavaScript tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from chatbot.protocol.common import (
     ErrorCode,
     decode_envelope,
     encode_frame,
+    frame_fields,
     opt_bool,
     opt_int,
     opt_str,
@@ -174,7 +175,9 @@ _CLIENT_NAMES: dict[type, str] = {
 # Every event has ``seq``. Stored events (ack, token, done, stored status kinds,
 # agent_message) get the next number of their conversation; ephemeral ones (thinking,
 # typing, error) repeat the seq of the last stored event, so "the highest seq I have
-# seen" is always a correct ``last_seq`` to resume from.
+# seen" is always a correct ``last_seq`` to resume from. The event log and the sockets
+# stamp it: an event is built without one (``seq`` is keyword-only, 0 until stamped), the
+# log stores its :func:`body`, and a socket sends it with its seq (:func:`encode_logged`).
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ class SourceRef:
 class Ack:
     """The shopper message ``id`` is stored (also replayed as history)."""
 
-    seq: int
+    seq: int = field(default=0, kw_only=True)
     id: str
     text: str
     at: str = ""
@@ -197,7 +200,7 @@ class Ack:
 
 @dataclass(frozen=True)
 class Token:
-    seq: int
+    seq: int = field(default=0, kw_only=True)
     reply_id: str
     text: str
 
@@ -206,7 +209,7 @@ class Token:
 class Done:
     """The reply is complete (or was cut short: ``interrupted``); ``text`` is all of it."""
 
-    seq: int
+    seq: int = field(default=0, kw_only=True)
     reply_id: str
     text: str
     sources: list[SourceRef] = field(default_factory=list)
@@ -235,7 +238,7 @@ STATUS_KINDS = frozenset(
 
 @dataclass(frozen=True)
 class Status:
-    seq: int
+    seq: int = field(default=0, kw_only=True)
     kind: str
     text: str = ""
     agent: str | None = None
@@ -245,7 +248,7 @@ class Status:
 
 @dataclass(frozen=True)
 class AgentMessage:
-    seq: int
+    seq: int = field(default=0, kw_only=True)
     id: str
     text: str
     agent: str
@@ -254,7 +257,7 @@ class AgentMessage:
 
 @dataclass(frozen=True)
 class Error:
-    seq: int
+    seq: int = field(default=0, kw_only=True)
     code: str
     message: str
     # The client message id this error is about, when there is one.
@@ -265,7 +268,7 @@ class Error:
 class Welcome:
     """Answer to ``hello``: the conversation and the events the client has not seen."""
 
-    seq: int
+    seq: int = field(default=0, kw_only=True)
     conversation_id: str
     state: str
     resumed: bool
@@ -274,6 +277,20 @@ class Welcome:
     # {"verified": bool, "name": str}; never order data.
     customer: dict[str, Any] | None = None
     max_message_chars: int | None = None
+
+
+@dataclass(frozen=True)
+class Note:
+    """An agent's internal note: stored in the conversation's log, shown in the console only.
+
+    Never sent on the shopper socket, so it is not a :data:`ServerEvent`.
+    """
+
+    seq: int = field(default=0, kw_only=True)
+    id: str
+    text: str
+    agent: str
+    at: str = ""
 
 
 ServerEvent = Ack | Token | Done | Status | AgentMessage | Error | Welcome
@@ -289,9 +306,13 @@ _SERVER_NAMES: dict[type, str] = {
 }
 
 
-def event_fields(event: ServerEvent) -> dict[str, Any]:
-    """The JSON-ready fields of an event (with ``v`` and ``type``)."""
-    out: dict[str, Any] = {"v": 1, "type": _SERVER_NAMES[type(event)]}
+# Every event the conversation log may hold: the shopper's events and the console's notes.
+_LOG_NAMES: dict[type, str] = {**_SERVER_NAMES, Note: "note"}
+LoggedEvent = Ack | Token | Done | Status | AgentMessage | Error | Note
+
+
+def _fields(event: ServerEvent | Note) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in event.__dict__.items():
         if key == "sources":
             value = [s.__dict__ for s in value]
@@ -301,12 +322,37 @@ def event_fields(event: ServerEvent) -> dict[str, Any]:
     return out
 
 
+def event_fields(event: ServerEvent) -> dict[str, Any]:
+    """The JSON-ready fields of an event (with ``v`` and ``type``)."""
+    return frame_fields(_SERVER_NAMES[type(event)], _fields(event))
+
+
 def encode(event: ServerEvent) -> str:
     """Encode one server event as the text of one frame."""
-    fields = event_fields(event)
-    kind = fields.pop("type")
-    fields.pop("v")
-    return encode_frame(kind, fields)
+    return encode_frame(_SERVER_NAMES[type(event)], _fields(event))
+
+
+def body(event: LoggedEvent) -> tuple[str, dict[str, Any]]:
+    """An event's wire ``type`` and its fields without ``seq``: what the event log stores
+    (and what the hub carries for an ephemeral event, whose receiver stamps the seq)."""
+    fields = _fields(event)
+    del fields["seq"]
+    return _LOG_NAMES[type(event)], fields
+
+
+def wire(kind: str, seq: int, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A logged event (its ``type``, ``seq`` and stored fields) as a wire object."""
+    return frame_fields(kind, {"seq": seq, **payload})
+
+
+def encode_logged(kind: str, seq: int, payload: Mapping[str, Any]) -> str:
+    """Encode a logged event (``type``, ``seq``, stored fields) as the text of one frame."""
+    return encode_frame(kind, {"seq": seq, **payload})
+
+
+def logged(kind: str, seq: int, payload: Mapping[str, Any]) -> ServerEvent:
+    """A logged shopper event as its typed event (e.g. for ``welcome.events``)."""
+    return event_from_fields({"type": kind, "seq": seq, **payload})
 
 
 def event_from_fields(obj: dict[str, Any]) -> ServerEvent:

@@ -117,11 +117,16 @@ def _encodable(obj: Any) -> bool:
     return True
 
 
-def encode_frame(kind: str, fields: Mapping[str, Any]) -> str:
-    """Encode one server frame: ``{"v": 1, "type": kind, **fields}`` as compact JSON."""
+def frame_fields(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object of one frame: ``{"v": PROTOCOL_VERSION, "type": kind, **fields}``."""
     payload: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": kind}
     payload.update(fields)
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return payload
+
+
+def encode_frame(kind: str, fields: Mapping[str, Any]) -> str:
+    """Encode one frame as compact JSON text: the one place a frame becomes text."""
+    return json.dumps(frame_fields(kind, fields), ensure_ascii=False, separators=(",", ":"))
 
 
 # ---- field readers: each raises ProtocolError(bad_message) naming the field ----------------

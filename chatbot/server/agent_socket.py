@@ -29,12 +29,13 @@ from chatbot.agents import authz, inbox, team
 from chatbot.agents.accounts import accessible_stores
 from chatbot.agents.authz import Principal
 from chatbot.agents.models import Agent
-from chatbot.conversations.hub import HubItem, Subscription
+from chatbot.conversations.hub import HubItem, StoredEvent, Subscription
 from chatbot.conversations.log import ConversationRef, to_ref
 from chatbot.conversations.models import AGENT
 from chatbot.conversations.ownership import Action
 from chatbot.errors import AuthError, ChatbotError, NotFoundError, ProtocolError
 from chatbot.protocol import agent as proto
+from chatbot.protocol import chat
 from chatbot.protocol.common import CloseCode, ErrorCode
 from chatbot.server import console_copilot
 from chatbot.server.chat_socket import remote_ip
@@ -350,10 +351,10 @@ class AgentSocket:
         owner = await self.app.conversations.run(inbox.owner_id, conv.id)
         if conv.state != AGENT or owner != principal.agent_id:
             return  # only the owner's typing is shown to the shopper; nothing to report
-        self.app.conversations.publish_ephemeral(conv, {
-            "type": "status", "kind": "typing" if msg.active else "idle", "text": "",
-            "agent": principal.name, "state": AGENT,
-        })
+        self.app.conversations.publish_ephemeral(
+            conv, chat.Status(kind="typing" if msg.active else "idle", agent=principal.name,
+                              state=AGENT)
+        )
 
     # ---- inbox -----------------------------------------------------------------------
 
@@ -479,7 +480,9 @@ class AgentSocket:
                 owner = await self.app.conversations.run(inbox.owner_of, conv.id)
             await self.send(proto.Event(conv.public_id, _wire(item.stored), owner))
         elif item.ephemeral is not None and item.audience != "shopper":
-            event = {"v": 1, "seq": self.delivered, **item.ephemeral}
+            fields = dict(item.ephemeral)
+            kind = fields.pop("type")
+            event = proto.conversation_event(kind, self.delivered, fields)
             await self.send(proto.Event(conv.public_id, event))
 
     # ---- copilot ---------------------------------------------------------------------
@@ -499,9 +502,6 @@ class AgentSocket:
                                   "suggest", conv.public_id)
 
 
-def _wire(event: Any) -> dict[str, Any]:
+def _wire(event: StoredEvent) -> dict[str, Any]:
     """A stored event in wire form; notes are flagged ``internal`` for the console."""
-    wire: dict[str, Any] = event.wire()
-    if event.internal:
-        wire["internal"] = True
-    return wire
+    return proto.conversation_event(event.kind, event.seq, event.payload, internal=event.internal)

@@ -5,8 +5,8 @@ Plugging in (one line each, no edit here needed for the modules already listed):
 - HTTP endpoints and extra sockets live in modules listed in ``ROUTE_MODULES``. Each
   defines ``register(router: Router, app: ChatServer) -> None`` and calls
   ``router.add(path, handler)``, ``router.add_prefix(prefix, handler)`` or
-  ``router.add_socket(path, handler)`` (see :mod:`chatbot.server.http`). A module that
-  does not exist yet is skipped.
+  ``router.add_socket(path, handler)`` (see :mod:`chatbot.server.http`). A listed module
+  that cannot be imported fails start-up.
 - Live conversation events: ``app.hub`` (:class:`~chatbot.conversations.hub.ConversationHub`),
   ``subscribe(conversation_id)`` / ``subscribe_store(store_id)``.
 - Reads and writes (agent messages, notes, takeovers that stop the bot at once):
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import importlib.util
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -36,6 +35,7 @@ from chatbot.conversations.hub import ConversationHub
 from chatbot.conversations.poller import EventPoller
 from chatbot.conversations.recovery import interrupt_orphaned_replies
 from chatbot.conversations.service import ConversationService
+from chatbot.protocol.common import CloseCode
 from chatbot.server.chat_socket import ChatSocket, remote_ip
 from chatbot.server.http import (
     HttpRequest,
@@ -54,7 +54,7 @@ from knowledge_base.db import Database
 
 log = logging.getLogger(__name__)
 
-# Modules that add routes: each has ``register(router, app)``. Missing ones are skipped.
+# Modules that add routes: each has ``register(router, app)``; a missing one fails start-up.
 ROUTE_MODULES: tuple[str, ...] = (
     "chatbot.server.storefront",  # storefront products API (widget helper)
     "chatbot.server.agent_socket",  # /ws/agent and console endpoints (console helper)
@@ -147,16 +147,12 @@ class ChatServer:
             r.add(path, self._page(candidates))
 
     def _register_module(self, name: str) -> None:
-        try:
-            if importlib.util.find_spec(name) is None:
-                return
-        except ModuleNotFoundError:
-            return
+        # A listed module that is missing or has no register() is a packaging or typing
+        # mistake: fail at start-up (ModuleNotFoundError / TypeError), never serve without it.
         module = importlib.import_module(name)
         register = getattr(module, "register", None)
         if register is None:
-            log.warning("%s has no register(router, app); skipped", name)
-            return
+            raise TypeError(f"route module {name} has no register(router, app)")
         register(self.router, self)
 
     def _readyz(self, req: HttpRequest) -> Response:
@@ -206,12 +202,12 @@ class ChatServer:
         path = urlsplit(conn.request.path).path if conn.request else ""
         handler = self.router.sockets.get(path)
         if handler is None:
-            await conn.close(1008, "no such socket")
+            await conn.close(CloseCode.POLICY_VIOLATION, "no such socket")
             return
         ip = remote_ip(conn)
         if self.connections.acquire(ip) is not None:
             # Lost a race with other upgrades between process_request and here.
-            await conn.close(1013, "too many connections")
+            await conn.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
             return
         label = path.rsplit("/", 1)[-1] or "root"
         self.metrics.connections_total.inc(1, label)
@@ -221,7 +217,7 @@ class ChatServer:
         except Exception:
             log.exception("socket handler for %s crashed", path)
             with contextlib.suppress(Exception):
-                await conn.close(1011, "internal error")
+                await conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.connections.release(ip)
             self.metrics.connections.dec(1, label)

@@ -27,7 +27,7 @@ from chatbot.conversations.ownership import Action
 from chatbot.conversations.service import new_resume_token
 from chatbot.errors import ChatbotError, ConflictError, IdentityError, NotFoundError, ProtocolError
 from chatbot.protocol import chat
-from chatbot.protocol.common import CloseCode, ErrorCode, encode_frame
+from chatbot.protocol.common import CloseCode, ErrorCode
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket, per_minute
 from chatbot.server.replies import PendingMessage
 from chatbot.server.store_lookup import StoreInfo, find_customer, find_store_info
@@ -138,13 +138,13 @@ class ChatSocket:
             if event.internal or event.seq <= self.delivered:
                 return
             self.delivered = event.seq
-            await self.conn.send(encode_frame(event.kind, {"seq": event.seq, **event.payload}))
+            await self.conn.send(chat.encode_logged(event.kind, event.seq, event.payload))
         elif item.ephemeral is not None and item.audience != "agents":
             fields = dict(item.ephemeral)
             kind = fields.pop("type")
             if kind == "error":
                 self.app.metrics.errors.inc(1, fields.get("code", ""))
-            await self.conn.send(encode_frame(kind, {"seq": self.delivered, **fields}))
+            await self.conn.send(chat.encode_logged(kind, self.delivered, fields))
 
     async def send_error(self, code: str, message: str, ref: str | None = None) -> None:
         self.app.metrics.errors.inc(1, code)
@@ -207,17 +207,17 @@ class ChatSocket:
             events, high = await service.replay(conv, hello.last_seq or 0)
             self.delivered = high
             self.app.hub.seen(conv.id, high)
-        welcome = {
-            "seq": high,
-            "conversation_id": conv.public_id if conv else self.unsaved[0],  # type: ignore[index]
-            "state": conv.state if conv else "bot",
-            "resumed": resumed,
-            "events": [e.wire() for e in events],
-            "resume_token": resume_token,
-            "customer": {"verified": customer_id is not None, "name": name},
-            "max_message_chars": self.app.settings.limits.max_message_chars,
-        }
-        await self.conn.send(encode_frame("welcome", welcome))
+        welcome = chat.Welcome(
+            seq=high,
+            conversation_id=conv.public_id if conv else self.unsaved[0],  # type: ignore[index]
+            state=conv.state if conv else "bot",
+            resumed=resumed,
+            events=[chat.logged(e.kind, e.seq, e.payload) for e in events],
+            resume_token=resume_token,
+            customer={"verified": customer_id is not None, "name": name},
+            max_message_chars=self.app.settings.limits.max_message_chars,
+        )
+        await self.conn.send(chat.encode(welcome))
         if conv is not None:
             self._start_pump()  # only after welcome: live events follow it, never precede it
         return True
@@ -301,15 +301,7 @@ class ChatSocket:
                 raise NotFoundError(f"no reply {msg.reply_id!r} in this conversation")
         elif isinstance(msg, chat.Typing):
             service.publish_ephemeral(
-                self.conv,
-                {
-                    "type": "status",
-                    "kind": "typing" if msg.active else "idle",
-                    "text": "",
-                    "agent": None,
-                    "state": None,
-                },
-                audience="agents",
+                self.conv, chat.Status(kind="typing" if msg.active else "idle"), audience="agents"
             )
         elif isinstance(msg, chat.Feedback):
             await service.record_feedback(self.conv, msg.reply_id, msg.rating, msg.comment)
@@ -345,7 +337,7 @@ class ChatSocket:
         ack, duplicate = await self.app.conversations.add_shopper_message(conv, msg.id, msg.text)
         if duplicate:
             # The client missed the first ack (reconnect): repeat it, store nothing.
-            await self.conn.send(encode_frame("ack", {"seq": ack.seq, **ack.payload}))
+            await self.conn.send(chat.encode_logged(ack.kind, ack.seq, ack.payload))
             return
         self.app.metrics.messages.inc()
         self.app.replies.submit(conv, PendingMessage(msg.id, msg.text, ack.seq))

@@ -35,6 +35,7 @@ from chatbot.conversations.models import new_public_id
 from chatbot.conversations.ownership import Action
 from chatbot.conversations.service import ConversationService
 from chatbot.errors import ChatbotError
+from chatbot.protocol import chat
 from chatbot.protocol.common import ErrorCode
 from chatbot.server.metrics import ServerMetrics
 from chatbot.types import Answerer, AnswerRequest, ReplyDone, ReplyToken
@@ -220,7 +221,7 @@ class ReplyManager:
     def _error(self, conv: ConversationRef, code: str, message: str, ref: str) -> None:
         self.metrics.errors.inc(1, code)
         self.service.publish_ephemeral(
-            conv, {"type": "error", "code": code, "message": message, "ref": ref}
+            conv, chat.Error(code=code, message=message, ref=ref)
         )
 
     async def _reply(self, worker: _Worker, message: PendingMessage) -> None:
@@ -250,7 +251,7 @@ class ReplyManager:
         )
         worker.reply_id, worker.stop, worker.stop_reason = reply_id, asyncio.Event(), ""
         self.service.publish_ephemeral(
-            conv, {"type": "status", "kind": "thinking", "text": "", "agent": None, "state": state}
+            conv, chat.Status(kind="thinking", state=state)
         )
         try:
             await self._stream(worker, conv, message, reply_id, request, answerer)

@@ -16,6 +16,7 @@ import pytest
 from widget_support import ARTIFACTS, HOSTILE_TITLE, LiveServer, assert_contrast, new_page
 
 from chatbot import identity
+from chatbot.protocol import chat
 from chatbot.types import Source
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -491,9 +492,7 @@ async def test_agent_joins_types_writes_and_leaves_live(page: Any, live: LiveSer
     assert await page.locator(f"{W} .sub").inner_text() == "Sam from the team is here"
     await expect_hidden(page, f"{W} .actions .pill >> text=Talk to a person")
 
-    service.publish_ephemeral(
-        conv, {"type": "status", "kind": "typing", "text": "", "agent": "Sam", "state": "agent"}
-    )
+    service.publish_ephemeral(conv, chat.Status(kind="typing", agent="Sam", state="agent"))
     await page.locator(f"{W} .activity", has_text="Sam is typing").wait_for()
     await service.add_agent_message(
         conv, "Hi, I'm Sam. Sorry about the parcel: **send me a photo** please.",
