@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from chatbot.settings import Settings
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.retrieval import Retriever
 from knowledge_base.stores import get_store
 

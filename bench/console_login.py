@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from chatbot.agents import accounts, sessions  # noqa: E402
 from chatbot.agents.passwords import hash_password, verify_password  # noqa: E402
-from knowledge_base.db import Database  # noqa: E402
+from chatbot.storage.db import Database  # noqa: E402
 from knowledge_base.stores import get_or_create_store  # noqa: E402
 
 PASSWORD = "correct horse battery staple"

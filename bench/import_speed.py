@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from knowledge_base.db import Database  # noqa: E402
+from chatbot.storage.db import Database  # noqa: E402
 from knowledge_base.demo import DEMO_STORE_FILE  # noqa: E402
 from knowledge_base.importers import import_path, tau_retail  # noqa: E402
 from knowledge_base.importers.records import StoreData  # noqa: E402

@@ -44,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chatbot.storage.db import Database  # noqa: E402
 from knowledge_base.chunking import Chunk  # noqa: E402
-from knowledge_base.db import Database  # noqa: E402
 from knowledge_base.demo import ensure_demo_store  # noqa: E402
 from knowledge_base.embeddings import Embedder  # noqa: E402
 from knowledge_base.index import HNSW_THRESHOLD, Snapshot, StoreIndex  # noqa: E402

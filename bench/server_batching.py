@@ -44,7 +44,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from chatbot.server.app import ChatServer  # noqa: E402
 from chatbot.settings import Limits, Settings  # noqa: E402
-from knowledge_base.db import Database  # noqa: E402
+from chatbot.storage.db import Database  # noqa: E402
 from knowledge_base.stores import get_or_create_store  # noqa: E402
 from tests.fakes import FakeAnswerer  # noqa: E402
 

@@ -10,20 +10,17 @@ same ``Base``.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from knowledge_base.db import Base
+from chatbot.storage.clock import utcnow
+from chatbot.storage.db import Base
 
 Money = Numeric(12, 2)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def new_secret() -> str:

@@ -33,8 +33,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from chatbot.errors import StoreNotFoundError
+from chatbot.storage.db import Database
 from knowledge_base.chunking import Chunk, chunk_store
-from knowledge_base.db import Database
 from knowledge_base.embeddings import Embedder, shared_embedder
 from knowledge_base.index import (
     IndexCorruptError,

@@ -7,8 +7,9 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from knowledge_base.db import Base
-from knowledge_base.models import Store, utcnow
+from chatbot.storage.clock import utcnow
+from chatbot.storage.db import Base
+from knowledge_base.models import Store
 
 
 class Agent(Base):

@@ -20,7 +20,7 @@ from chatbot.agents.models import Agent, AgentSession
 from chatbot.agents.passwords import hash_password, needs_rehash, verify_password
 from chatbot.conversations.log import hash_token  # hex SHA-256, as for resume tokens
 from chatbot.errors import AuthError
-from knowledge_base.models import utcnow
+from chatbot.storage.clock import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from knowledge_base import orders as order_queries
 
 if TYPE_CHECKING:
     from chatbot.settings import Settings
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
     from knowledge_base.models import Order
     from knowledge_base.retrieval import Hit, Retriever
 

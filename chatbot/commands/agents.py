@@ -34,7 +34,7 @@ _PASSWORD = click.option(
 @contextmanager
 def _session(ctx: click.Context) -> Iterator[Session]:
     """One transaction on the configured database, which is closed afterwards."""
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
 
     settings: Settings = ctx.obj.settings
     db = Database(settings.database_url)

@@ -16,7 +16,7 @@ from chatbot.types import AnswerRequest, ReplyDone, ReplyToken
 
 if TYPE_CHECKING:
     from chatbot.answering.pipeline import Pipeline
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ async def _ask(
     seed: int | None,
     as_json: bool,
 ) -> ReplyDone:
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
 
     db = Database(settings.database_url)
     store_id, customer_id = _resolve(db, store_name, customer_ref)

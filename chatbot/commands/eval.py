@@ -157,7 +157,7 @@ def _evaluate_store(
         run_lm,
         run_retrieval,
     )
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
     from knowledge_base.retrieval import Retriever
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from chatbot.settings import Settings
 
 
 def _store_secret(settings: Settings, store_name: str) -> str:
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
     from knowledge_base.stores import get_store
 
     db = Database(settings.database_url)

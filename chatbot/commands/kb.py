@@ -46,7 +46,7 @@ def _module_exists(target: str) -> bool:
 
 
 def _database(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
 
     settings: Settings = ctx.obj.settings
     return Database(settings.database_url)

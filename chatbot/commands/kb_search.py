@@ -36,7 +36,7 @@ def search(ctx: click.Context, store_name: str, k: int, as_json: bool, sync: boo
       chatbot kb search --store demo -k 3 --json "can i return worn boots"
       chatbot kb search --store demo NW-KPR-YEL-S
     """
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
     from knowledge_base.embeddings import Embedder
     from knowledge_base.retrieval import Retriever
     from knowledge_base.stores import get_store

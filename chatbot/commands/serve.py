@@ -74,7 +74,7 @@ async def run_server(
 ) -> None:
     """Start the server, load the answerer in the background, stop on SIGTERM/SIGINT."""
     from chatbot.server.app import ChatServer
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
 
     db = await asyncio.to_thread(Database, settings.database_url)
     demo_store_id: int | None = None
@@ -122,7 +122,7 @@ async def run_server(
 def _ensure_demo_login(settings: Settings, db: Any, store_name: str) -> None:
     """Give the demo a console account; its password is kept in a 0600 file in the data dir."""
     from chatbot.agents.accounts import DEMO_AGENT_EMAIL, ensure_demo_agent
-    from knowledge_base.db import transaction
+    from chatbot.storage.db import transaction
 
     with transaction(db.sessions) as session:
         password = ensure_demo_agent(session, store_name)

@@ -154,10 +154,10 @@ def _build(
     bitext_dir: Path | None,
 ) -> tuple[list[Any], dict[str, Any], dict[str, int]]:
     """Build, save and summarise the training set of ``store``."""
+    from chatbot.storage.db import Database
     from chatbot.training.build import build_training_set, load_tokenizer
     from chatbot.training.dataset import save_examples, write_jsonl
     from chatbot.training.scenarios import Quotas
-    from knowledge_base.db import Database
     from knowledge_base.stores import get_store
 
     db = Database(settings.database_url)

@@ -40,7 +40,7 @@ def export_command(ctx: click.Context, conversation_id: str, output: Path | None
       chatbot replay bug.yaml
     """
     from chatbot.replay.recorder import export_conversation
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
 
     settings: Settings = ctx.obj.settings
     db = Database(settings.database_url, run_migrations=False)

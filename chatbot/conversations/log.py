@@ -24,7 +24,7 @@ from chatbot.conversations.hub import StoredEvent
 from chatbot.conversations.models import Conversation, ConversationEvent
 from chatbot.errors import ConflictError, NotFoundError
 from chatbot.protocol import chat
-from knowledge_base.models import utcnow
+from chatbot.storage.clock import utcnow
 
 # Events that are a message (shopper, bot reply, agent): they move ``last_message_at``.
 MESSAGE_KINDS = frozenset({"ack", "done", "agent_message"})

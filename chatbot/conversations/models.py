@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from knowledge_base.db import Base
-from knowledge_base.models import utcnow
+from chatbot.storage.clock import utcnow
+from chatbot.storage.db import Base
 
 # Ownership states (see chatbot.conversations.ownership).
 BOT = "bot"

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from chatbot.conversations.models import AGENT, BOT, RESOLVED, WAITING, Conversation
 from chatbot.errors import ConflictError, NotFoundError
-from knowledge_base.models import utcnow
+from chatbot.storage.clock import utcnow
 
 STATES = frozenset({BOT, WAITING, AGENT, RESOLVED})
 BOT_MAY_SPEAK = frozenset({BOT, WAITING})

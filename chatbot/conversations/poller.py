@@ -20,7 +20,7 @@ from sqlalchemy import select
 from chatbot.conversations.hub import ConversationHub, HubItem, StoredEvent
 from chatbot.conversations.log import events_after
 from chatbot.conversations.models import Conversation
-from knowledge_base.db import Database, transaction
+from chatbot.storage.db import Database, transaction
 
 log = logging.getLogger(__name__)
 

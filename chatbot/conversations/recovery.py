@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from chatbot.conversations.log import NewEvent, append_events, now_iso
 from chatbot.conversations.models import ChatMessage, ConversationEvent
 from chatbot.protocol import chat
-from knowledge_base.db import Database, transaction
-from knowledge_base.models import utcnow
+from chatbot.storage.clock import utcnow
+from chatbot.storage.db import Database, transaction
 
 log = logging.getLogger(__name__)
 

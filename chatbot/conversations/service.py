@@ -50,9 +50,9 @@ from chatbot.conversations.models import (
 from chatbot.conversations.writer import GroupWriter
 from chatbot.errors import ConflictError, NotFoundError
 from chatbot.protocol import chat
+from chatbot.storage.clock import utcnow
+from chatbot.storage.db import Database, transaction
 from chatbot.types import Source, Turn
-from knowledge_base.db import Database, transaction
-from knowledge_base.models import utcnow
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from chatbot.conversations.hub import StoredEvent
 from chatbot.conversations.log import NewEvent, append_events
 from chatbot.errors import ChatbotError
-from knowledge_base.db import Database, transaction
+from chatbot.storage.db import Database, transaction
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from chatbot.errors import ChatbotError
 from chatbot.replay.format import Cite, Expectations
 
 if TYPE_CHECKING:
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
     from knowledge_base.models import Order, Product
 
 

@@ -43,7 +43,7 @@ class Target:
     """A server to replay against, and what the runner may know about its data."""
 
     url: str  # ws://host:port
-    db: Any = None  # knowledge_base.db.Database: identity secrets, evidence
+    db: Any = None  # chatbot.storage.db.Database: identity secrets, evidence
     agent_token: str | None = None
     identity_secret: str | None = None  # overrides the database lookup
     _secrets: dict[str, str] = field(default_factory=dict)
@@ -143,7 +143,7 @@ class InProcessServer:
     async def start(self) -> Target:
         """Prepare the data, load the answerer, listen; returns the target to replay on."""
         from chatbot.server.app import ChatServer
-        from knowledge_base.db import Database
+        from chatbot.storage.db import Database
 
         if self.given_answerer is None and not self.base_settings.model_path.exists():
             raise ModelNotFoundError(

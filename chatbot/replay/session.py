@@ -67,7 +67,7 @@ def remote_target(
         raise ConfigError(f"--server must be a ws:// or wss:// URL, not {server_url!r}")
     db: Any = None
     try:
-        from knowledge_base.db import Database
+        from chatbot.storage.db import Database
 
         db = Database(settings.database_url, run_migrations=False)
     except Exception as exc:  # noqa: BLE001 - optional: only some checks need it

@@ -49,8 +49,8 @@ from chatbot.server.limits import ConnectionLimiter, KeyedRateLimiter
 from chatbot.server.metrics import CONTENT_TYPE, ServerMetrics
 from chatbot.server.replies import ReplyManager
 from chatbot.settings import Settings
+from chatbot.storage.db import Database
 from chatbot.types import Answerer
-from knowledge_base.db import Database
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from chatbot.errors import ChatbotError, StoreNotFoundError
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Product, Store
 from knowledge_base.stores import find_store
 

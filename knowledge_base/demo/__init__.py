@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from chatbot.errors import ChatbotError
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Order, Store
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chatbot.errors import ChatbotError
-from knowledge_base.db import Database, transaction
+from chatbot.storage.db import Database, transaction
 from knowledge_base.importers.records import ImportSummary, StoreData
 from knowledge_base.importers.writer import write_store_data
 from knowledge_base.stores import find_store, get_or_create_store

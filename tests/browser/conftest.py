@@ -16,7 +16,7 @@ import pytest
 from widget_support import CHROMIUM_ARGS, LiveServer, chromium_executable, new_page, seed_demo_store
 
 from chatbot.settings import Settings
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from tests.fakes import FakeAnswerer
 
 

@@ -14,7 +14,7 @@ import pytest
 from widget_support import ARTIFACTS, LiveServer, new_page
 
 from chatbot.settings import Settings
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 
 pytestmark = [pytest.mark.browser, pytest.mark.model, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Product, Variant
 from knowledge_base.stores import get_or_create_store
 from tests.fakes import FakeAnswerer

@@ -15,8 +15,8 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from chatbot.agents import accounts, sessions
-from knowledge_base.db import Database
-from knowledge_base.models import utcnow
+from chatbot.storage.clock import utcnow
+from chatbot.storage.db import Database
 from tests.integration.server_support import ChatClient, Running
 
 PASSWORD = "correct horse battery"

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from chatbot.server.app import ChatServer
 from chatbot.settings import Limits, Settings
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Customer
 from knowledge_base.stores import get_or_create_store
 from tests.fakes import FakeAnswerer

@@ -13,7 +13,7 @@ import pytest
 
 from chatbot.answering import replies
 from chatbot.settings import Settings
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Article, Customer, Order, OrderItem, Shipment
 from knowledge_base.stores import get_or_create_store
 

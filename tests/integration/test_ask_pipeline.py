@@ -13,8 +13,8 @@ from chatbot.answering.facts import order_fact
 from chatbot.answering.guard import find_unsupported
 from chatbot.answering.pipeline import Pipeline, build_answerer, collect
 from chatbot.settings import Settings
+from chatbot.storage.db import Database
 from chatbot.types import AnswerRequest
-from knowledge_base.db import Database
 from knowledge_base.models import Article, Customer, Order, OrderItem, Shipment
 from knowledge_base.orders import customer_orders
 from knowledge_base.stores import get_or_create_store

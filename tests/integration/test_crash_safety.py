@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from chatbot.conversations.models import ChatMessage, Conversation, ConversationEvent
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.stores import get_or_create_store
 from tests.integration.reliability_support import ServerProcess
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from chatbot.errors import ImportFileError
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.demo import ensure_demo_store
 from knowledge_base.importers import import_path
 from knowledge_base.importers.json_format import dumps, export_store

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from chatbot.errors import StoreNotFoundError
+from chatbot.storage.db import Database
 from knowledge_base.chunking import chunk_article
-from knowledge_base.db import Database
 from knowledge_base.embeddings import Embedder
 from knowledge_base.models import Article, Customer, Order, Product, Store, Variant
 from knowledge_base.retrieval import Retriever
@@ -258,7 +258,7 @@ def test_a_sync_in_another_process_is_seen_by_this_one(
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from knowledge_base.db import Database\n"
+        "from chatbot.storage.db import Database\n"
         "from knowledge_base.retrieval import Retriever\n"
         "db = Database(sys.argv[1], run_migrations=False)\n"
         "stats = Retriever(db, Path(sys.argv[2])).sync(int(sys.argv[3]))\n"

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from chatbot.cli import cli
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Article, Product, Store, Variant
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from chatbot.commands import serve as serve_cmd
 from chatbot.settings import Settings
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.stores import get_or_create_store
 from tests.fakes import FakeAnswerer
 from tests.integration.server_support import chat_client

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from chatbot.answering.prompt import SYSTEM_PROMPT
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Article, Customer, Order, Product, Shipment, Store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,8 +26,8 @@ import pytest
 
 from chatbot.answering.pipeline import Pipeline, collect
 from chatbot.settings import Settings
+from chatbot.storage.db import Database
 from chatbot.types import AnswerRequest, ReplyDone
-from knowledge_base.db import Database
 from tests.redteam.redteam_support import PROMPTS, LeakyEngine, World, build_world, leaks, prompts
 
 pytestmark = pytest.mark.slow

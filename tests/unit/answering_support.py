@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.settings import Settings
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Customer, Order, OrderItem, Payment, Shipment
 from knowledge_base.stores import get_or_create_store
 

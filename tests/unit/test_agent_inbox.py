@@ -12,8 +12,8 @@ from chatbot.agents import accounts, inbox
 from chatbot.conversations import ownership
 from chatbot.conversations.hub import ConversationHub
 from chatbot.conversations.service import ConversationService
+from chatbot.storage.db import Database
 from chatbot.types import Source
-from knowledge_base.db import Database
 from knowledge_base.models import Customer, Order, OrderItem, Shipment
 from knowledge_base.stores import get_or_create_store
 

@@ -19,8 +19,8 @@ from chatbot.agents.passwords import (
     verify_password,
 )
 from chatbot.errors import AuthError, ChatbotError, NotFoundError, StoreNotFoundError
-from knowledge_base.db import Database
-from knowledge_base.models import utcnow
+from chatbot.storage.clock import utcnow
+from chatbot.storage.db import Database
 from knowledge_base.stores import get_or_create_store
 
 PASSWORD = "correct horse battery"
@@ -196,7 +196,7 @@ def test_migrations_match_the_agent_models(db: Database) -> None:
     from alembic.migration import MigrationContext
 
     from chatbot.agents import models
-    from knowledge_base.db import Base
+    from chatbot.storage.db import Base
 
     ours = {t for t in Base.metadata.tables if t.startswith("agent")}
     assert ours == {"agents", "agent_stores", "agent_sessions", "agent_reads"}

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from chatbot.agents import sessions
 from chatbot.cli import cli
 from chatbot.errors import AuthError
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.stores import get_or_create_store
 
 

@@ -12,7 +12,7 @@ from chatbot.conversations.log import BotSilencedError, NewEvent, append_events,
 from chatbot.conversations.models import Conversation
 from chatbot.conversations.ownership import Action, transition
 from chatbot.conversations.writer import GroupWriter
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.stores import get_or_create_store
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from chatbot.agents.accounts import DEMO_AGENT_EMAIL, ensure_demo_agent, find_agent
 from chatbot.agents.passwords import verify_password
-from knowledge_base.db import Database, transaction
+from chatbot.storage.db import Database, transaction
 from knowledge_base.stores import get_or_create_store
 
 

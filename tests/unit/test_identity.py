@@ -70,7 +70,7 @@ def test_random_text_never_crashes(token: str) -> None:
 
 def test_cli_sign_then_verify(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from chatbot.cli import cli
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
     from knowledge_base.stores import get_or_create_store
 
     db = Database(f"sqlite:///{tmp_path / 'c.db'}")

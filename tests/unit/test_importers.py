@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from chatbot.errors import ChatbotError, ImportFileError, StoreNotFoundError
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.importers import get_reader, import_path
 from knowledge_base.importers.json_format import dumps, export_store
 from knowledge_base.importers.shopify_csv import html_to_text

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.demo import DEMO_STORE_FILE, ensure_demo_store, generate
 from knowledge_base.demo.history import REF, STATUS_COUNTS
 from knowledge_base.models import Article, Order, Store

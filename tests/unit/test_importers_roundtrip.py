@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.importers import import_path
 from knowledge_base.importers.json_format import export_store
 from knowledge_base.stores import get_store

@@ -11,7 +11,7 @@ from chatbot.conversations import ownership
 from chatbot.conversations.models import AGENT, BOT, RESOLVED, WAITING, Conversation
 from chatbot.conversations.ownership import Action, next_state, transition
 from chatbot.errors import ConflictError
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.stores import get_or_create_store
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.server.storefront import ProductQuery, dumps_safe, products_response
-from knowledge_base.db import Database
+from chatbot.storage.db import Database
 from knowledge_base.models import Product, Variant
 from knowledge_base.stores import get_or_create_store
 

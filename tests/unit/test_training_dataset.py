@@ -120,7 +120,7 @@ def test_real_tokenizer_prompt_matches_inference_and_mask_decodes_to_reply() -> 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, int, Any]]:
-    from knowledge_base.db import Database
+    from chatbot.storage.db import Database
     from knowledge_base.demo import ensure_demo_store
 
     home = tmp_path_factory.mktemp("demo")

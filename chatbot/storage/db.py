@@ -1,4 +1,8 @@
-"""Database engine, sessions and migrations (SQLite by default, any SQLAlchemy URL works)."""
+"""Database engine, sessions and migrations (SQLite by default, any SQLAlchemy URL works).
+
+``migrate()`` runs every Alembic revision in ``migrations/versions``: the store data, the
+conversations, the agents and whatever else declares tables on :class:`Base`.
+"""
 
 from __future__ import annotations
 
