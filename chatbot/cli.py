@@ -16,6 +16,9 @@ import click
 from chatbot.errors import ChatbotError
 from chatbot.settings import Settings
 
+# The installed distribution whose metadata `chatbot --version` reads (pyproject's name).
+DISTRIBUTION = "storefront-chatbot"
+
 # name -> "module:attribute"; imported only when the command runs, so `chatbot --help`
 # stays fast and a heavy dependency (torch) loads only for commands that need it.
 COMMANDS: dict[str, str] = {
@@ -65,6 +68,7 @@ class State:
 
 
 @click.group(cls=LazyGroup)
+@click.version_option(package_name=DISTRIBUTION, prog_name="chatbot")
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.resources
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -61,7 +62,9 @@ ROUTE_MODULES: tuple[str, ...] = (
 )
 # With several processes on one database, a reply silent this long has no live writer.
 ORPHAN_STALE_AFTER = timedelta(minutes=5)
-STATIC_DIR = Path(__file__).resolve().parents[2] / "web_widget"
+# The widget, demo page and console: the ``web_widget`` package's data files, found where the
+# package is installed (a wheel in site-packages or the source tree of an editable install).
+STATIC_DIR = Path(str(importlib.resources.files("web_widget")))
 # Candidate files for the page aliases, first existing wins.
 PAGES: dict[str, tuple[str, ...]] = {
     "/": ("index.html", "demo.html", "storefront.html"),
