@@ -148,6 +148,8 @@ class Order(Base):
     total: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
     email: Mapped[str] = mapped_column(String(300), default="")
     shipping_address: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Why the order was cancelled ("no longer needed", ...), set by the cancel action.
+    cancel_reason: Mapped[str | None] = mapped_column(String(100), default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     customer: Mapped[Customer | None] = relationship(back_populates="orders")
@@ -179,6 +181,9 @@ class OrderItem(Base):
     options: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     quantity: Mapped[int] = mapped_column(default=1)
     unit_price: Mapped[Decimal] = mapped_column(Money)
+    # Where this line's units sit in the source's line list (τ-bench repeats a line per
+    # unit, in any order): one 0-based position per unit, or [] when the order is ours.
+    positions: Mapped[list[int]] = mapped_column(JSON, default=list)
 
     order: Mapped[Order] = relationship(back_populates="items")
 
@@ -228,5 +233,11 @@ class Return(Base):
     item_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     requested_at: Mapped[datetime | None] = mapped_column(default=None)
     refund_amount: Mapped[Decimal | None] = mapped_column(Money, default=None)
+    # Exchanges: the variants sent in exchange, in the same order as ``item_ids``.
+    new_item_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The payment method refunded (returns) or charged/refunded the difference (exchanges).
+    payment_method: Mapped[str] = mapped_column(String(100), default="")
+    # Exchanges: new items' price minus the returned items' (negative: a refund).
+    price_difference: Mapped[Decimal | None] = mapped_column(Money, default=None)
 
     order: Mapped[Order] = relationship(back_populates="returns")

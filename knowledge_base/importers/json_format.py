@@ -200,6 +200,7 @@ def _order(where: str, index: int, raw: Any) -> dict[str, Any]:
         "total": c.money(rec, "total", default=Decimal("0.00")),
         "email": c.text(rec, "email", max_len=300).lower(),
         "shipping_address": c.str_map(rec, "shipping_address"),
+        "cancel_reason": c.text(rec, "cancel_reason", max_len=100) or None,
     }
     order["items"] = [_item(c, i, r) for i, r in enumerate(_list(c, rec, "items"))]
     order["shipments"] = [_shipment(c, i, r) for i, r in enumerate(_list(c, rec, "shipments"))]
@@ -229,7 +230,17 @@ def _item(parent: Checker, index: int, raw: Any) -> dict[str, Any]:
         "options": c.str_map(rec, "options"),
         "quantity": c.integer(rec, "quantity", default=1, minimum=1),
         "unit_price": c.money(rec, "unit_price", required=True),
+        "positions": _positions(c, rec),
     }
+
+
+def _positions(c: Checker, rec: dict[str, Any]) -> list[int]:
+    value = rec.get("positions", [])
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise c.fail("field 'positions' must be a list of non-negative integers")
+    return list(value)
 
 
 def _shipment(parent: Checker, index: int, raw: Any) -> dict[str, Any]:
@@ -267,6 +278,9 @@ def _return(parent: Checker, index: int, raw: Any) -> dict[str, Any]:
         "item_ids": c.str_list(rec, "item_ids"),
         "requested_at": c.timestamp(rec, "requested_at"),
         "refund_amount": c.money(rec, "refund_amount"),
+        "new_item_ids": c.str_list(rec, "new_item_ids"),
+        "payment_method": c.text(rec, "payment_method", max_len=100),
+        "price_difference": c.signed_money(rec, "price_difference"),
     }
 
 
@@ -353,6 +367,26 @@ def _export_product(p: Any, variants: list[Any]) -> dict[str, Any]:
 
 
 def _export_order(o: Any, customer: str | None, kids: dict[str, list[Any]]) -> dict[str, Any]:
+    # Fields added for order actions are written only when set, so older files stay as
+    # they were.
+    doc = _export_order_base(o, customer, kids)
+    if o["cancel_reason"]:
+        doc["cancel_reason"] = o["cancel_reason"]
+    for item, row in zip(doc["items"], kids["items"], strict=True):
+        if row["positions"]:
+            item["positions"] = list(row["positions"])
+    for ret, row in zip(doc["returns"], kids["returns"], strict=True):
+        if row["new_item_ids"]:
+            ret["new_item_ids"] = list(row["new_item_ids"])
+        if row["payment_method"]:
+            ret["payment_method"] = row["payment_method"]
+        if row["price_difference"] is not None:
+            ret["price_difference"] = _money(row["price_difference"])
+    return doc
+
+
+def _export_order_base(o: Any, customer: str | None, kids: dict[str, list[Any]]
+                       ) -> dict[str, Any]:
     return {
         "number": o["number"],
         "customer": customer,

@@ -127,6 +127,17 @@ class Checker:
             raise self.fail(f"field {key!r} is too large: {value!r}")
         return amount.quantize(CENT)
 
+    def signed_money(self, rec: dict[str, Any], key: str) -> Decimal | None:
+        """An optional amount that may be negative (a price difference refunded)."""
+        if key not in rec or rec[key] is None or rec[key] == "":
+            return None
+        value = rec[key]
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            return -self.parse_money(-value, key)
+        if isinstance(value, str) and value.strip().startswith("-"):
+            return -self.parse_money(value.strip()[1:], key)
+        return self.parse_money(value, key)
+
     def integer(self, rec: dict[str, Any], key: str, *, default: int | None = None,
             minimum: int | None = None) -> int | None:
         if key not in rec or rec[key] is None:

@@ -156,6 +156,7 @@ def _order(path: Path, key: str, raw: Any, customers: set[str], variants: set[st
     if not isinstance(items_raw, list) or not items_raw:
         raise c.fail("field 'items' must be a non-empty list")
     # No quantity in τ-bench: buying two of one item repeats the line. Merge the repeats.
+    # Each merged line remembers the positions of its units, so the export puts them back.
     merged: dict[str, dict[str, Any]] = {}
     for n, iraw in enumerate(items_raw, start=1):
         ic = Checker(str(path), f"record {key}, item #{n}")
@@ -168,6 +169,7 @@ def _order(path: Path, key: str, raw: Any, customers: set[str], variants: set[st
             if merged[item_id]["unit_price"] != price:
                 raise ic.fail(f"item {item_id} appears twice with different prices")
             merged[item_id]["quantity"] += 1
+            merged[item_id]["positions"].append(n - 1)
             continue
         merged[item_id] = {
             "product_source_id": ic.text(item, "product_id", required=True),
@@ -176,6 +178,7 @@ def _order(path: Path, key: str, raw: Any, customers: set[str], variants: set[st
             "options": ic.str_map(item, "options"),
             "quantity": 1,
             "unit_price": price,
+            "positions": [n - 1],
         }
     items = list(merged.values())
     subtotal = sum((i["unit_price"] * i["quantity"] for i in items), Decimal(0)).quantize(CENT)
@@ -190,11 +193,43 @@ def _order(path: Path, key: str, raw: Any, customers: set[str], variants: set[st
         "total": subtotal,
         "email": "",
         "shipping_address": c.str_map(rec, "address"),
+        "cancel_reason": c.text(rec, "cancel_reason", max_len=100) or None,
         "items": items,
         "shipments": _shipments(c, rec),
         "payments": _payments(c, rec),
-        "returns": [],
+        "returns": _returns(c, rec, variants),
     }
+
+
+def _returns(c: Checker, rec: dict[str, Any], variants: set[str]) -> list[dict[str, Any]]:
+    """The fields τ-bench's return and exchange tools write, as return rows."""
+    out: list[dict[str, Any]] = []
+    if "return_items" in rec:
+        out.append({
+            "status": "requested", "kind": "return", "reason": "",
+            "item_ids": _known_items(c, rec, "return_items", variants),
+            "requested_at": None, "refund_amount": None, "new_item_ids": [],
+            "payment_method": c.text(rec, "return_payment_method_id", max_len=100),
+            "price_difference": None,
+        })
+    if "exchange_items" in rec:
+        out.append({
+            "status": "requested", "kind": "exchange", "reason": "",
+            "item_ids": _known_items(c, rec, "exchange_items", variants),
+            "requested_at": None, "refund_amount": None,
+            "new_item_ids": _known_items(c, rec, "exchange_new_items", variants),
+            "payment_method": c.text(rec, "exchange_payment_method_id", max_len=100),
+            "price_difference": c.signed_money(rec, "exchange_price_difference"),
+        })
+    return out
+
+
+def _known_items(c: Checker, rec: dict[str, Any], key: str, variants: set[str]) -> list[str]:
+    ids = c.str_list(rec, key)
+    for item_id in ids:
+        if item_id not in variants:
+            raise c.fail(f"field {key!r}: unknown item_id {item_id!r}")
+    return ids
 
 
 def _shipments(c: Checker, rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -272,3 +307,173 @@ def policy_articles(markdown: str) -> list[dict[str, Any]]:
              "body": body, "url": ""}
         )
     return articles
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def export_store(session: Any, store: Any) -> dict[str, dict[str, Any]]:
+    """A store as τ-bench's three files: ``{"users": ..., "orders": ..., "products": ...}``.
+
+    The inverse of :func:`read` (importing a τ folder and exporting it gives equal JSON),
+    including the fields τ-bench's tools write (``cancel_reason``, ``return_items``,
+    ``exchange_*``, refunds in ``payment_history``, gift-card balances). Works for any
+    store: fields τ-bench has no place for (dates, carriers, quantities) are left out.
+    """
+    from collections import defaultdict
+
+    from sqlalchemy import select
+
+    from knowledge_base.models import (
+        Customer,
+        Order,
+        OrderItem,
+        Payment,
+        Product,
+        Return,
+        Shipment,
+        Variant,
+    )
+
+    sid = store.id
+
+    def rows(stmt: Any) -> list[Any]:
+        return list(session.execute(stmt).mappings())
+
+    products_t, variants_t = Product.__table__, Variant.__table__
+    customers_t, orders_t = Customer.__table__, Order.__table__
+    variants: dict[int, list[Any]] = defaultdict(list)
+    for v in rows(select(variants_t).where(variants_t.c.store_id == sid)
+                  .order_by(variants_t.c.id)):
+        variants[v["product_id"]].append(v)
+    products = {
+        p["source_id"]: {
+            "name": p["title"],
+            "product_id": p["source_id"],
+            "variants": {
+                v["source_id"]: {
+                    "item_id": v["source_id"],
+                    "options": dict(v["options"] or {}),
+                    "available": bool(v["available"]),
+                    "price": _float(v["price"]),
+                }
+                for v in variants[p["id"]]
+            },
+        }
+        for p in rows(select(products_t).where(products_t.c.store_id == sid)
+                      .order_by(products_t.c.id))
+    }
+    customers = rows(select(customers_t).where(customers_t.c.store_id == sid)
+                     .order_by(customers_t.c.id))
+    customer_ids = {c["id"]: c["source_id"] for c in customers}
+    orders = rows(select(orders_t).where(orders_t.c.store_id == sid).order_by(orders_t.c.id))
+    children: dict[str, dict[int, list[Any]]] = {}
+    for name, model in (("items", OrderItem), ("shipments", Shipment), ("payments", Payment),
+                        ("returns", Return)):
+        table = model.__table__
+        grouped: dict[int, list[Any]] = defaultdict(list)
+        stmt = (select(table).join(orders_t, orders_t.c.id == table.c.order_id)
+                .where(orders_t.c.store_id == sid).order_by(table.c.id))
+        for row in rows(stmt):
+            grouped[row["order_id"]].append(row)
+        children[name] = grouped
+    users_orders: dict[int, list[str]] = defaultdict(list)
+    out_orders: dict[str, Any] = {}
+    for o in orders:
+        if o["customer_id"] is not None:
+            users_orders[o["customer_id"]].append(o["number"])
+        out_orders[o["number"]] = _export_order(
+            o, customer_ids.get(o["customer_id"], ""),
+            {name: grouped.get(o["id"], []) for name, grouped in children.items()},
+        )
+    users = {
+        c["source_id"]: {
+            "name": {"first_name": c["first_name"], "last_name": c["last_name"]},
+            "address": dict(c["address"] or {}),
+            "email": c["email"],
+            "payment_methods": {
+                str(m.get("id", n)): dict(m) for n, m in enumerate(c["payment_methods"] or [])
+            },
+            "orders": users_orders.get(c["id"], []),
+        }
+        for c in customers
+    }
+    return {"users": users, "orders": out_orders, "products": products}
+
+
+def _float(value: Any) -> float:
+    return float(Decimal(value).quantize(CENT))
+
+
+def expand_lines(items: list[Any]) -> list[Any]:
+    """Order lines (rows with ``quantity`` and ``positions``) as τ-bench's one line per unit.
+
+    Units go back to the positions recorded at import (or by an action); lines without
+    valid positions fill the remaining places in line order.
+    """
+    total = sum(int(i["quantity"]) for i in items)
+    slots: list[Any] = [None] * total
+    leftovers: list[Any] = []
+    for item in items:
+        positions = list(item["positions"] or [])
+        if (len(positions) == int(item["quantity"])
+                and all(0 <= p < total and slots[p] is None for p in positions)
+                and len(set(positions)) == len(positions)):
+            for p in positions:
+                slots[p] = item
+        else:
+            leftovers.extend([item] * int(item["quantity"]))
+    it = iter(leftovers)
+    return [slot if slot is not None else next(it) for slot in slots]
+
+
+def _export_order(o: Any, user_id: str, kids: dict[str, list[Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "order_id": o["number"],
+        "user_id": user_id,
+        "address": dict(o["shipping_address"] or {}),
+        "items": [
+            {"name": i["name"], "product_id": i["product_source_id"],
+             "item_id": i["variant_source_id"], "price": _float(i["unit_price"]),
+             "options": dict(i["options"] or {})}
+            for i in expand_lines(kids["items"])
+        ],
+        "fulfillments": [
+            {"tracking_id": [s["tracking_number"]] if s["tracking_number"] else [],
+             "item_ids": list(s["item_ids"] or [])}
+            for s in kids["shipments"]
+        ],
+        "status": o["status"],
+        "payment_history": [
+            {"transaction_type": p["kind"], "amount": _float(p["amount"]),
+             "payment_method_id": p["method"]}
+            for p in kids["payments"]
+        ],
+    }
+    if o["cancel_reason"]:
+        doc["cancel_reason"] = o["cancel_reason"]
+    for r in kids["returns"]:
+        if r["kind"] == "exchange":
+            doc["exchange_items"] = list(r["item_ids"] or [])
+            doc["exchange_new_items"] = list(r["new_item_ids"] or [])
+            doc["exchange_payment_method_id"] = r["payment_method"]
+            doc["exchange_price_difference"] = (
+                None if r["price_difference"] is None else _float(r["price_difference"])
+            )
+        else:
+            doc["return_items"] = list(r["item_ids"] or [])
+            doc["return_payment_method_id"] = r["payment_method"]
+    return doc
+
+
+def write_folder(data: dict[str, dict[str, Any]], folder: Path) -> list[Path]:
+    """Write ``users.json``, ``orders.json`` and ``products.json`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("users", "orders", "products"):
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(data[name], indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+        written.append(path)
+    return written

@@ -44,18 +44,28 @@ VARIANT_FIELDS = (
 CUSTOMER_FIELDS = ("email", "first_name", "last_name", "phone", "address", "payment_methods")
 ORDER_FIELDS = (
     "customer_id", "status", "placed_at", "currency", "subtotal", "shipping_cost", "total",
-    "email", "shipping_address",
+    "email", "shipping_address", "cancel_reason",
 )
 ITEM_FIELDS = (
     "variant_id", "product_source_id", "variant_source_id", "name", "options", "quantity",
-    "unit_price",
+    "unit_price", "positions",
 )
 SHIPMENT_FIELDS = (
     "carrier", "tracking_number", "status", "shipped_at", "estimated_delivery", "delivered_at",
     "item_ids",
 )
 PAYMENT_FIELDS = ("kind", "amount", "method", "created_at")
-RETURN_FIELDS = ("status", "kind", "reason", "item_ids", "requested_at", "refund_amount")
+RETURN_FIELDS = (
+    "status", "kind", "reason", "item_ids", "requested_at", "refund_amount", "new_item_ids",
+    "payment_method", "price_difference",
+)
+
+# Fields an importer may leave out (added after the first formats were written).
+OPTIONAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "orders": {"cancel_reason": None},
+    "items": {"positions": []},
+    "returns": {"new_item_ids": [], "payment_method": "", "price_difference": None},
+}
 
 # (key in the order record, model, compared fields)
 ORDER_CHILDREN: tuple[tuple[str, type[Any], tuple[str, ...]], ...] = (
@@ -223,6 +233,7 @@ def _upsert_orders(
     replace: list[int] = []
     fresh: list[dict[str, Any]] = []  # orders whose children are (re)inserted
     for order in orders:
+        _fill_defaults(order)
         customer = order.get("customer")
         if customer is not None and customer not in customer_ids:
             raise ImportFileError(
@@ -275,6 +286,15 @@ def _upsert_orders(
         ]
         for chunk in _chunks(rows):
             session.execute(insert(model), chunk)
+
+
+def _fill_defaults(order: dict[str, Any]) -> None:
+    for key, value in OPTIONAL_DEFAULTS["orders"].items():
+        order.setdefault(key, value)
+    for name in ("items", "returns"):
+        for child in order[name]:
+            for key, value in OPTIONAL_DEFAULTS[name].items():
+                child.setdefault(key, list(value) if isinstance(value, list) else value)
 
 
 def _load_children(session: Session, store_id: int) -> dict[str, dict[int, list[tuple[Any, ...]]]]:
