@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "eval": "chatbot.commands.eval:eval_command",
     "replay": "chatbot.commands.replay:replay",
     "transcripts": "chatbot.commands.transcripts:transcripts",
+    "actions": "chatbot.commands.actions:actions",
 }
 
 

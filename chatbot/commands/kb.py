@@ -122,21 +122,35 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @kb.command("export")
 @click.option("--store", "store_name", required=True, help="Store name or widget key.")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="File to write (default: standard output); a .gz name is gzipped.")
+@click.option("--format", "fmt", type=click.Choice(("json", "tau-retail")), default="json",
+              show_default=True,
+              help="Our JSON store file, or a tau-bench retail folder (users.json, "
+                   "orders.json, products.json).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="File to write (default: standard output; a .gz name is gzipped); "
+                   "with --format tau-retail, the folder to write (required).")
 @click.pass_context
-def export_command(ctx: click.Context, store_name: str, output: Path | None) -> None:
+def export_command(ctx: click.Context, store_name: str, fmt: str, output: Path | None) -> None:
     """Export a whole store as one JSON store file (see docs/store-format.md).
 
     Importing the file with ``--format json`` into another store gives the same store.
     Secrets (the identity signing key) and the widget key are not exported.
+    ``--format tau-retail`` writes tau-bench's three files, including what order actions
+    wrote (cancel reasons, returns, exchanges, refunds, gift-card balances).
 
     \b
     Examples:
       chatbot kb export --store demo -o demo.json
       chatbot kb export --store tau | jq '.orders | length'
+      chatbot kb export --format tau-retail --store tau -o /tmp/tau-state
     """
     import gzip
+
+    if fmt == "tau-retail":
+        _export_tau(ctx, store_name, output)
+        return
+    if output is not None and output.is_dir():
+        raise click.BadParameter(f"{output} is a folder", param_hint="-o")
 
     from knowledge_base.importers.json_format import dumps, export_store
     from knowledge_base.stores import get_store
@@ -158,6 +172,30 @@ def export_command(ctx: click.Context, store_name: str, output: Path | None) -> 
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
     click.echo(f"Wrote store {store_name!r} to {output} ({len(data):,} bytes)", err=True)
+
+
+def _export_tau(ctx: click.Context, store_name: str, output: Path | None) -> None:
+    from knowledge_base.importers.tau_retail import export_store, write_folder
+    from knowledge_base.stores import get_store
+
+    if output is None:
+        raise click.BadParameter("--format tau-retail needs -o DIR", param_hint="-o")
+    if output.exists() and not output.is_dir():
+        raise click.BadParameter(f"{output} is not a folder", param_hint="-o")
+    db = _database(ctx)
+    try:
+        with db.session() as session:
+            data = export_store(session, get_store(session, store_name))
+    finally:
+        db.dispose()
+    try:
+        write_folder(data, output)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
+    click.echo(
+        f"Wrote store {store_name!r} to {output} ({len(data['users']):,} users, "
+        f"{len(data['orders']):,} orders, {len(data['products']):,} products)", err=True,
+    )
 
 
 @kb.command("stats")
