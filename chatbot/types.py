@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Role = Literal["shopper", "bot", "agent", "system"]
 
@@ -43,6 +43,14 @@ class AnswerRequest:
     seed: int | None = None
     # Reuse KV cache across the turns of one conversation.
     conversation_key: str | None = None
+    # The dialogue state the previous reply left (chatbot.answering.dialogue, as JSON);
+    # None for a new conversation. Opaque to the server, which only stores it.
+    state: dict[str, Any] | None = None
+    # A suggestion for an agent (the console's copilot), not a reply to the shopper:
+    # never a handoff message; says plainly when no grounded answer exists.
+    for_agent: bool = False
+    # The shopper's address (the TCP peer), for per-address abuse limits (issue #18).
+    client_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class ReplyDone:
     guard_fired: int = 0
     # Why the pipeline answered the way it did ("grounded", "no_match", "asked_human", ...).
     reason: str = "grounded"
+    # The dialogue state after this reply (JSON-able), for the next request's ``state``.
+    state: dict[str, Any] | None = None
 
 
 ReplyEvent = ReplyToken | ReplyDone

@@ -21,6 +21,7 @@ from chatbot.agents.models import AgentRead
 from chatbot.agents.summary import summarize
 from chatbot.answering.facts import item_lines, money, shorten
 from chatbot.answering.router import Intent, route
+from chatbot.conversations.history import recent_turns, verified_orders
 from chatbot.conversations.models import (
     AGENT,
     RESOLVED,
@@ -441,6 +442,8 @@ class CopilotInput:
     seq: int
     history: list[Turn]
     verified_orders: frozenset[str]
+    # The conversation's dialogue state (what "it" and "that order" mean).
+    dialogue: dict[str, Any] | None = None
 
 
 def copilot_input(session: Session, conversation_id: int) -> CopilotInput | None:
@@ -463,19 +466,9 @@ def copilot_input(session: Session, conversation_id: int) -> CopilotInput | None
         (r for r in rows if route(r[0]).intent not in (Intent.HANDOFF, Intent.SMALL_TALK)),
         rows[0],
     )
-    earlier = session.scalars(
-        select(ChatMessage)
-        .where(ChatMessage.conversation_id == conversation_id, ChatMessage.internal.is_(False),
-               ChatMessage.seq < seq, ChatMessage.text != "")
-        .order_by(ChatMessage.seq.desc())
-        .limit(COPILOT_HISTORY)
-    ).all()
-    history = [Turn(role=m.role, text=m.text) for m in reversed(earlier)]  # type: ignore[arg-type]
-    orders = frozenset(
-        session.scalars(
-            select(GuestVerification.order_number).where(
-                GuestVerification.conversation_id == conversation_id
-            )
-        )
+    history = recent_turns(session, conversation_id, int(seq or 0), COPILOT_HISTORY)
+    orders = verified_orders(session, conversation_id)
+    dialogue = session.scalar(
+        select(Conversation.dialogue).where(Conversation.id == conversation_id)
     )
-    return CopilotInput(text, int(seq or 0), history, orders)
+    return CopilotInput(text, int(seq or 0), history, orders, dialogue)

@@ -46,6 +46,9 @@ class Fact:
     text: str  # the statement itself, without the label
     title: str = ""
     url: str = ""
+    # The fact as customer-facing sentences code wrote (what the claim guard puts in
+    # place of a sentence that fails a check); empty: the text's own sentences.
+    sentences: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -82,6 +85,14 @@ def day(when: datetime | None) -> str:
     return f"{when:%B} {when.day}, {when.year}"
 
 
+# Sentences addressed to the agent, not the shopper (the τ wiki is written for agents);
+# kept in step with chatbot.answering.claims.AGENT_TEXT, which checks replies.
+_AGENT_TEXT = re.compile(
+    r"\bthe user'?s?\b|\buser id\b|\bthe agent\b|\bagents? (must|should|can|need)\b|"
+    r"\bexplicit (user )?confirmation\b|\btransfer (the user|to a human)|\btool calls?\b|"
+    r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(])")
 # List bullets that flattened Markdown leaves inside a line: " - Phone: ...".
 _BULLET = re.compile(r"(?:^|\s+)-\s+(?=\S)")
@@ -273,12 +284,18 @@ def best_sentences(
     restate by mistake.
     """
     sentences = split_sentences(text)
+    # Policy written for the agent ("the user must confirm ...") is never read out.
+    sentences = [s for s in sentences if not _AGENT_TEXT.search(s)]
     if not sentences:
         return ""
     scores = sentence_scores(sentences, query, embedder)
     lexical = sentence_scores(sentences, query) if embedder is not None else scores
     # Earlier sentences win ties: articles usually lead with the answer.
     ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
+    best = _best_clause(sentences[ranked[0]], query)
+    if best is not None:
+        # The best sentence lists several priced options and the question names one.
+        return best
     keep = [ranked[0]]
     used = len(sentences[ranked[0]])
     for i in ranked[1:n]:
@@ -293,6 +310,30 @@ def best_sentences(
     return " ".join(sentences[i] for i in keep)
 
 
+def _best_clause(sentence: str, query: str) -> str | None:
+    """The one clause of a multi-price sentence that the query names ("and expedited?" ->
+    "Expedited shipping takes 2-3 business days for $14.95."), else None."""
+    clauses = [c.strip() for c in re.split(r",\s+and\s+|;\s+", sentence) if c.strip()]
+    priced = [c for c in clauses if "$" in c]
+    if len(clauses) < 2 or len(priced) < 2:
+        return None
+    wanted = _stems(query)
+    named = [c for c in clauses if _stems(c) & wanted - _shared_stems(clauses)]
+    if len(named) != 1:
+        return None
+    text = named[0].rstrip(".")
+    return text[:1].upper() + text[1:] + "."
+
+
+def _shared_stems(clauses: Sequence[str]) -> set[str]:
+    """Stems found in more than one clause (they tell no clause apart)."""
+    seen: dict[str, int] = {}
+    for clause in clauses:
+        for stem in _stems(clause):
+            seen[stem] = seen.get(stem, 0) + 1
+    return {s for s, n in seen.items() if n > 1}
+
+
 # Product card lines (see knowledge_base.chunking.product_text) a question is about.
 _CARD_TOPICS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
     (re.compile(r"\b(price|cost|how much|cheap|expensive|\$)", re.I), ("price",)),
@@ -304,7 +345,7 @@ _CARD_TOPICS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
 )
 
 
-def product_card_text(card: str, query: str) -> str:
+def product_card_text(card: str, query: str, *, stock: bool = True) -> str:
     """The lines of a product card that answer ``query``, plus its price.
 
     A question about colours gets the colour line; a general one ("do you sell rain
@@ -322,18 +363,35 @@ def product_card_text(card: str, query: str) -> str:
         if description:
             picked.append(best_sentences(description, query, 1))
         wanted = ["availability"]
-    picked += [labelled[key] for key in dict.fromkeys([*wanted, "price"]) if key in labelled]
+    keys = [*wanted, "price"]
+    if not stock:
+        # A stock fact for the asked variant stands beside this line: the card's
+        # product-wide availability would only blur it.
+        keys = [k for k in keys if k != "availability"]
+    picked += [labelled[key] for key in dict.fromkeys(keys) if key in labelled]
     return " ".join(picked)
 
 
 def hit_fact(
-    hit: Hit, query: str = "", sentences: int = 2, *, embedder: SentenceEmbedder | None = None
+    hit: Hit,
+    query: str = "",
+    sentences: int = 2,
+    *,
+    embedder: SentenceEmbedder | None = None,
+    stock: bool = True,
 ) -> Fact:
     """A retrieval hit as a fact line: ``Title: the snippet's sentences that fit the query``
     (ranked with ``embedder`` too when given; see :func:`sentence_scores`)."""
     if hit.kind == "product" and query:
-        text = f"{hit.title.rstrip(':.')}: {product_card_text(hit.snippet, query)}"
-        return Fact(kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url)
+        card = product_card_text(hit.snippet, query, stock=stock)
+        text = f"{hit.title.rstrip(':.')}: {card}"
+        said = tuple(
+            f"{hit.title.rstrip(':.')} {_lower_first(line)}" for line in split_sentences(card)
+        )
+        return Fact(
+            kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url,
+            sentences=said,
+        )
     snippet = " ".join(hit.snippet.split())
     if snippet.lower().startswith(hit.title.lower()):
         snippet = snippet[len(hit.title) :].lstrip(" :.-")
@@ -342,7 +400,15 @@ def hit_fact(
             snippet, query, sentences, MAX_FACT_CHARS - len(hit.title) - 2, embedder=embedder
         )
     text = f"{hit.title.rstrip(':.')}: {snippet}" if snippet else hit.title
-    return Fact(kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url)
+    return Fact(
+        kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url,
+        sentences=tuple(split_sentences(snippet)),
+    )
+
+
+def _lower_first(line: str) -> str:
+    """ "Color options: Black." -> "color options: Black." (after a product name)."""
+    return line[:1].lower() + line[1:] if line[:2].istitle() or line[:1].isupper() else line
 
 
 def _options(options: dict[str, str]) -> str:
@@ -426,12 +492,123 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
         addr = order.shipping_address
         fields = ("address1", "address2", "city", "state", "zip", "country")
         parts.append("ship to " + ", ".join(addr[k] for k in fields if addr.get(k)))
+    possible = eligibility(order.status)
+    if wanted & {"cancel", "returns", "address", "items"} and possible:
+        parts.append(possible)
+    said = [f"Order {order.number} is {order.status}."]
+    if tracking_first or "status" in wanted:
+        said.append(_capital(_shipment_text(order)) + ".")
+    if wanted & {"items", "returns", "total", "cancel"}:
+        said.append("Items: " + ", ".join(item_lines(order)) + ".")
+    if wanted & {"total", "cancel"}:
+        said.append(f"The total was {money(order.total, order.currency)}.")
+    if possible:
+        said.append(_capital(possible) + ".")
     return Fact(
         kind="order",
         id=order.number,
-        text=shorten("; ".join(parts), MAX_FACT_CHARS + 120),
+        text=shorten("; ".join(parts), MAX_FACT_CHARS + 160),
         title=f"Order {order.number}",
+        sentences=tuple(said),
     )
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+# What an order's status allows (the demo store's and the τ store's policy alike:
+# cancel or change while pending; return or exchange once delivered).
+_ELIGIBILITY: tuple[tuple[str, str], ...] = (
+    ("pending (item", "it can no longer be changed, but it can still be cancelled"),
+    ("pending", "it can still be cancelled or changed (address, size or colour, payment)"),
+    ("process", "it can no longer be cancelled or changed; a return or exchange is possible "
+                "once it is delivered"),
+    ("shipped", "it can no longer be cancelled or changed; a return or exchange is possible "
+                "once it is delivered"),
+    ("in transit", "it can no longer be cancelled or changed; a return or exchange is "
+                   "possible once it is delivered"),
+    ("out for delivery", "it can no longer be cancelled or changed; a return or exchange is "
+                         "possible once it is delivered"),
+    ("delivered", "it can no longer be cancelled; items can be returned or exchanged"),
+    ("cancelled", "it is already cancelled, so it cannot be changed or returned"),
+)
+
+
+def eligibility(status: str) -> str:
+    """What can still be done with an order in ``status`` ("" when nothing applies)."""
+    lowered = status.lower()
+    for prefix, text in _ELIGIBILITY:
+        if lowered.startswith(prefix):
+            return text
+    return ""
+
+
+def stock_fact(product: Any, query: str) -> Fact | None:
+    """Stock of the variants of ``product`` that ``query`` names ("Storm Blue ... in L"):
+    one line per variant, computed from the database, never guessed.
+
+    None when the query names no option value of the product.
+    """
+    variants = list(product.variants)
+    named = _named_variants(variants, query)
+    if not named:
+        return None
+    title = product.title
+    lines, said = [], []
+    for variant in named[:6]:
+        label = variant.title or " / ".join(str(v) for v in (variant.options or {}).values())
+        in_stock = variant.available and (variant.inventory is None or variant.inventory > 0)
+        state = "in stock" if in_stock else "out of stock"
+        lines.append(f"{label}: {state}")
+        said.append(f"The {title} in {label} is {state}.")
+    return Fact(
+        kind="product",
+        id=product.source_id,
+        text=f"{title} stock: " + "; ".join(lines),
+        title=title,
+        url=getattr(product, "url", "") or "",
+        sentences=tuple(said),
+    )
+
+
+_SIZE_WORDS = {
+    "xs": "XS", "extra small": "XS", "small": "S", "s": "S", "medium": "M", "m": "M",
+    "large": "L", "l": "L", "extra large": "XL", "xl": "XL", "xxl": "XXL", "2xl": "XXL",
+}
+
+
+def _named_variants(variants: Sequence[Any], query: str) -> list[Any]:
+    """The variants whose option values the query names (every named option must match)."""
+    lowered = " " + " ".join(re.findall(r"[a-z0-9.]+", query.lower())) + " "
+    values: dict[str, set[str]] = {}
+    for variant in variants:
+        for name, value in (variant.options or {}).items():
+            values.setdefault(name, set()).add(str(value))
+    wanted: dict[str, set[str]] = {}
+    for name, options in values.items():
+        for value in options:
+            words = " ".join(re.findall(r"[a-z0-9.]+", value.lower()))
+            if len(words) > 2:
+                hit = f" {words} " in lowered
+            else:
+                # "L", "M", "10": only after "in" / "size" ("it's" must not mean size S).
+                hit = bool(re.search(rf" (?:in|size|a|an) {re.escape(words)} ", lowered))
+            if not hit and name.lower() == "size":
+                hit = any(
+                    _SIZE_WORDS[w] == value.upper() and f" {w} " in lowered
+                    for w in _SIZE_WORDS
+                    if len(w) > 2
+                )
+            if hit:
+                wanted.setdefault(name, set()).add(value)
+    if not wanted:
+        return []
+    return [
+        v
+        for v in variants
+        if all(str((v.options or {}).get(name)) in vals for name, vals in wanted.items())
+    ]
 
 
 def order_summary_fact(order: Order) -> Fact:

@@ -1,10 +1,9 @@
-"""The grounding guard: every number in a reply must come from the facts the model saw.
+"""Number claims: every number in a reply must come from the facts the model saw.
 
 Order numbers, tracking numbers, prices, quantities and dates are the claims a small
-model gets wrong most dangerously, so the guard checks each of them while the reply
-streams. It holds back the word being written (a number can arrive split across
-tokens, ``"#W26" + "11340"``) until the word is complete, then either releases it or
-replaces it with :data:`SAFE_PHRASE` and drops the rest of that sentence.
+model gets wrong most dangerously. This module finds and normalises them; the claim
+guard (:mod:`chatbot.answering.claims`) runs :func:`find_unsupported` on every reply
+sentence before it is shown, with the other checks.
 
 Matching is on normalised values: ``$1,093.34`` == ``1093.34``, ``$50`` == ``50.00``,
 ``#W2611340`` == ``W2611340``, ``2024-05-03`` == ``May 3, 2024`` == ``05/03/2024``.
@@ -17,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-
-SAFE_PHRASE = "(a detail I can't confirm)"
 
 _MONTHS = {
     name: i
@@ -49,9 +46,7 @@ _ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _SLASH_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
 _MONTH_DAY = re.compile(r"\b([A-Za-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?\b(?:,?\s+(\d{4}))?")
 _DAY_MONTH = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]{3,9})\b(?:,?\s+(\d{4}))?")
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*$")
 _TRAILING = ".,;:!?)\"']"
-_LAST_WORD = re.compile(r"\s+\S*$")
 
 
 def normalise_number(raw: str) -> str | None:
@@ -157,74 +152,3 @@ def find_unsupported(reply: str, facts: Iterable[str]) -> list[str]:
             bad.append(word.strip(_TRAILING))
         previous = word
     return bad
-
-
-class StreamGuard:
-    """Checks a streamed reply word by word against the facts given to the model.
-
-    ``feed(piece)`` returns the text that is safe to show now; ``finish()`` flushes the
-    rest. ``fired`` counts the unsupported claims removed, ``text`` is everything
-    released so far.
-    """
-
-    def __init__(self, facts: Iterable[str]) -> None:
-        self._supported = extract_claims("\n".join(facts))
-        self._pending = ""
-        self._previous_word = ""
-        self._skipping = False  # dropping the rest of a sentence after a removed claim
-        self.fired = 0
-        self.removed: list[str] = []
-        self.text = ""
-
-    def feed(self, piece: str) -> str:
-        """Accept a piece of model output; return what can be released now."""
-        self._pending += piece
-        # The last word may still grow ("#W26" + "11340"): keep it, and the whitespace
-        # before it (so the reply never ends in a space), until whitespace follows.
-        tail = _LAST_WORD.search(self._pending)
-        cut = tail.start() if tail else 0
-        if cut == 0:
-            return ""
-        ready, self._pending = self._pending[:cut], self._pending[cut:]
-        return self._release(ready)
-
-    def finish(self) -> str:
-        """Flush the held-back word at the end of the stream."""
-        ready, self._pending = self._pending.rstrip(), ""
-        out = self._release(ready)
-        if self._skipping:
-            self._skipping = False
-            out += "."
-            self.text += "."
-        return out
-
-    def _release(self, chunk: str) -> str:
-        if not self.text:
-            chunk = chunk.lstrip()
-        out: list[str] = []
-        for part in re.findall(r"\s+|\S+", chunk):
-            if part.isspace():
-                if not self._skipping:
-                    out.append(part)
-                continue
-            out.append(self._check_word(part))
-            self._previous_word = part
-        released = "".join(out)
-        self.text += released
-        return released
-
-    def _check_word(self, word: str) -> str:
-        ends_sentence = _SENTENCE_END.search(word)
-        if self._skipping:
-            if ends_sentence:
-                self._skipping = False
-                return ends_sentence.group(0)
-            return ""
-        if word_is_supported(word, self._supported, self._previous_word):
-            return word
-        self.fired += 1
-        self.removed.append(word.strip(_TRAILING))
-        if ends_sentence:
-            return SAFE_PHRASE + ends_sentence.group(0)
-        self._skipping = True
-        return SAFE_PHRASE

@@ -9,6 +9,7 @@ the grounding guard removes any number it made up.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import threading
@@ -18,16 +19,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chatbot.answering import replies
+from chatbot.answering.claims import ClaimContext, SentenceGuard
+from chatbot.answering.dialogue import DialogueState, normalise
 from chatbot.answering.facts import (
     Fact,
     facts_used,
     hit_fact,
     order_fact,
     order_summary_fact,
+    stock_fact,
 )
-from chatbot.answering.guard import StreamGuard
 from chatbot.answering.prompt import build_prompt_ids
-from chatbot.answering.router import Intent, Route, route, strip_emails
+from chatbot.answering.router import Intent, Route, route, strip_emails, strip_instructions
+from chatbot.security import guest_verification  # issue #18: guest verification limits
 from chatbot.types import AnswerRequest, ReplyDone, ReplyEvent, ReplyToken, Source
 from knowledge_base import orders as order_queries
 
@@ -69,6 +73,8 @@ class Plan:
     verified: frozenset[str] = frozenset()
     # The message as the model should see it (e.g. without the email a guest sent).
     message: str | None = None
+    # The product a follow-up was resolved to ("it" -> this product), for the state.
+    product: tuple[str, str] | None = None
 
 
 @dataclass
@@ -80,6 +86,10 @@ class PipelineStats:
     guard_fired: int = 0
     replies_guarded: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    # Claim-guard firings by check ("number", "status", "polarity", "role", ...).
+    guard_reasons: Counter[str] = field(default_factory=Counter)
+    # Shopper messages whose "reply only with ..." instruction was cut.
+    instructions_removed: int = 0
 
 
 class Pipeline:
@@ -99,6 +109,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self._synced: set[int] = set()
         self._sync_lock = threading.Lock()
+        self._kinds: dict[int, set[str]] = {}
 
     def prepare(self, store_id: int, *, progress: bool = False) -> None:
         """Bring the store's search index up to date now instead of on its first question."""
@@ -121,19 +132,33 @@ class Pipeline:
             await close()
 
     async def answer(self, request: AnswerRequest) -> AsyncIterator[ReplyEvent]:
-        """Yield the reply as ``ReplyToken`` pieces, then one ``ReplyDone``."""
-        decision = route(request.message, request.history)
-        plan = await asyncio.to_thread(self.plan, request, decision)
+        """Yield the reply as ``ReplyToken`` pieces, then one ``ReplyDone`` (whose ``state``
+        is the dialogue state the next request of the conversation starts from)."""
+        state = DialogueState.from_json(request.state)
+        message, instructed = strip_instructions(request.message)
+        if instructed:
+            self.stats.instructions_removed += 1
+            request = dataclasses.replace(request, message=message)
+        decision = route(request.message, request.history, state)
+        plan = await asyncio.to_thread(self.plan, request, decision, state)
+        if request.for_agent and plan.fixed is not None and plan.handoff:
+            # The copilot suggests what an agent could send: never "I'm connecting you".
+            text = replies.ASKED_FOR_PERSON if plan.reason == "asked_human" else (
+                replies.NO_GROUNDED_ANSWER
+            )
+            plan = dataclasses.replace(plan, fixed=text, handoff=False)
         log.debug("route %s -> %s (%d facts)", decision.intent, plan.reason, len(plan.facts))
         if plan.fixed is not None:
             events = self._fixed(plan.fixed, plan)
         else:
-            events = self._generate(request, plan)
+            events = self._generate(request, plan, state)
         try:
             async for event in events:
                 if isinstance(event, ReplyDone):
                     self.stats.replies += 1
                     self.stats.reasons[event.reason] += 1
+                    after = next_state(state, request.message, decision, plan, event)
+                    event = dataclasses.replace(event, state=after.to_json())
                 yield event
         finally:
             # Closing this stream (the shopper left) closes the engine's stream now,
@@ -142,8 +167,11 @@ class Pipeline:
 
     # -- deciding what to say (sync: database and retrieval) ---------------------------
 
-    def plan(self, request: AnswerRequest, decision: Route) -> Plan:
+    def plan(
+        self, request: AnswerRequest, decision: Route, state: DialogueState | None = None
+    ) -> Plan:
         """Pick facts or a fixed reply for ``request`` (runs in a worker thread)."""
+        state = state or DialogueState()
         intent = decision.intent
         if intent is Intent.INJECTION:
             return Plan(fixed=replies.REFUSED, reason="refused")
@@ -155,19 +183,117 @@ class Pipeline:
             return Plan(fixed=replies.OUT_OF_SCOPE, reason="out_of_scope")
         if intent is Intent.ORDER:
             return self._plan_order(request, decision)
-        query = _query(request)
-        hits = self._search(request.store_id, query)
+        return self._plan_store_question(request, state)
+
+    def _plan_store_question(self, request: AnswerRequest, state: DialogueState) -> Plan:
+        """Facts for a product or policy question, with follow-ups resolved by the state."""
+        message = request.message
+        focus = _product_follow_up(message, state)
+        query = f"{state.product_title} {message}" if focus else _query(request, state)
+        policy = bool(_POLICY_QUESTION.search(message)) and not _STOCK_QUESTION.search(message)
+        hits = self._search(request.store_id, query, k=max(self.settings.retrieval_k, 12))
+        if focus and state.product:
+            hits = self._with_focus_product(request.store_id, hits, state)
+        if policy:
+            # "Return window for an unworn jacket": the policy, not the jacket's page.
+            articles = [h for h in hits if h.kind != "product"]
+            hits = articles or hits
+        named = [h for h in hits if h.kind == "product" and _names_product(message, h.title)]
+        product_id = next((h.id for h in [*named, *hits[:1]] if h.kind == "product"), None)
+        product = self._product(request.store_id, product_id) if product_id else None
+        if product is not None and _CARE_QUESTION.search(message):
+            hits = self._same_kind_articles(request.store_id, hits, product)
+        hits = hits[: self.settings.retrieval_k]
         if not hits:
             return Plan(fixed=replies.NO_MATCH, handoff=True, reason="no_match")
         # Only hits close to the best one: every extra line is one more thing for a
         # small model to copy from by mistake.
         close = [h for h in hits if h.score >= hits[0].score * HIT_SCORE_RATIO]
         embedder = self._embedder()
+        # Sentences are picked for this message's own words when it has some of its own
+        # ("and expedited?" picks the expedited sentence, not the overnight one).
+        pick = message if _content_words(message) else query
+        stock = (
+            stock_fact(product, message)
+            if product is not None and _STOCK_QUESTION.search(message)
+            else None
+        )
         facts = [
-            hit_fact(h, query, 2 if i == 0 else 1, embedder=embedder)
+            hit_fact(h, pick, 2 if i == 0 else 1, embedder=embedder, stock=stock is None)
             for i, h in enumerate(close)
         ]
-        return Plan(facts=facts[:MAX_HIT_FACTS])
+        if stock is not None:
+            facts = [stock, *[f for f in facts if f.id == stock.id]]
+        plan = Plan(facts=facts[:MAX_HIT_FACTS])
+        if product is not None:
+            plan.product = (product.source_id, product.title)
+        if focus:
+            # The model reads "it" as the product the shopper means.
+            plan.message = _name_the_product(message, state.product_title)
+        return plan
+
+    def _with_focus_product(
+        self, store_id: int, hits: list[Hit], state: DialogueState
+    ) -> list[Hit]:
+        """``hits`` with the product in focus first (searched by its title if missing)."""
+        mine = [h for h in hits if h.kind == "product" and h.id == state.product]
+        if not mine:
+            found = self._search(store_id, state.product_title, k=8)
+            mine = [h for h in found if h.kind == "product" and h.id == state.product][:1]
+        others = [h for h in hits if h.kind != "product"]
+        if mine:
+            best = max([h.score for h in hits] or [mine[0].score])
+            mine = [dataclasses.replace(mine[0], score=max(mine[0].score, best))]
+        return mine + others
+
+    def _product(self, store_id: int, source_id: str) -> Any:
+        from sqlalchemy import select
+        from sqlalchemy.orm import selectinload
+
+        from knowledge_base.models import Product
+
+        with self.db.sessions() as session:
+            return session.scalars(
+                select(Product)
+                .where(Product.store_id == store_id, Product.source_id == source_id)
+                .options(selectinload(Product.variants))
+            ).first()
+
+    def _same_kind_articles(self, store_id: int, hits: list[Hit], product: Any) -> list[Hit]:
+        """Drop articles about another kind of product (the down-jacket washing guide for
+        a rain jacket); the product's own card stays."""
+        kinds = self._kind_words(store_id)
+        mine = _words_of(" ".join([product.title, product.product_type or "",
+                                   " ".join(product.tags or [])]))
+        kept = []
+        for hit in hits:
+            if hit.kind != "product":
+                foreign = (_words_of(hit.title) & kinds) - mine
+                if foreign:
+                    continue
+            elif hit.id != product.source_id:
+                continue
+            kept.append(hit)
+        return kept
+
+    def _kind_words(self, store_id: int) -> set[str]:
+        cached = self._kinds.get(store_id)
+        if cached is not None:
+            return cached
+        from sqlalchemy import select
+
+        from knowledge_base.models import Product
+
+        with self.db.sessions() as session:
+            rows = session.execute(
+                select(Product.product_type, Product.tags).where(Product.store_id == store_id)
+            ).all()
+        words: set[str] = set()
+        for product_type, tags in rows:
+            words |= _words_of(f"{product_type or ''} {' '.join(tags or [])}")
+        words -= _KIND_GENERIC
+        self._kinds[store_id] = words
+        return words
 
     def _plan_order(self, request: AnswerRequest, decision: Route) -> Plan:
         with self.db.sessions() as session:
@@ -209,7 +335,16 @@ class Pipeline:
             orders = order_queries.verified_guest_orders(session, store_id, numbers)
             return _order_facts(orders, decision.topics)
         if numbers and decision.email:
-            order = order_queries.verify_guest_order(session, store_id, numbers[0], decision.email)
+            # Security hook (issue #18): attempts are limited per conversation, address,
+            # email and order; a refused attempt never looks the order up.
+            order, refused = guest_verification.verify(
+                self.db, request, numbers[0], decision.email,
+                lambda: order_queries.verify_guest_order(
+                    session, store_id, numbers[0], decision.email or ""),
+            )
+            if refused is not None:
+                return Plan(fixed=guest_verification.LOCKED_REPLY, handoff=True,
+                            reason="verify_locked")
             if order is None:
                 return Plan(fixed=replies.VERIFY_FAILED, handoff=True, reason="verify_failed")
             plan = _order_facts([order], decision.topics)
@@ -225,12 +360,12 @@ class Pipeline:
             return Plan(fixed=replies.VERIFY_NEED_NUMBER, reason="verify_needed")
         return Plan(fixed=replies.VERIFY_REQUEST, reason="verify_needed")
 
-    def _search(self, store_id: int, query: str) -> list[Hit]:
+    def _search(self, store_id: int, query: str, k: int | None = None) -> list[Hit]:
         """Retrieval hits at or above ``retrieval_min_score``; syncs the index on first use."""
         if self.retriever is None or not query.strip():
             return []
         self._ensure_synced(store_id)
-        hits = self.retriever.search(store_id, query, k=self.settings.retrieval_k)
+        hits = self.retriever.search(store_id, query, k=k or self.settings.retrieval_k)
         return [h for h in hits if h.score >= self.settings.retrieval_min_score]
 
     def _embedder(self) -> Any:
@@ -259,14 +394,15 @@ class Pipeline:
         )
 
     async def _generate(
-        self, request: AnswerRequest, plan: Plan
+        self, request: AnswerRequest, plan: Plan, state: DialogueState | None = None
     ) -> AsyncGenerator[ReplyEvent, None]:
         from chatbot.engine.engine import GenerationRequest
 
+        state = state or DialogueState()
         message = plan.message or request.message
-        prompt_ids, kept = build_prompt_ids(
-            self.engine.tokenizer, plan.facts, message, request.history
-        )
+        # No earlier turns in the prompt: a small model copies an earlier reply instead of
+        # answering (docs/answering.md, "Dialogue state"). Follow-ups were resolved by code.
+        prompt_ids, kept = build_prompt_ids(self.engine.tokenizer, plan.facts, message, ())
         generation = GenerationRequest(
             prompt_ids=prompt_ids,
             max_new_tokens=self.settings.max_new_tokens,
@@ -275,13 +411,21 @@ class Pipeline:
             stop=STOP,
             cache_key=request.conversation_key,
         )
-        guard = StreamGuard(fact.line() for fact in kept)
+        same_question = normalise(request.message) == normalise(state.last_message)
+        ctx = ClaimContext(
+            kept,
+            request.message,
+            grounded=True,
+            previous_reply="" if same_question else state.last_reply,
+        )
+        guard = SentenceGuard(ctx)
         pieces = self.engine.stream(generation)
         try:
             async for piece in pieces:
                 safe = guard.feed(piece)
                 if safe:
-                    yield ReplyToken(safe)
+                    for word in _words(safe):
+                        yield ReplyToken(word)
         finally:
             # Stop generating at once when the shopper goes away mid-reply.
             aclose = getattr(pieces, "aclose", None)
@@ -289,20 +433,22 @@ class Pipeline:
                 await aclose()
         tail = guard.finish()
         if tail:
-            yield ReplyToken(tail)
+            for word in _words(tail):
+                yield ReplyToken(word)
         self.stats.generated += 1
         if guard.fired:
             self.stats.guard_fired += guard.fired
             self.stats.replies_guarded += 1
-            log.debug("grounding guard removed %d claim(s): %s", guard.fired, guard.removed)
+            self.stats.guard_reasons.update(guard.reasons)
+            log.debug("claim guard replaced %d sentence(s): %s", guard.fired, guard.removed)
         text = guard.text.strip()
         if not _has_content(text):
-            # Nothing usable came out: restate the best fact rather than send an empty reply.
-            fallback = replies.fact_summary(kept[0])
-            prefix = " " if guard.text else ""
+            # Nothing usable came out: say the code's own answer rather than nothing.
+            fallback = guard.fallback() or replies.fact_summary(kept[0])
+            prefix = " " if text else ""
             for piece in _words(prefix + fallback):
                 yield ReplyToken(piece)
-            text = (guard.text + prefix + fallback).strip()
+            text = (text + prefix + fallback).strip()
         used = facts_used(text, kept) or kept[:1]
         yield ReplyDone(
             text=text,
@@ -365,13 +511,136 @@ def _by_topic(orders: Sequence[Order], topics: Sequence[str]) -> list[Order]:
     return []
 
 
-def _query(request: AnswerRequest) -> str:
-    """The retrieval query: the message, plus the previous shopper turn for short follow-ups."""
+def _query(request: AnswerRequest, state: DialogueState | None = None) -> str:
+    """The retrieval query: the message, plus the last topical question for short
+    follow-ups ("and expedited?" after "how much is overnight shipping?")."""
     message = request.message.strip()
     if len(message.split()) >= 5:
         return message
+    if state is not None and state.question and normalise(state.question) != normalise(message):
+        return f"{state.question} {message}"
     earlier = [t.text for t in request.history if t.role == "shopper" and t.text.strip() != message]
     return f"{earlier[-1]} {message}" if earlier else message
+
+
+# Questions about the store's rules, even when they name a product.
+_POLICY_QUESTION = re.compile(
+    r"\b(return\w*|refund\w*|exchang\w*|warrant\w*|guarantee|polic\w+|window|ship(ping)?|"
+    r"deliver\w*|cancel\w*|price match|gift card|promo|discount)\b",
+    re.IGNORECASE,
+)
+_STOCK_QUESTION = re.compile(
+    r"\b(in stock|stock|available|availability|sold out|left|have (it|them|any))\b", re.IGNORECASE
+)
+_CARE_QUESTION = re.compile(
+    r"\b(wash\w*|clean\w*|care|dry\w*|dryer|iron\w*|bleach|re-?proof\w*|store it|"
+    r"machine|detergent)\b",
+    re.IGNORECASE,
+)
+_PRODUCT_ATTRIBUTE = re.compile(
+    r"\b(colou?rs?|sizes?|stock|available|price|cost|how much|material|made of|weigh\w*|"
+    r"waterproof|warm\w*|fit|wash\w*|care|clean|dry|pockets?|hood|long|big|small|options?|"
+    r"come in|versions?)\b",
+    re.IGNORECASE,
+)
+_REFERS_BACK = re.compile(
+    r"\b(it|its|it's|they|them|their|this one|that one|the same one|"
+    r"the (?:[a-z]+ ){0,2}one|this|that)\b",
+    re.IGNORECASE,
+)
+_KIND_GENERIC = {
+    "men", "women", "kids", "unisex", "jacket", "jackets", "gear", "accessory", "accessories",
+    "outdoor", "everyday", "travel", "new", "sale",
+}
+
+
+def _product_follow_up(message: str, state: DialogueState) -> bool:
+    """A message about the product in focus ("what colours does it come in?", "is the
+    Storm Blue one in stock in L?"), rather than a new product or a policy question."""
+    if not state.product:
+        return False
+    text = message.strip()
+    if len(text.split()) > 14:
+        return False
+    if _POLICY_QUESTION.search(text) and not _PRODUCT_ATTRIBUTE.search(text):
+        return False
+    title_words = _words_of(state.product_title) - _KIND_GENERIC
+    if title_words & _words_of(text):
+        return True  # names it again
+    if _REFERS_BACK.search(text):
+        return bool(_PRODUCT_ATTRIBUTE.search(text)) or len(text.split()) <= 6
+    return bool(_PRODUCT_ATTRIBUTE.search(text)) and len(text.split()) <= 6
+
+
+def _names_product(message: str, title: str) -> bool:
+    """Whether ``message`` names the product ``title`` (all its distinctive words)."""
+    distinctive = _words_of(title) - _KIND_GENERIC - {"rain", "down", "wool"}
+    return bool(distinctive) and distinctive <= _words_of(message)
+
+
+def _name_the_product(message: str, title: str) -> str:
+    """ "What colours does it come in?" -> "What colours does the <title> come in?"."""
+    if not title:
+        return message
+    named, count = re.subn(
+        r"\b(it|this one|that one|the (?:[a-z]+ ){0,2}one)\b", f"the {title}", message,
+        count=1, flags=re.IGNORECASE,
+    )
+    return named if count else f"{message.rstrip()} ({title})"
+
+
+def _words_of(text: str) -> set[str]:
+    """Lower-case words with a plural "s" dropped ("jackets" == "jacket")."""
+    return {
+        w[:-1] if w.endswith("s") and len(w) > 3 else w
+        for w in re.findall(r"[a-z]+", text.lower())
+        if len(w) > 2
+    }
+
+
+def _content_words(message: str) -> set[str]:
+    """The message's words that carry a topic (not "and", "what", "about", "it")."""
+    return _words_of(message) - _FILLER
+
+
+_FILLER = {
+    "and", "what", "about", "the", "how", "much", "does", "that", "this", "one", "for",
+    "with", "can", "you", "your", "any", "there", "also", "then", "cost", "take", "long",
+    "is", "it", "its", "please", "thanks", "too", "why", "when", "where", "which", "who",
+}
+
+
+def next_state(
+    state: DialogueState, message: str, decision: Route, plan: Plan, done: ReplyDone
+) -> DialogueState:
+    """The dialogue state after ``done`` answered ``message`` (see dialogue.py)."""
+    after = DialogueState.from_json(state.to_json())
+    after.turns += 1
+    after.clear_pending()
+    for fact in plan.facts:
+        if fact.kind == "order":
+            after.focus_order(fact.id)
+            break
+    if plan.reason == "choose_order":
+        after.pending = "choose_order"
+    if plan.reason == "verify_needed":
+        numbers = list(decision.order_numbers)
+        after.pending = "verify_email" if numbers else "verify_number"
+        after.pending_orders = numbers
+        after.pending_topics = [t for t in decision.topics if t != "status"]
+    for number in sorted(done.verified_orders):
+        after.focus_order(number)
+    if plan.product is not None:
+        after.product, after.product_title = plan.product
+    article = next((f for f in plan.facts if f.kind in ("faq", "policy")), None)
+    if article is not None:
+        after.article = article.id
+    topical = decision.intent in (Intent.POLICY, Intent.PRODUCT) and _content_words(message)
+    if topical and len(message.split()) >= 4:
+        after.question = message
+    after.last_reply = done.text
+    after.last_message = message
+    return after
 
 
 def _has_content(text: str) -> bool:

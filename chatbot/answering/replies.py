@@ -51,6 +51,12 @@ OUT_OF_SCOPE = (
     "I'm the store's assistant, so I can only help with orders, products, shipping, returns "
     "and other store questions. What can I help you with?"
 )
+# For an agent (the copilot), instead of a handoff message the agent cannot use.
+NO_GROUNDED_ANSWER = (
+    "No grounded answer: the store's articles, catalogue and this customer's orders don't "
+    "cover this question."
+)
+ASKED_FOR_PERSON = "The shopper asked for a person and has no open question for the bot."
 GREETING = (
     "Hello! I can help with your orders, shipping, returns and our products. What can I do for you?"
 )

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chatbot.conversations import ownership
+from chatbot.conversations.history import HISTORY_TURNS, recent_turns, verified_orders
 from chatbot.conversations.hub import Audience, ConversationHub, HubItem, StoredEvent
 from chatbot.conversations.log import (
     BotSilencedError,
@@ -69,8 +70,6 @@ def new_resume_token() -> str:
     return f"r_{secrets.token_urlsafe(24)}"
 
 
-HISTORY_TURNS = 8
-
 __all__ = ["BotSilencedError", "ConversationRef", "ConversationService", "NewEvent"]
 
 
@@ -81,6 +80,8 @@ class ReplyContext:
     conv: ConversationRef
     history: list[Turn]
     verified_orders: frozenset[str]
+    # The answering pipeline's dialogue state (None for a new conversation).
+    dialogue: dict[str, Any] | None = None
 
 
 class ConversationService:
@@ -334,25 +335,8 @@ class ConversationService:
                 raise NotFoundError(f"conversation {conv.id} does not exist")
             if row.state not in ownership.BOT_MAY_SPEAK:
                 return None
-            rows = session.scalars(
-                select(ChatMessage)
-                .where(
-                    ChatMessage.conversation_id == conv.id,
-                    ChatMessage.internal.is_(False),
-                    ChatMessage.seq < before_seq,
-                    ChatMessage.text != "",
-                )
-                .order_by(ChatMessage.seq.desc())
-                .limit(HISTORY_TURNS)
-            ).all()
-            turns = [Turn(role=r.role, text=r.text) for r in reversed(rows)]  # type: ignore[arg-type]
-            orders = frozenset(
-                session.scalars(
-                    select(GuestVerification.order_number).where(
-                        GuestVerification.conversation_id == conv.id
-                    )
-                )
-            )
+            turns = recent_turns(session, conv.id, before_seq, HISTORY_TURNS)
+            orders = verified_orders(session, conv.id)
             session.add(
                 ChatMessage(
                     conversation_id=conv.id,
@@ -362,7 +346,7 @@ class ConversationService:
                     in_reply_to=in_reply_to,
                 )
             )
-            return ReplyContext(to_ref(row), turns, orders)
+            return ReplyContext(to_ref(row), turns, orders, row.dialogue)
 
         return await self.run(fn)
 
@@ -391,8 +375,10 @@ class ConversationService:
         handoff: bool = False,
         interrupted: bool = False,
         reason: str = "",
+        dialogue: dict[str, Any] | None = None,
     ) -> StoredEvent:
-        """Store the reply's final text and its ``done`` event.
+        """Store the reply's final text and its ``done`` event (and, for a complete reply,
+        the dialogue state it leaves, in the same transaction).
 
         An interrupted reply's ``done`` is stored even under an agent: it is the marker
         that closes the partial text the shopper saw, not new bot speech.
@@ -436,6 +422,13 @@ class ConversationService:
                 )
                 .execution_options(synchronize_session=False)
             )
+            if dialogue is not None and not interrupted:
+                session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conv.id)
+                    .values(dialogue=dialogue)
+                    .execution_options(synchronize_session=False)
+                )
             return done, [done]
 
         return (await self.write(conv, fn))[0]

@@ -43,6 +43,8 @@ async def suggest(
         customer_id=conv.customer_id,
         verified_orders=target.verified_orders,
         conversation_key=f"copilot:{conv.public_id}",
+        state=target.dialogue,
+        for_agent=True,
     )
     suggestion_id = new_public_id("s")
     stream = answerer.answer(request)

@@ -51,6 +51,7 @@ class PendingMessage:
     text: str
     seq: int
     stored_at: float = field(default_factory=time.monotonic)
+    ip: str = ""  # the shopper's address, for per-address limits in the answerer
 
 
 class TokenBatcher:
@@ -123,8 +124,11 @@ class ReplyManager:
         max_queued: int = 3,
         flush_interval_s: float = 0.03,
         grace_s: float = 15.0,
+        handoff_gate: Callable[[str], bool] | None = None,
     ) -> None:
         self.service = service
+        # Whether an address may create one more waiting conversation (issue #18).
+        self.handoff_gate = handoff_gate
         self.hub = hub
         self.metrics = metrics
         self.answerer = answerer
@@ -248,6 +252,8 @@ class ReplyManager:
             customer_id=conv.customer_id,
             verified_orders=ctx.verified_orders,
             conversation_key=conv.public_id,
+            client_ip=message.ip,
+            state=ctx.dialogue,
         )
         worker.reply_id, worker.stop, worker.stop_reason = reply_id, asyncio.Event(), ""
         self.service.publish_ephemeral(
@@ -353,6 +359,7 @@ class ReplyManager:
                 reason=(worker.stop_reason or ("failed" if failed else ""))
                 if interrupted
                 else (done.reason if done else ""),
+                dialogue=done.state if done is not None and not interrupted else None,
             )
         except BotSilencedError:
             # Taken over between the last token and done: close the reply as interrupted.
@@ -380,13 +387,16 @@ class ReplyManager:
                 message.client_id,
             )
         if done is not None and not interrupted:
-            await self._after_done(conv, done)
+            await self._after_done(conv, done, message.ip)
 
-    async def _after_done(self, conv: ConversationRef, done: ReplyDone) -> None:
+    async def _after_done(self, conv: ConversationRef, done: ReplyDone, ip: str = "") -> None:
         fresh = await self.service.get(conv.id)
         if done.verified_orders:
             await self.service.add_verified_orders(fresh, done.verified_orders, fresh.state)
         if done.handoff and done.reason == "asked_human" and fresh.state == "bot":
+            if ip and self.handoff_gate is not None and not self.handoff_gate(ip):
+                log.info("automatic handoff skipped: waiting-conversation cap for the address")
+                return
             try:
                 await self.service.transition(fresh, Action.REQUEST_HANDOFF, reason="asked the bot")
             except ChatbotError as exc:  # e.g. an agent took over meanwhile

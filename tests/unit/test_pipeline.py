@@ -9,7 +9,6 @@ from answering_support import FakeEngine, FakeTokenizer, KeywordRetriever, World
 
 from chatbot.answering import replies
 from chatbot.answering.facts import Fact
-from chatbot.answering.guard import SAFE_PHRASE
 from chatbot.answering.pipeline import Pipeline, collect
 from chatbot.answering.prompt import (
     MAX_FACTS,
@@ -68,9 +67,12 @@ async def test_guard_removes_invented_tracking_number_and_counts_it(
         )
     )
     assert "444455556666" not in done.text
-    assert done.text == f"Your tracking number is {SAFE_PHRASE}. Thanks!"
+    # The sentence with the made-up number is replaced by the fact's own words.
+    assert done.text == "Tracking 357962501027 (UPS, in transit). Thanks!"
+    assert "(a detail" not in done.text
     assert done.guard_fired == 1
     assert pipeline.stats.guard_fired == 1 and pipeline.stats.replies_guarded == 1
+    assert pipeline.stats.guard_reasons == {"number": 1}
 
 
 async def test_empty_model_reply_falls_back_to_the_fact(
@@ -80,7 +82,7 @@ async def test_empty_model_reply_falls_back_to_the_fact(
     done = await collect(
         pipeline.answer(AnswerRequest(world.shop, "status #W1000001", customer_id=world.alice))
     )
-    assert done.text.startswith("Here is what I have for order #W1000001: status: processed")
+    assert done.text == "Order #W1000001 is processed."
 
 
 async def test_handoff_request(world: World, pipeline: Pipeline, engine: FakeEngine) -> None:

@@ -1,0 +1,381 @@
+"""The claim guard: every sentence of a reply is checked against the facts before it is shown.
+
+The number guard (:mod:`chatbot.answering.guard`) catches a made-up price or tracking
+number; a 135M model also makes claims without numbers: "your order has been delivered
+and refunded" (copied from a shopper's "reply only with ..."), "changing the size is not
+possible" (the article says it is, while pending), "available" for a variant with no
+stock, the right prices on the wrong shipping methods, or "I can't find that" while
+citing the article that answers it. So the reply is held back one sentence at a time
+and each sentence must pass every check below against the fact lines the model was
+given (never against the shopper's words: an instruction typed by the shopper is not
+a fact):
+
+- ``number``: every order number, price, quantity and date is in the facts;
+- ``status``: every status word (delivered, refunded, cancelled, shipped, returned,
+  processed, pending, in transit, in stock, out of stock ...) is in the facts;
+- ``polarity``: the sentence and the fact sentence it restates agree on "not" / "no
+  longer" / "can't" (a leading "Yes" / "No" counts too);
+- ``role``: a price or date sits next to the words its fact clause has ("expedited
+  ... $14.95", never "expedited ... $29.95");
+- ``product``: option values (colours, sizes) named beside a product are that
+  product's own;
+- ``agent_text``: policy written for agents ("the user must confirm ...") is never read
+  out;
+- ``refusal``: "I don't know" / "I can't find" is not said when code decided the facts
+  answer the question (the handoff decision is code's, not the model's).
+
+A sentence that fails is replaced by the fact's own words (the fact sentence that best
+answers the question, if not already said) or dropped; each firing is counted by reason
+for ``/metrics`` and the eval. Nothing unchecked is ever shown, and no placeholder is
+spliced into a sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from chatbot.answering.facts import Fact, sentence_scores, split_sentences
+from chatbot.answering.guard import extract_claims, find_unsupported
+
+# Status words and the canonical claim each makes. Order: longest phrases first.
+_STATUS_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"out of stock|sold out|unavailable|not (?:currently )?(?:available|in stock)", "no_stock"),
+    (r"in stock|(?:is|are) (?:currently |still )?available(?! in\b| for\b| to\b| on\b)", "stock"),
+    (r"out for delivery", "out for delivery"),
+    (r"in transit", "in transit"),
+    (r"deliver(?:ed)\b", "delivered"),
+    (r"refund(?:ed)\b", "refunded"),
+    (r"cancell?ed\b", "cancelled"),
+    (r"\bshipped\b|has shipped|have shipped", "shipped"),
+    (r"\breturned\b", "returned"),
+    (r"\bexchanged\b", "exchanged"),
+    (r"\bprocess(?:ed|ing)\b", "processed"),
+    (r"\bpending\b", "pending"),
+)
+_STATUS = [(re.compile(p, re.IGNORECASE), name) for p, name in _STATUS_PATTERNS]
+# A status word in a reply sentence that talks about an order (needs an order fact).
+_ABOUT_AN_ORDER = re.compile(r"\b(your|the|this|that) (order|package|parcel|item|refund)s?\b"
+                             r"|#\s?[A-Z]{0,3}\d{3,}", re.IGNORECASE)
+_NEGATION = re.compile(
+    r"\b(not|no longer|cannot|can't|can not|won't|isn't|aren't|doesn't|don't|didn't|"
+    r"never|unable|nothing|none|no)\b(?!\s+(?:problem|worries|extra|additional|minimum))"
+    r"|n't\b",
+    re.IGNORECASE,
+)
+_LEADING_YES = re.compile(r"^\W*(yes|yep|sure|absolutely|of course)\b", re.IGNORECASE)
+_LEADING_NO = re.compile(r"^\W*no\b(?!\s+(?:problem|worries))", re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(don't|do not|doesn't) (have|know|see)\b|\bcan(?:'t|not| not) (find|see|help|confirm|"
+    r"answer)\b|\bnot sure\b|\bunable to\b|\bno information\b|\bconnect(ing)? you\b|"
+    r"\b(human|live) agent\b|\bperson on our team\b|\bsomeone from our team\b",
+    re.IGNORECASE,
+)
+# Policy text written for the agent, not the shopper (the τ store's wiki is full of it).
+AGENT_TEXT = re.compile(
+    r"\bthe user'?s?\b|\buser id\b|\bthe agent\b|\bagents? (must|should|can|need)\b|"
+    r"\bexplicit (user )?confirmation\b|\btransfer (the user|to a human)|\btool calls?\b|"
+    r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)",
+    re.IGNORECASE,
+)
+_MONEY = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?")
+_CLAUSE_SPLIT = re.compile(r";\s+|,\s+(?:and|but|while|whereas)\s+|(?<=[.!?])\s+|\s+-\s+")
+_WORDS = re.compile(r"[a-z][a-z'-]+")
+_CAPITALISED = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-z]+(?:\s[A-Z][a-z]+)*)\b")
+# Common capitalised words that are not option values.
+_NOT_VALUES = {
+    "I", "Men", "Women", "Kids", "Our", "We", "You", "Your", "The", "It", "This", "That",
+    "Yes", "No", "Order", "Orders", "Account", "Pacific", "Mon", "Monday", "Friday",
+}
+_GENERIC = {
+    "shipping", "order", "orders", "business", "days", "day", "takes", "take", "costs",
+    "cost", "price", "item", "items", "your", "the", "and", "for", "with", "our", "you",
+    "arrives", "arrive", "delivery", "within", "after", "before", "free", "per", "each",
+}
+_ORDER_CODE = re.compile(r"#?\b[A-Za-z]{0,3}\d{4,}\b")
+_PRICED_CLAUSES = re.compile(r",\s+and\s+|;\s+")
+_END = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
+
+
+@dataclass
+class Verdict:
+    """The guard's ruling on one sentence."""
+
+    ok: bool
+    reason: str = ""
+    replacement: str | None = None
+
+
+@dataclass
+class ClaimContext:
+    """What the sentences of one reply are checked against."""
+
+    facts: Sequence[Fact]
+    question: str
+    # Code decided the facts answer the question (so "I don't know" is wrong).
+    grounded: bool = True
+    # The previous reply, when the shopper asked something else (its sentences are not
+    # said again unless nothing new can be said; "" when repeating is right).
+    previous_reply: str = ""
+    _fact_sentences: list[tuple[Fact, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for fact in self.facts:
+            for sentence in fact.sentences or split_sentences(fact.text) or [fact.text]:
+                # Questions (an article's title) and agent instructions are never said.
+                if AGENT_TEXT.search(sentence) or sentence.rstrip().endswith("?"):
+                    continue
+                self._fact_sentences.append((fact, sentence))
+                clauses = [c for c in _PRICED_CLAUSES.split(sentence) if c.strip()]
+                if len(clauses) > 1 and sum(bool(_MONEY.search(c)) for c in clauses) > 1:
+                    # "Expedited ... $14.95, and overnight ... $29.95": each clause can
+                    # answer on its own ("and expedited?").
+                    for clause in clauses:
+                        text = clause.strip().rstrip(".")
+                        self._fact_sentences.append((fact, text[:1].upper() + text[1:] + "."))
+        self.previous = {_key(s) for s in split_sentences(self.previous_reply)}
+        text = "\n".join(f.line() for f in self.facts)
+        self.fact_text = text
+        self.fact_lines = [f.line() for f in self.facts]
+        self.fact_statuses = statuses(text)
+        self.has_order_fact = any(f.kind == "order" for f in self.facts)
+        self.clauses = [c for f in self.facts for c in _CLAUSE_SPLIT.split(f.text) if c.strip()]
+
+    def restated(self, text: str) -> list[str]:
+        """The fact sentences ``text`` most likely restates (shared words; the best and
+        those close to it), or [] when it shares nothing with the facts."""
+        if not self._fact_sentences:
+            return []
+        scores = sentence_scores([s for _, s in self._fact_sentences], text)
+        top = max(scores)
+        if top <= 0:
+            return []
+        return [s for (_, s), x in zip(self._fact_sentences, scores, strict=True)
+                if x >= 0.6 * top]
+
+    def answer_sentences(self) -> list[str]:
+        """The fact sentences that best answer the question, best first (the code's own
+        answer, used to replace a failed sentence)."""
+        if not self._fact_sentences:
+            return []
+        sentences = [s for _, s in self._fact_sentences]
+        # The order number names the order, not what is asked about it.
+        question = _ORDER_CODE.sub(" ", self.question)
+        scores = sentence_scores(sentences, question)
+        # The first fact leads: code ranked it first for this question.
+        # Ties: the sentence with less beside the answer (a clause before its whole
+        # sentence), then the earlier one (code put the most relevant fact first).
+        wanted = _stems(question)
+        order = sorted(
+            range(len(sentences)),
+            key=lambda i: (-round(scores[i], 6), len(_stems(sentences[i]) - wanted), i),
+        )
+        return [sentences[i] for i in order]
+
+
+def statuses(text: str) -> set[str]:
+    """The canonical status claims ``text`` makes."""
+    found: set[str] = set()
+    rest = text
+    for pattern, name in _STATUS:
+        if pattern.search(rest):
+            found.add(name)
+            # "out of stock" must not also count as "in stock".
+            rest = pattern.sub(" ", rest)
+    return found
+
+
+def negated(text: str) -> bool:
+    if _LEADING_YES.search(text):
+        return bool(_NEGATION.search(_LEADING_YES.sub("", text)))
+    return bool(_LEADING_NO.search(text) or _NEGATION.search(text))
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:6] for w in _WORDS.findall(text.lower()) if len(w) > 3 and w not in _GENERIC}
+
+
+def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
+    """Whether one reply sentence is supported by the facts (see the module docstring)."""
+    text = sentence.strip()
+    if not text:
+        return Verdict(True)
+    if find_unsupported(text, ctx.fact_lines):
+        return Verdict(False, "number")
+    if AGENT_TEXT.search(text):
+        return Verdict(False, "agent_text")
+    if ctx.grounded and _REFUSAL.search(text):
+        return Verdict(False, "refusal")
+    claimed = statuses(text)
+    if claimed - ctx.fact_statuses:
+        return Verdict(False, "status")
+    if claimed and _ABOUT_AN_ORDER.search(text) and not ctx.has_order_fact and (
+        claimed & {"delivered", "refunded", "cancelled", "shipped", "returned", "processed",
+                   "in transit", "out for delivery", "exchanged"}
+    ):
+        # "Your order has shipped" with no order in the facts: a status nobody looked up.
+        return Verdict(False, "status")
+    restated = ctx.restated(text)
+    if restated and all(negated(text) != negated(s) for s in restated):
+        return Verdict(False, "polarity")
+    if not _roles_agree(text, ctx):
+        return Verdict(False, "role")
+    if not _values_belong(text, ctx):
+        return Verdict(False, "product")
+    return Verdict(True)
+
+
+def _roles_agree(text: str, ctx: ClaimContext) -> bool:
+    """Each price in ``text`` shares its clause's distinctive words with the fact clause
+    that holds that price (no "expedited" next to overnight's price)."""
+    priced = [c for c in ctx.clauses if _MONEY.search(c)]
+    if len(priced) < 2:
+        return True
+    spread: Counter[str] = Counter()
+    for clause in priced:
+        spread.update(_stems(clause))
+    for clause in _CLAUSE_SPLIT.split(text):
+        amounts = {_amount(m) for m in _MONEY.findall(clause)}
+        if not amounts:
+            continue
+        words = {w for w in _stems(clause) if spread[w] == 1}
+        for amount in amounts:
+            holders = [c for c in priced if amount in {_amount(m) for m in _MONEY.findall(c)}]
+            if not holders:
+                continue
+            holder_words = set().union(*(_stems(c) for c in holders))
+            # A word found in exactly one priced clause, and that clause is another one.
+            if any(w not in holder_words for w in words):
+                return False
+    return True
+
+
+def _amount(raw: str) -> str:
+    numbers = extract_claims(raw).numbers
+    return min(numbers, key=len) if numbers else raw
+
+
+def _values_belong(text: str, ctx: ClaimContext) -> bool:
+    """Capitalised option values ("Storm Blue") beside a named product are its own."""
+    products = [f for f in ctx.facts if f.kind == "product"]
+    if not products:
+        return True
+    named = [f for f in products if _title_named(f, text)]
+    if not named:
+        return True
+    allowed = " ".join(f.text + " " + f.title for f in named).lower()
+    for match in _CAPITALISED.finditer(text):
+        value = match.group(1)
+        if value in _NOT_VALUES or value.split()[0] in _NOT_VALUES:
+            continue
+        if value.lower() not in allowed and value.lower() in ctx.fact_text.lower():
+            # A value the facts have, but on another product's line.
+            return False
+    return True
+
+
+def _title_named(fact: Fact, text: str) -> bool:
+    title_words = {w for w in _WORDS.findall((fact.title or fact.id).lower()) if len(w) > 3}
+    found = {w for w in _WORDS.findall(text.lower())}
+    distinctive = title_words - {"men's", "women's", "kids'", "jacket", "pants", "shirt"}
+    return bool(distinctive) and distinctive <= found
+
+
+class SentenceGuard:
+    """Holds a streamed reply back one sentence at a time and releases checked sentences.
+
+    ``feed(piece)`` returns the text safe to show now; ``finish()`` the rest. ``fired``
+    counts failed sentences, ``reasons`` counts them by check, ``text`` is everything
+    released.
+    """
+
+    def __init__(self, ctx: ClaimContext) -> None:
+        self.ctx = ctx
+        self._buffer = ""
+        self.text = ""
+        self.fired = 0
+        self.reasons: Counter[str] = Counter()
+        self.removed: list[str] = []
+        self._said: set[str] = set()
+        # Sentences of the previous reply, held until something new is said.
+        self._held: list[str] = []
+
+    def feed(self, piece: str) -> str:
+        self._buffer += piece
+        out = ""
+        while True:
+            match = _END.search(self._buffer)
+            if match is None:
+                return out
+            sentence, self._buffer = self._buffer[: match.end()], self._buffer[match.end() :]
+            out += self._release(sentence)
+
+    def finish(self) -> str:
+        rest, self._buffer = self._buffer, ""
+        out = self._release(rest)
+        if self._held:
+            # Everything the model said was said last turn: answer with a sentence that
+            # is new if there is one, else say it again, marked as such.
+            fresh = self._replacement(avoid_previous=True)
+            if fresh:
+                self.reasons["repeat"] += 1
+                self.fired += 1
+                self._held = []
+                out += self._emit(fresh)
+            else:
+                held, self._held = self._held, []
+                out += self._emit("As I mentioned, " + _lower_first(" ".join(held)))
+            self._held = []
+        return out
+
+    def fallback(self) -> str:
+        """The code's own answer (its best sentence), for a reply with nothing usable."""
+        return self._replacement(avoid_previous=bool(self.ctx.previous))
+
+    def _release(self, sentence: str) -> str:
+        if not sentence.strip():
+            return ""
+        verdict = check_sentence(sentence, self.ctx)
+        if not verdict.ok:
+            self.fired += 1
+            self.reasons[verdict.reason] += 1
+            self.removed.append(sentence.strip())
+            sentence = self._replacement()
+            if not sentence:
+                return ""
+        key = _key(sentence)
+        if key in self._said or key in {_key(s) for s in self._held}:
+            return ""
+        if key in self.ctx.previous:
+            self._held.append(sentence.strip())
+            return ""
+        return self._emit(sentence)
+
+    def _emit(self, sentence: str) -> str:
+        parts = [*self._held, sentence.strip()]
+        self._held = []
+        out = ""
+        for part in parts:
+            self._said.add(_key(part))
+            out += (" " if self.text or out else "") + part
+        self.text += out
+        return out
+
+    def _replacement(self, *, avoid_previous: bool = False) -> str:
+        """The best answer sentence not yet said, or nothing (the sentence is dropped)."""
+        for sentence in self.ctx.answer_sentences():
+            key = _key(sentence)
+            if key in self._said or (avoid_previous and key in self.ctx.previous):
+                continue
+            return sentence if sentence.rstrip().endswith((".", "!", "?")) else sentence + "."
+        return ""
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+def _key(sentence: str) -> str:
+    return " ".join(_WORDS.findall(sentence.lower()))

@@ -1,0 +1,46 @@
+"""What a reply starts from: the conversation's recent turns and the orders a guest proved.
+
+Synchronous reads in the caller's transaction, shared by the bot's replies
+(:meth:`~chatbot.conversations.service.ConversationService.begin_reply`) and the console's
+copilot (:func:`chatbot.agents.inbox.copilot_input`), so both see the same context.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from chatbot.conversations.models import ChatMessage, GuestVerification
+from chatbot.types import Turn
+
+HISTORY_TURNS = 8
+
+
+def recent_turns(
+    session: Session, conversation_id: int, before_seq: int, limit: int = HISTORY_TURNS
+) -> list[Turn]:
+    """The last ``limit`` shopper/bot/agent messages before ``before_seq``, oldest first
+    (internal notes and empty texts left out)."""
+    rows = session.scalars(
+        select(ChatMessage)
+        .where(
+            ChatMessage.conversation_id == conversation_id,
+            ChatMessage.internal.is_(False),
+            ChatMessage.seq < before_seq,
+            ChatMessage.text != "",
+        )
+        .order_by(ChatMessage.seq.desc())
+        .limit(limit)
+    ).all()
+    return [Turn(role=r.role, text=r.text) for r in reversed(rows)]  # type: ignore[arg-type]
+
+
+def verified_orders(session: Session, conversation_id: int) -> frozenset[str]:
+    """Order numbers a guest proved in this conversation (number + checkout email)."""
+    return frozenset(
+        session.scalars(
+            select(GuestVerification.order_number).where(
+                GuestVerification.conversation_id == conversation_id
+            )
+        )
+    )
