@@ -22,12 +22,18 @@ EVAL_STORES = ("demo", "tau")
 
 
 @click.command("eval")
-@click.option("--store", "stores", type=click.Choice(EVAL_STORES), multiple=True,
+@click.argument("mode", required=False, default="questions",
+                type=click.Choice(["questions", "dialogues"]))
+@click.option("--store", "stores", type=click.Choice([*EVAL_STORES, "all"]), multiple=True,
               help="Store(s) to evaluate (repeatable; default: both).")
 @click.option("--limit", type=click.IntRange(1), default=120, show_default=True,
-              help="Questions per store, taken evenly across categories.")
+              help="Questions per store, taken evenly across categories (dialogues mode: "
+                   "dialogues per store).")
 @click.option("--systems", default="base,adapter,retrieval,facts", show_default=True,
-              help="Comma-separated: base, adapter, retrieval, facts.")
+              help="Comma-separated: base, adapter, retrieval, facts (dialogues mode: "
+                   "adapter, base, retrieval; default all three).")
+@click.option("-k", "keyword",
+              help="Dialogues mode: only dialogues whose name, tags or file name contain this.")
 @click.option("--adapter", type=click.Path(path_type=Path, file_okay=False),
               help="LoRA adapter to evaluate (default: the configured or shipped one).")
 @click.option("--tau-dir", type=click.Path(path_type=Path, file_okay=False),
@@ -48,6 +54,7 @@ EVAL_STORES = ("demo", "tau")
 @click.pass_context
 def eval_command(
     ctx: click.Context,
+    mode: str,
     stores: tuple[str, ...],
     limit: int,
     systems: str,
@@ -60,6 +67,7 @@ def eval_command(
     reuse: bool,
     concurrency: int,
     threads: int,
+    keyword: str | None,
 ) -> None:
     """Score replies on held-out questions with expected facts.
 
@@ -70,12 +78,28 @@ def eval_command(
     adapter, a retrieval-only baseline and the model-free fact plan. Writes
     bench/results/eval-<store>.json and .md.
 
+    ``chatbot eval dialogues`` plays the multi-turn dialogues of
+    chatbot/evaluation/dialogues/ instead (carrying history, proven orders and dialogue
+    state between turns as the server does) and reports per-turn accuracy, false claims,
+    repeats, handoff accuracy and guard firings per store and system, in
+    bench/results/eval-dialogues.json and .md (docs/evaluation.md).
+
     \b
     Examples:
       chatbot eval
       chatbot eval --store tau --limit 60 --systems adapter,retrieval
       chatbot eval --store demo --adapter /tmp/adapter --threads 1
+      chatbot eval dialogues --systems adapter --store demo -k stock
     """
+    stores = tuple(EVAL_STORES) if "all" in stores else stores
+    if mode == "dialogues":
+        if ctx.get_parameter_source("systems") == click.core.ParameterSource.DEFAULT:
+            systems = "adapter,base,retrieval"
+        _dialogues(ctx, stores or EVAL_STORES, systems, adapter, tau_dir, eval_dir, out,
+                   limit, keyword, concurrency, threads)
+        return
+    if keyword:
+        raise click.UsageError("-k selects dialogues: use it with 'chatbot eval dialogues'")
     chosen = [s.strip() for s in systems.split(",") if s.strip()]
     from chatbot.evaluation.runner import SYSTEMS
 
@@ -240,3 +264,113 @@ def make_pipeline_no_engine(settings: Settings, db: Any, retriever: Any) -> Any:
     from chatbot.training.build import _PlanOnlyEngine, load_tokenizer
 
     return Pipeline(db, retriever, _PlanOnlyEngine(load_tokenizer(settings.model_path)), settings)
+
+
+def _dialogues(
+    ctx: click.Context, stores: tuple[str, ...], systems: str, adapter: Path | None,
+    tau_dir: Path | None, eval_dir: Path | None, out: Path, limit: int,
+    keyword: str | None, concurrency: int, threads: int,
+) -> None:
+    """``chatbot eval dialogues``: the multi-turn set through each system, one report."""
+    from chatbot.evaluation.conversations import DIALOGUE_SYSTEMS
+
+    chosen = [s.strip() for s in systems.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in DIALOGUE_SYSTEMS]
+    if unknown or not chosen:
+        raise click.UsageError(
+            f"unknown system(s) {unknown}; dialogues run {', '.join(DIALOGUE_SYSTEMS)}"
+        )
+    settings: Settings = ctx.obj.settings
+    if threads:
+        settings = settings.replace(engine_threads=threads)
+        import torch
+
+        torch.set_num_threads(threads)
+    adapter_dir = adapter or settings.adapter_path or default_adapter_path()
+    if "adapter" in chosen and adapter_dir is None:
+        raise ConfigError("no LoRA adapter to evaluate: pass --adapter or train one first")
+    scratch = eval_dir or settings.data_dir / "eval"
+    eval_settings = dataclasses.replace(
+        settings, data_dir=scratch, database_url=f"sqlite:///{scratch / 'eval.db'}"
+    )
+    md = asyncio.run(_run_dialogues(
+        eval_settings, list(stores), chosen, adapter_dir, tau_dir or DEFAULT_TAU_DIR, out,
+        limit, keyword, concurrency,
+    ))
+    click.echo(md)
+
+
+async def _run_dialogues(
+    settings: Settings, stores: list[str], systems: list[str], adapter_dir: Path | None,
+    tau_dir: Path, out: Path, limit: int, keyword: str | None, concurrency: int,
+) -> str:
+    from chatbot.evaluation import conversations as C
+    from chatbot.evaluation.dialogue_report import write_report
+    from chatbot.evaluation.dialogues import load_dialogues, select
+    from chatbot.evaluation.runner import make_pipeline
+    from chatbot.replay.checks import DatabaseEvidence
+    from chatbot.storage.db import Database
+    from knowledge_base.retrieval import Retriever
+
+    dialogues = select(load_dialogues(), stores=stores, keyword=keyword, limit=limit)
+    if not dialogues:
+        raise click.UsageError("no dialogue matches the selection")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await asyncio.to_thread(Database, settings.database_url)
+    try:
+        used = sorted({d.store.name for d in dialogues})
+        store_ids = {s: await asyncio.to_thread(C.prepare_store, db, s, tau_dir) for s in used}
+        customers = await asyncio.to_thread(C.resolve_customers, db, dialogues, store_ids)
+        retriever = Retriever(db, settings.index_dir)
+        for store_id in store_ids.values():
+            await asyncio.to_thread(retriever.sync, store_id, progress=True)
+        evidence = DatabaseEvidence(db)
+        results: dict[str, dict[str, list[C.DialogueScore]]] = {s: {} for s in used}
+        timings: dict[str, float] = {}
+
+        def progress(d: C.DialogueScore) -> None:
+            ok = sum(t.passed for t in d.turns)
+            click.echo(f"{d.system:9} {d.store:4} {ok}/{len(d.turns)}  {d.dialogue}", err=True)
+
+        for system in systems:
+            started = time.monotonic()
+            if system == "retrieval":
+                answer = C.retrieval_answer(retriever, settings.retrieval_min_score)
+                played = await C.play_all(
+                    dialogues, answer, system=system, store_ids=store_ids,
+                    customer_ids=customers, evidence=evidence, concurrency=1,
+                    on_done=progress)
+            else:
+                pipeline = await asyncio.to_thread(
+                    make_pipeline, settings, db, system, adapter_dir)
+                for store_id in store_ids.values():
+                    await asyncio.to_thread(pipeline.prepare, store_id)
+                await pipeline.start()
+                try:
+                    async def answer_lm(request: Any, pipeline: Any = pipeline) -> Any:
+                        return await C.pipeline_answer(pipeline, request)
+
+                    played = await C.play_all(
+                        dialogues, answer_lm, system=system, store_ids=store_ids,
+                        customer_ids=customers, evidence=evidence,
+                        concurrency=concurrency, on_done=progress)
+                finally:
+                    await pipeline.close()
+            timings[system] = round(time.monotonic() - started, 1)
+            for d in played:
+                results[d.store].setdefault(system, []).append(d)
+        meta = {
+            "dialogues": {s: sum(1 for d in dialogues if d.store.name == s) for s in used},
+            "turns": {s: sum(len(list(C.iter_shopper_turns(d))) for d in dialogues
+                             if d.store.name == s) for s in used},
+            "selection": {"keyword": keyword, "limit": limit},
+            "adapter": str(adapter_dir) if adapter_dir else None,
+            "decoding": "greedy",
+            "seconds": timings,
+            "engine_dtype": settings.engine_dtype,
+        }
+        _, md_path, md = write_report(out, results, meta)
+        click.echo(f"report written to {md_path}", err=True)
+        return md
+    finally:
+        db.dispose()
