@@ -20,6 +20,8 @@ MODEL_MODULES = (
     "knowledge_base.models",  # store data, revision 0001
     "chatbot.conversations.models",  # conversation tables, revision 0002
     "chatbot.agents.models",  # agents and console sessions, revision 0003
+    "chatbot.security.models",  # failure throttles and lockouts, revision 0005
+    "chatbot.actions.models",  # order action proposals and audit, revision 0006
 )
 
 target_metadata = Base.metadata
