@@ -34,6 +34,10 @@ class Limits:
     max_connections_per_ip: int = 50
     idle_timeout_s: float = 600.0
     max_queued_messages: int = 3
+    # Every frame (typing included) from one address, over all its connections.
+    frames_per_minute_per_ip: int = 6000
+    # Conversations one address may hand to the agents (waiting) per hour.
+    waiting_per_ip_per_hour: int = 10
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class Settings:
     # Test-only: "TOKENS:DELAY" makes `chatbot serve` stream echo replies instead of
     # loading the model (crash-safety tests, load benchmark --fake). See fake_answerer.py.
     fake_answerer: str = ""
+    # When set, /metrics answers only requests with "Authorization: Bearer <token>".
+    metrics_token: str = ""
 
     @property
     def index_dir(self) -> Path:
@@ -119,6 +125,7 @@ class Settings:
             "retrieval_min_score": float(env.get("CHATBOT_RETRIEVAL_MIN_SCORE", "0.35")),
             "log_level": env.get("CHATBOT_LOG_LEVEL", "INFO"),
             "fake_answerer": env.get("CHATBOT_FAKE_ANSWERER", ""),
+            "metrics_token": env.get("CHATBOT_METRICS_TOKEN", ""),
             "limits": limits,
         }
         base.update(overrides)

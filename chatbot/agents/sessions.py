@@ -54,14 +54,55 @@ def login(
     The same error (and roughly the same time) for an unknown email, a wrong password
     and a disabled account, so the answer reveals nothing about which emails exist.
     """
-    now = now or utcnow()
     agent = find_agent(session, email)
     ok = verify_password(agent.password_hash if agent else None, password)
     if agent is None or not ok or not agent.active:
-        log.info("failed console login for %r from %s", email[:100], ip or "?")
+        # Never log what was typed (it may be a password pasted into the email field).
+        log.info("failed console login (%s) from %s",
+                 f"agent {agent.id}" if agent else "unknown account", ip or "?")
         raise AuthError("wrong email or password", code="invalid_credentials")
     if needs_rehash(agent.password_hash):
         agent.password_hash = hash_password(password)
+    return open_session(session, agent, ttl=ttl, user_agent=user_agent, ip=ip, now=now)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a password check needs, read on the database thread (issue #18: the argon2
+    check itself runs elsewhere, see :mod:`chatbot.security.login`)."""
+
+    agent_id: int | None
+    password_hash: str | None
+    active: bool
+
+
+def credentials(session: Session, email: str) -> Credentials:
+    """The stored hash for ``email`` (``agent_id`` None when there is no such account)."""
+    agent = find_agent(session, email)
+    if agent is None:
+        return Credentials(None, None, False)
+    return Credentials(agent.id, agent.password_hash, agent.active)
+
+
+def open_session(
+    session: Session,
+    agent: Agent | int,
+    *,
+    ttl: timedelta = DEFAULT_TTL,
+    user_agent: str = "",
+    ip: str = "",
+    now: datetime | None = None,
+    new_hash: str | None = None,
+) -> LoginResult:
+    """Open a session for an agent whose password was already checked."""
+    if isinstance(agent, int):
+        found = session.get(Agent, agent)
+        if found is None or not found.active:
+            raise AuthError("wrong email or password", code="invalid_credentials")
+        agent = found
+    if new_hash is not None:
+        agent.password_hash = new_hash
+    now = now or utcnow()
     token = secrets.token_urlsafe(32)
     expires_at = now + ttl
     session.add(

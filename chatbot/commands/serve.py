@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from typing import Any
 
@@ -73,9 +74,15 @@ async def run_server(
     settings: Settings, *, demo: bool, drain_s: float, poll_s: float | None = None
 ) -> None:
     """Start the server, load the answerer in the background, stop on SIGTERM/SIGINT."""
+    from chatbot.security.files import UMASK, private_database, private_dir
     from chatbot.server.app import ChatServer
     from chatbot.storage.db import Database
 
+    # Issue #18: what the server creates is private (umask 077), the data directory is
+    # 0700 and the database files 0600, also when an older version created them 0755/0644.
+    os.umask(UMASK)
+    private_dir(settings.data_dir)
+    private_database(settings.database_url)
     db = await asyncio.to_thread(Database, settings.database_url)
     demo_store_id: int | None = None
     if demo:
@@ -126,14 +133,15 @@ def _ensure_demo_login(settings: Settings, db: Any, store_name: str) -> None:
 
     with transaction(db.sessions) as session:
         password = ensure_demo_agent(session, store_name)
+    from chatbot.security.files import private_file, write_private
+
     login_file = settings.data_dir / "demo-console-login.txt"
     if password is not None:
-        login_file.parent.mkdir(parents=True, exist_ok=True)
-        login_file.touch(mode=0o600)
-        login_file.write_text(f"{DEMO_AGENT_EMAIL}\n{password}\n", encoding="utf-8")
+        write_private(login_file, f"{DEMO_AGENT_EMAIL}\n{password}\n")
     if login_file.exists():
-        email, secret = login_file.read_text(encoding="utf-8").split()[:2]
-        log.info("console login:   %s / %s  (from %s)", email, secret, login_file)
+        # The password stays in the 0600 file; the log only says where it is (issue #18).
+        private_file(login_file)
+        log.info("console login:   %s  (password in %s)", DEMO_AGENT_EMAIL, login_file)
     else:
         log.info("console login:   %s (reset with: chatbot agents passwd %s)",
                  DEMO_AGENT_EMAIL, DEMO_AGENT_EMAIL)

@@ -66,6 +66,8 @@ class CloseCode:
 # Field size caps that hold for every client frame, whatever the store's limits.
 MAX_ID_CHARS: Final = 100
 MAX_TOKEN_CHARS: Final = 4096
+# The largest integer any client field may carry (JavaScript's Number.MAX_SAFE_INTEGER).
+MAX_WIRE_INT: Final = 2**53 - 1
 
 
 def decode_envelope(frame: str | bytes) -> dict[str, Any]:
@@ -160,10 +162,17 @@ def opt_str(obj: Mapping[str, Any], name: str, *, max_chars: int | None = None) 
 def req_int(
     obj: Mapping[str, Any], name: str, *, lo: int | None = None, hi: int | None = None
 ) -> int:
-    """A required integer field (booleans are refused: JSON true is not 1)."""
+    """A required integer field (booleans are refused: JSON true is not 1).
+
+    Every integer is range-checked, also without ``lo``/``hi``: at most
+    ``MAX_WIRE_INT`` in size (2**53 - 1, exact in JavaScript and far inside SQL's
+    BIGINT), so no client number can overflow a database column (issue #18).
+    """
     value = obj.get(name)
     if type(value) is not int:
         raise _bad(name, "an integer")
+    lo = -MAX_WIRE_INT if lo is None else lo
+    hi = MAX_WIRE_INT if hi is None else min(hi, MAX_WIRE_INT)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise _bad(name, f"an integer in [{lo}, {hi}]")
     return value

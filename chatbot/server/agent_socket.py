@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 10.0
-SESSION_CHECK_S = 60.0
+# Sessions ended in this process (logout, team changes) close their sockets at once; this
+# catches the rest (another process, the CLI, an expiry) within a few seconds (issue #18).
+SESSION_CHECK_S = 5.0
 INBOX_DEBOUNCE_S = 0.15
 INBOX_REFRESH_S = 15.0  # full inbox refresh, only when several processes share the database
 # Stored events that change an inbox row (tokens do not: the preview changes on ``done``).
@@ -64,10 +66,22 @@ _ACTIONS: dict[type[proto.ConversationAction], Action] = {
 
 def register(router: Router, app: ChatServer) -> None:
     """Add ``/ws/agent`` and the console's login/logout/session endpoints."""
-    ConsoleHttp(app).register(router)
+    sockets: set[AgentSocket] = set()
+
+    async def session_ended(token: str) -> None:
+        """A logout in this process: close that session's sockets now."""
+        for sock in [s for s in sockets if s.token == token]:
+            await sock._refuse(ErrorCode.UNAUTHORIZED, "you logged out")
+
+    ConsoleHttp(app, on_logout=session_ended).register(router)
 
     async def handle(conn: ServerConnection) -> None:
-        await AgentSocket(app, conn).run()
+        sock = AgentSocket(app, conn, sockets)
+        sockets.add(sock)
+        try:
+            await sock.run()
+        finally:
+            sockets.discard(sock)
 
     router.add_socket("/ws/agent", handle)
 
@@ -75,9 +89,11 @@ def register(router: Router, app: ChatServer) -> None:
 class AgentSocket:
     """One console connection."""
 
-    def __init__(self, app: ChatServer, conn: ServerConnection) -> None:
+    def __init__(self, app: ChatServer, conn: ServerConnection,
+                 peers: set[AgentSocket] | None = None) -> None:
         self.app = app
         self.conn = conn
+        self.peers = peers if peers is not None else set()  # every console socket here
         self.ip = remote_ip(conn)
         self.headers = conn.request.headers if conn.request else None
         self.frames = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
@@ -227,20 +243,27 @@ class AgentSocket:
         access was revoked, even while the agent is idle."""
         while True:
             await asyncio.sleep(SESSION_CHECK_S)
-            try:
-                principal = await self._authorize()
-            except AuthError as exc:
-                await self._refuse(exc.code, exc.message)
+            if not await self._check_session():
                 return
-            revoked = "you no longer have access to this store"
-            if self.inbox_store is not None and not principal.can_access(self.inbox_store[0]):
-                self._stop_inbox()
-                self.inbox_store = None
-                await self.send_error(ErrorCode.FORBIDDEN, revoked, "subscribe_inbox")
-            if self.conv is not None and not principal.can_access(self.conv.store_id):
-                public_id = self.conv.public_id
-                self._close_conversation()
-                await self.send_error(ErrorCode.FORBIDDEN, revoked, "open", public_id)
+
+    async def _check_session(self) -> bool:
+        """Re-check the session now: close the socket if it ended (False), drop what the
+        agent may no longer see."""
+        try:
+            principal = await self._authorize()
+        except AuthError as exc:
+            await self._refuse(exc.code, exc.message)
+            return False
+        revoked = "you no longer have access to this store"
+        if self.inbox_store is not None and not principal.can_access(self.inbox_store[0]):
+            self._stop_inbox()
+            self.inbox_store = None
+            await self.send_error(ErrorCode.FORBIDDEN, revoked, "subscribe_inbox")
+        if self.conv is not None and not principal.can_access(self.conv.store_id):
+            public_id = self.conv.public_id
+            self._close_conversation()
+            await self.send_error(ErrorCode.FORBIDDEN, revoked, "open", public_id)
+        return True
 
     # ---- messages --------------------------------------------------------------------
 
@@ -294,6 +317,12 @@ class AgentSocket:
                         | proto.SetAgentStores):
             rows = await self.app.conversations.run(team.apply, self.token, msg)
             await self.send(proto.Agents(rows))
+            if not isinstance(msg, proto.ListAgents):
+                # A removed account's sessions are gone, a store may be revoked: every
+                # console socket of this process re-checks now, not at its next timer.
+                for peer in list(self.peers):
+                    if peer is not self and peer.token is not None:
+                        self._spawn(peer._check_session())
         elif isinstance(msg, proto.MarkRead):
             conv = await self._conversation(msg.conversation_id)
             assert self.principal is not None
@@ -312,7 +341,16 @@ class AgentSocket:
             return to_ref(conv)
 
         conv = await self.app.conversations.run(find)
-        await self._authorize(conv.store_id)
+        try:
+            await self._authorize(conv.store_id)
+        except AuthError as exc:
+            if exc.code != ErrorCode.FORBIDDEN:
+                raise
+            # Another store's conversation reads exactly like one that does not exist
+            # (issue #18): agents cannot probe ids of stores they do not work in.
+            raise NotFoundError(
+                "no such conversation", code=ErrorCode.CONVERSATION_NOT_FOUND
+            ) from None
         return conv
 
     async def _ownership(self, msg: proto.ConversationAction, action: Action) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import importlib
 import importlib.resources
 import logging
@@ -37,12 +38,14 @@ from chatbot.conversations.poller import EventPoller
 from chatbot.conversations.recovery import interrupt_orphaned_replies
 from chatbot.conversations.service import ConversationService
 from chatbot.protocol.common import CloseCode
+from chatbot.security import counters as security_counters
 from chatbot.server.chat_socket import ChatSocket, remote_ip
 from chatbot.server.http import (
     HttpRequest,
     Router,
     file_response,
     make_request,
+    malformed_headers,
     response,
     text_response,
 )
@@ -99,6 +102,12 @@ class ChatServer:
         limits = settings.limits
         self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
         self.ip_messages = KeyedRateLimiter(limits.messages_per_minute_per_ip)
+        # Issue #18: every frame also spends from a per-address bucket, and an address may
+        # create only so many waiting (handed-off) conversations an hour.
+        self.ip_frames = KeyedRateLimiter(limits.frames_per_minute_per_ip)
+        self.ip_waiting = KeyedRateLimiter(limits.waiting_per_ip_per_hour, period_s=3600.0)
+        for metric in security_counters.ALL:
+            self.metrics.registry.add(metric)
         self.replies = ReplyManager(
             self.conversations,
             self.hub,
@@ -107,6 +116,7 @@ class ChatServer:
             max_queued=limits.max_queued_messages,
             flush_interval_s=flush_interval_s,
             grace_s=reply_grace_s,
+            handoff_gate=self.handoff_allowed,
         )
         # Several processes on one database: poll the log of followed conversations.
         self.poller = EventPoller(db, self.hub, poll_interval_s) if poll_interval_s else None
@@ -158,12 +168,28 @@ class ChatServer:
             raise TypeError(f"route module {name} has no register(router, app)")
         register(self.router, self)
 
+    def handoff_allowed(self, ip: str) -> bool:
+        """Whether ``ip`` may create one more waiting conversation now (counts it)."""
+        if self.ip_waiting.allow(ip):
+            return True
+        security_counters.WAITING_CAPPED.inc()
+        return False
+
     def _readyz(self, req: HttpRequest) -> Response:
         if self.closing:
             return text_response(503, "shutting down\n")
         return text_response(200, "ready\n") if self.is_ready() else text_response(503, "loading\n")
 
     def _metrics(self, req: HttpRequest) -> Response:
+        token = self.settings.metrics_token
+        if token:
+            # CHATBOT_METRICS_TOKEN set: only scrapers with the bearer token (issue #18).
+            scheme, _, given = req.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                return text_response(401, "unauthorized\n",
+                                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         self.metrics.connections.set(len(self._chat_sockets), "chat")
         return response(200, self.metrics.render().encode("utf-8"), CONTENT_TYPE)
 
@@ -191,6 +217,10 @@ class ChatServer:
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         ip = remote_ip(conn)
+        problem = malformed_headers(request.headers)
+        if problem is not None:
+            # Malformed HTTP is a client error (400), never a crash of a handler (1011).
+            return text_response(400, problem + "\n")
         if path in self.router.sockets:
             if self.closing:
                 return text_response(503, "shutting down\n")
@@ -199,7 +229,9 @@ class ChatServer:
                 self.metrics.rejected.inc(1, reason)
                 return text_response(503 if reason == "server_full" else 429, reason + "\n")
             return None  # go on with the WebSocket handshake
-        return await self.router.dispatch(make_request(request.path, request.headers, ip))
+        return await self.router.dispatch(
+            make_request(request.path, request.headers, ip, getattr(request, "method", "GET"))
+        )
 
     async def _handle(self, conn: ServerConnection) -> None:
         path = urlsplit(conn.request.path).path if conn.request else ""

@@ -153,7 +153,8 @@ class ChatSocket:
             await self.conn.send(frame)
 
     async def _decode(self, frame: str | bytes) -> chat.ClientMessage | None:
-        if not self.frame_bucket.allow():
+        # Every frame spends from this connection's and this address's frame buckets.
+        if not self.frame_bucket.allow() or not self.app.ip_frames.allow(self.ip):
             await self.send_error(ErrorCode.RATE_LIMITED, "too many frames; slow down")
             return None
         try:
@@ -288,6 +289,14 @@ class ChatSocket:
 
     async def _handle(self, msg: chat.ClientMessage) -> None:
         service, replies = self.app.conversations, self.app.replies
+        if isinstance(msg, chat.Handoff | chat.End | chat.Feedback | chat.Stop) and not (
+            self.message_bucket.allow() and self.app.ip_messages.allow(self.ip)
+        ):
+            # Issue #18: every action a shopper can take spends from the message limits
+            # (per connection and per address), not only messages.
+            await self.send_error(ErrorCode.RATE_LIMITED, "too many requests; wait a few seconds",
+                                  getattr(msg, "id", None))
+            return
         if isinstance(msg, chat.Message):
             await self._on_message(msg)
         elif isinstance(msg, chat.Hello):
@@ -340,9 +349,20 @@ class ChatSocket:
             await self.conn.send(chat.encode_logged(ack.kind, ack.seq, ack.payload))
             return
         self.app.metrics.messages.inc()
-        self.app.replies.submit(conv, PendingMessage(msg.id, msg.text, ack.seq))
+        self.app.replies.submit(conv, PendingMessage(msg.id, msg.text, ack.seq, ip=self.ip))
 
     async def _on_handoff(self, msg: chat.Handoff) -> None:
+        # A handoff makes a waiting conversation in the agents' inbox: at most
+        # ``waiting_per_ip_per_hour`` of them per address (issue #18).
+        if (
+            self.conv is None or (await self.app.conversations.get(self.conv.id)).state == "bot"
+        ) and not self.app.handoff_allowed(self.ip):
+            await self.send_error(
+                ErrorCode.RATE_LIMITED,
+                "too many requests for a person from your network; try again later "
+                "or write your question here",
+            )
+            return
         conv = await self.conversation()
         for _ in range(3):
             fresh = await self.app.conversations.get(conv.id)

@@ -13,13 +13,16 @@ needs a CORS preflight, which this server never grants.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 from websockets.datastructures import Headers
@@ -28,8 +31,12 @@ from websockets.http11 import Response
 from chatbot.agents import sessions
 from chatbot.agents.authz import Principal
 from chatbot.errors import AuthError
+from chatbot.security import counters
+from chatbot.security.login import Busy, PasswordChecks, login_keys
+from chatbot.security.login import throttle as login_throttle
 from chatbot.server.http import HttpRequest, json_response
 from chatbot.server.limits import KeyedRateLimiter
+from chatbot.storage.db import transaction
 
 if TYPE_CHECKING:
     from chatbot.server.app import ChatServer
@@ -40,10 +47,14 @@ COOKIE_NAME = "chatbot_console"
 LOGIN_PATH = "/console/login"
 LOGOUT_PATH = "/console/logout"
 SESSION_PATH = "/console/session"
-# Login attempts per minute: per client IP, and per email (slows password guessing on one
-# account from many IPs). Counted before the password check, so a flood costs no argon2.
+# Login attempts per minute per client IP, counted before the password check, so a flood
+# costs no argon2. Failures are then throttled per (account, address) in the database with
+# backoff (chatbot/security/login.py), never per account alone: failing logins in an
+# agent's name from elsewhere cannot lock the agent out (issue #18).
 LOGIN_PER_IP_PER_MIN = 20
-LOGIN_PER_EMAIL_PER_MIN = 10
+# A loose per-account rate over all addresses (distributed guessing); far above what a
+# person types, and it delays nobody's correct password for long.
+LOGIN_PER_EMAIL_PER_MIN = 60
 _MAX_AUTH_HEADER = 4096
 
 
@@ -92,6 +103,41 @@ def basic_credentials(headers: Headers) -> tuple[str, str] | None:
     return (email, password) if sep else None
 
 
+def same_origin(headers: Headers) -> bool:
+    """The request comes from the console's own origin, or from no browser at all.
+
+    Browsers send ``Origin`` on every POST (``no-cors`` included) and on WebSocket
+    upgrades; scripts send none. Scheme-less comparison of host *and port*, so another
+    port of the same site is another origin.
+    """
+    origin = headers.get("Origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == headers.get("Host", "").lower()
+
+
+def _prepare(session: Session, email: str, keys: list[Any]) -> tuple[Any, Any]:
+    """Read only: is the account+address backing off? Else the stored hash."""
+    refusal = login_throttle.check(session, keys)
+    if refusal is not None:
+        return refusal, None
+    return None, sessions.credentials(session, email)
+
+
+def _finish(session: Session, keys: list[Any], agent_id: int | None, new_hash: str | None,
+            *, user_agent: str, ip: str) -> tuple[sessions.LoginResult, Principal] | None:
+    """Record a failure (one write), or open the session when the password matched."""
+    if agent_id is None:
+        login_throttle.fail(session, keys)
+        return None
+    try:
+        result = sessions.open_session(session, agent_id, user_agent=user_agent, ip=ip,
+                                       new_hash=new_hash)
+    except AuthError:
+        return None
+    return result, Principal.of(result.agent)
+
+
 def agent_json(principal: Principal) -> dict[str, Any]:
     return {"id": principal.agent_id, "email": principal.email, "name": principal.name,
             "admin": principal.is_admin}
@@ -104,10 +150,15 @@ def _error(status: int, code: str, message: str, **kw: Any) -> Response:
 class ConsoleHttp:
     """The console's HTTP handlers, bound to one server."""
 
-    def __init__(self, app: ChatServer) -> None:
+    def __init__(self, app: ChatServer, on_logout: Callable[[str], Any] | None = None) -> None:
         self.app = app
         self.per_ip = KeyedRateLimiter(LOGIN_PER_IP_PER_MIN)
         self.per_email = KeyedRateLimiter(LOGIN_PER_EMAIL_PER_MIN)
+        # argon2 runs here, not on the database thread (issue #18).
+        self.checks = PasswordChecks()
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatbot-auth-read")
+        # Called with the token of an ended session: closes its sockets at once.
+        self.on_logout = on_logout
 
     def register(self, router: Any) -> None:
         router.add(LOGIN_PATH, self.login)
@@ -117,24 +168,57 @@ class ConsoleHttp:
     async def _run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         return await self.app.conversations.run(fn, *args, **kw)
 
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A read-only login step on its own thread: it never queues behind (or in front
+        of) the chat's writes on the database thread (SQLite WAL readers never block)."""
+
+        def call() -> Any:
+            with transaction(self.app.db.sessions) as session:
+                return fn(session, *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self.reader, call)
+
     async def login(self, req: HttpRequest) -> Response:
         """``POST /console/login`` with ``Authorization: Basic``: open a session, set the cookie."""
         creds = basic_credentials(req.headers)
         if creds is None:
             return _error(400, "bad_request",
                           "send POST /console/login with an 'Authorization: Basic' header")
+        if req.method != "POST":
+            return _error(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
+        if not same_origin(req.headers):
+            return _error(403, "forbidden", "cross-site sign-in is refused")
         email, password = creds
         if not self.per_ip.allow(req.remote_ip) or not self.per_email.allow(email.strip().lower()):
+            counters.CONSOLE_LOGINS.inc(1, "rate_limited")
             return _error(429, "rate_limited", "too many sign-in attempts; wait a minute",
                           headers={"Retry-After": "60"})
+        keys = login_keys(email, req.remote_ip)
         try:
-            result = await self._run(
-                sessions.login, email, password,
-                user_agent=req.headers.get("User-Agent", ""), ip=req.remote_ip,
-            )
-        except AuthError as exc:
-            return _error(401, exc.code, "Wrong email or password.")
-        principal = Principal.of(result.agent)
+            async with self.checks.slot():
+                refusal, creds_row = await self._read(_prepare, email, keys)
+                if refusal is not None:
+                    counters.CONSOLE_LOGINS.inc(1, "locked")
+                    return _error(429, "rate_limited", "too many failed sign-ins; wait a while",
+                                  headers={"Retry-After": str(refusal.retry_after_s)})
+                ok, new_hash = await self.checks.verify(creds_row.password_hash, password)
+                ok = ok and creds_row.agent_id is not None and creds_row.active
+                result = await self._run(
+                    _finish, keys, creds_row.agent_id if ok else None, new_hash,
+                    user_agent=req.headers.get("User-Agent", ""), ip=req.remote_ip,
+                )
+        except Busy:
+            counters.CONSOLE_LOGINS.inc(1, "busy")
+            return _error(503, "busy", "the server is busy; try again in a few seconds",
+                          headers={"Retry-After": "5"})
+        if result is None:
+            counters.CONSOLE_LOGINS.inc(1, "failed")
+            log.info("failed console login (%s) from %s",
+                     f"agent {creds_row.agent_id}" if creds_row.agent_id else "unknown account",
+                     req.remote_ip)
+            return _error(401, "invalid_credentials", "Wrong email or password.")
+        counters.CONSOLE_LOGINS.inc(1, "ok")
+        result, principal = result
         max_age = int(sessions.DEFAULT_TTL.total_seconds())
         cookie = session_cookie(result.token, max_age, secure=is_https(req.headers))
         expires = result.expires_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
@@ -142,9 +226,19 @@ class ConsoleHttp:
                              headers={"Set-Cookie": cookie})
 
     async def logout(self, req: HttpRequest) -> Response:
-        """``POST /console/logout``: end the session and clear the cookie."""
+        """``POST /console/logout``: end the session, clear the cookie, close its sockets.
+
+        POST only, and only from the console's own origin (issue #18: a page on another
+        port of the same site logged agents out with a no-cors POST, or a plain GET).
+        """
+        if req.method != "POST":
+            return _error(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
+        if not same_origin(req.headers):
+            return _error(403, "forbidden", "cross-site logout is refused")
         token = session_token(req.headers)
         ended = await self._run(sessions.logout, token) if token else False
+        if token and self.on_logout is not None:
+            await self.on_logout(token)
         cookie = session_cookie("", 0, secure=is_https(req.headers))
         return json_response({"logged_out": bool(ended)}, headers={"Set-Cookie": cookie})
 

@@ -58,6 +58,7 @@ class HttpRequest:
     query: dict[str, list[str]]
     headers: Headers
     remote_ip: str
+    method: str = "GET"
 
     def arg(self, name: str, default: str = "") -> str:
         values = self.query.get(name)
@@ -68,9 +69,25 @@ HttpHandler = Callable[[HttpRequest], "Response | Awaitable[Response]"]
 SocketHandler = Callable[[Any], Awaitable[None]]
 
 
-def make_request(raw_path: str, headers: Headers, remote_ip: str) -> HttpRequest:
+def make_request(raw_path: str, headers: Headers, remote_ip: str, method: str = "GET"
+                 ) -> HttpRequest:
     parts = urlsplit(raw_path)
-    return HttpRequest(parts.path or "/", parse_qs(parts.query), headers, remote_ip)
+    return HttpRequest(parts.path or "/", parse_qs(parts.query), headers, remote_ip,
+                       method.upper())
+
+
+# Headers that must appear at most once: a request repeating one is answered 400
+# (RFC 9110 section 5.3), before any handler or socket reads it (issue #18).
+SINGLE_HEADERS = ("Host", "Origin", "Cookie", "Authorization", "Upgrade",
+                  "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Content-Length")
+
+
+def malformed_headers(headers: Headers) -> str | None:
+    """Why the request's headers are unacceptable (a repeated single header), or None."""
+    for name in SINGLE_HEADERS:
+        if len(headers.get_all(name)) > 1:
+            return f"repeated {name} header"
+    return None
 
 
 def response(

@@ -56,8 +56,10 @@ class KeyedRateLimiter:
     one burst more than it would have had. ``max_keys`` bounds memory under IP spraying.
     """
 
-    def __init__(self, per_min: int, *, max_keys: int = 100_000, clock: Clock = time.monotonic):
+    def __init__(self, per_min: int, *, max_keys: int = 100_000, clock: Clock = time.monotonic,
+                 period_s: float = 60.0):
         self.per_min = per_min
+        self.period_s = period_s  # ``per_min`` per ``period_s`` (e.g. 3600: per hour)
         self.max_keys = max_keys
         self.clock = clock
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
@@ -65,7 +67,8 @@ class KeyedRateLimiter:
     def allow(self, key: str) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = per_minute(self.per_min, self.clock)
+            count = max(1, self.per_min)
+            bucket = TokenBucket(capacity=count, rate=count / self.period_s, clock=self.clock)
             self._buckets[key] = bucket
             if len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)

@@ -49,6 +49,22 @@ def http(running: Running, method: str, path: str, headers: dict[str, str] | Non
         return err.code, dict(err.headers), json.loads(err.read() or b"{}")
 
 
+def http_from(source_ip: str, running: Running, method: str, path: str,
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Like :func:`http`, from another loopback address (e.g. ``127.0.0.2``)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10,
+                                      source_address=(source_ip, 0))
+    try:
+        conn.request(method, path, body=b"" if method == "POST" else None,
+                     headers=headers or {})
+        res = conn.getresponse()
+        return res.status, dict(res.getheaders()), json.loads(res.read() or b"{}")
+    finally:
+        conn.close()
+
+
 def basic(email: str, password: str = PASSWORD) -> dict[str, str]:
     raw = base64.b64encode(f"{email}:{password}".encode()).decode()
     return {"Authorization": f"Basic {raw}"}
