@@ -204,12 +204,12 @@ def order_lines(order: Order) -> list[str]:
 
 
 def product_lines(product: Product) -> list[str]:
-    """A product and every variant: options, SKU, price, stock."""
-    lines = [f"product {product.title}: {product.description}"]
+    """A product and every variant: ids, options, SKU, price, stock."""
+    lines = [f"product {product.title} (id {product.source_id}): {product.description}"]
     for v in product.variants:
         options = ", ".join(str(x) for x in (v.options or {}).values())
         lines.append(
-            f"variant {v.title} ({options}) sku {v.sku} price {_money(v.price)} "
+            f"variant {v.title} ({options}) id {v.source_id} sku {v.sku} price {_money(v.price)} "
             f"was {_money(v.compare_at_price)} inventory {v.inventory}"
         )
     return lines
