@@ -39,6 +39,7 @@ from chatbot.actions.policy import (
     MODIFY_ORDER_ADDRESS,
     MODIFY_ORDER_ITEMS,
     MODIFY_ORDER_PAYMENT,
+    REMOVE_ORDER_ITEMS,
     RETURN_ITEMS,
     Policy,
 )
@@ -83,6 +84,9 @@ class Context:
     order: Order | None
     customer: Customer | None  # the order's owner, or the acting customer
     now: datetime
+    # "Today" for the return window: the store's fixed reference time where it has one
+    # (the demo store's dates are relative to it), else ``now``.
+    today: datetime | None = None
 
 
 # --- parameters --------------------------------------------------------------------------
@@ -101,7 +105,7 @@ def normalize_params(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
         out["address"] = _address(raw.get("address"))
     if kind in (MODIFY_ORDER_PAYMENT, MODIFY_ORDER_ITEMS, RETURN_ITEMS, EXCHANGE_ITEMS):
         out["payment_method"] = _text(raw, "payment_method")
-    if kind in (MODIFY_ORDER_ITEMS, RETURN_ITEMS, EXCHANGE_ITEMS):
+    if kind in (MODIFY_ORDER_ITEMS, RETURN_ITEMS, EXCHANGE_ITEMS, REMOVE_ORDER_ITEMS):
         out["items"] = _id_list(raw, "items")
         if not out["items"]:
             raise ActionRefused("Which items? Please list at least one.", code="bad_params")
@@ -427,7 +431,7 @@ def _check_window(ctx: Context, order: Order, verb: str) -> None:
     if days is None:
         return
     delivered = [s.delivered_at for s in order.shipments if s.delivered_at is not None]
-    if delivered and ctx.now - max(delivered) > timedelta(days=days):
+    if delivered and (ctx.today or ctx.now) - max(delivered) > timedelta(days=days):
         raise ActionRefused(
             f"Order {order.number} was delivered more than {days} days ago, so it can't be "
             f"{_past(verb)} any more.",
@@ -438,6 +442,17 @@ def _check_window(ctx: Context, order: Order, verb: str) -> None:
 
 def _original_method(order: Order) -> str:
     return order.payments[0].method if order.payments else ""
+
+
+def _paying_method(order: Order) -> str:
+    """The method that currently holds the order's money (the last one with a net payment;
+    after a payment change, the new one)."""
+    net: dict[str, Decimal] = {}
+    for p in order.payments:
+        net[p.method] = net.get(p.method, Decimal(0)) + (
+            money(p.amount) if p.kind == "payment" else -money(p.amount))
+    paying = [m for m, amount in net.items() if amount > 0]
+    return paying[-1] if paying else _original_method(order)
 
 
 # --- the kinds --------------------------------------------------------------------------
@@ -641,8 +656,9 @@ def _items_check(ctx: Context, params: dict[str, Any]) -> Preview:
     label = method_label(method, mid)
     row = row_method(ctx.customer, order, method, mid)
     summary = (f"Change items in order {order.number}: {_items_text(pairs)}. "
-               f"{_difference_text(diff, label, method, policy)} After this change the order "
-               "can't be changed or cancelled again.")
+               f"{_difference_text(diff, label, method, policy)}")
+    if policy.items_modified_status not in policy.modify_statuses:
+        summary += " After this change the order can't be changed or cancelled again."
     return Preview(MODIFY_ORDER_ITEMS, order.number, summary, {
         "order": order.number, "items": _public(pairs), "price_difference": str(diff),
         "method": row, "method_id": mid, "label": label, "gift_card": is_gift_card(method),
@@ -751,6 +767,46 @@ def _exchange_apply(ctx: Context, params: dict[str, Any], preview: Preview) -> N
     order.status = ctx.policy.exchange_requested_status
 
 
+def _remove_check(ctx: Context, params: dict[str, Any]) -> Preview:
+    order, policy = _order(ctx), ctx.policy
+    _require_status(order, policy.modify_statuses, "change", policy)
+    units = _units(order)
+    _check_items_present(units, params["items"])
+    if len(params["items"]) >= len(units):
+        raise ActionRefused(
+            "That would remove every item of the order.",
+            alternatives=["cancel the whole order instead"], code="would_empty_order")
+    items = [{"item_id": i, "name": _first_unit(units, i)["name"],
+              "options": _first_unit(units, i)["options"],
+              "price": str(_first_unit(units, i)["price"])} for i in params["items"]]
+    total = sum((Decimal(i["price"]) for i in items), Decimal("0.00"))
+    raw = _paying_method(order)
+    method = find_method(ctx.customer, raw)
+    label = method_label(method, raw)
+    when = "right away" if is_gift_card(method) else policy.removal_refund_timing
+    summary = (f"Remove from order {order.number}: "
+               + "; ".join(f"{_describe(i['name'], i['options'])} {fmt(Decimal(i['price']))}"
+                           for i in items)
+               + f". {fmt(total)} will be refunded to {label} {when}.")
+    return Preview(REMOVE_ORDER_ITEMS, order.number, summary, {
+        "order": order.number, "items": items, "refund_amount": str(total), "method": raw,
+        "method_id": method_id(method, raw), "label": label, "gift_card": is_gift_card(method),
+    })
+
+
+def _remove_apply(ctx: Context, params: dict[str, Any], preview: Preview) -> None:
+    order, d = _order(ctx), preview.details
+    units = _units(order)
+    for item in d["items"]:
+        units.remove(_first_unit(units, item["item_id"]))
+    _regroup(order, units)
+    amount = Decimal(d["refund_amount"])
+    order.payments.append(Payment(kind="refund", amount=amount, method=d["method"],
+                                  created_at=ctx.now))
+    if d["gift_card"]:
+        _adjust_balances(ctx.customer, {d["method_id"]: amount})  # type: ignore[arg-type]
+
+
 def _order(ctx: Context) -> Order:
     assert ctx.order is not None
     return ctx.order
@@ -764,6 +820,7 @@ _CHECKS = {
     RETURN_ITEMS: _return_check,
     EXCHANGE_ITEMS: _exchange_check,
     MODIFY_DEFAULT_ADDRESS: _default_address_check,
+    REMOVE_ORDER_ITEMS: _remove_check,
 }
 _APPLIERS = {
     CANCEL_ORDER: _cancel_apply,
@@ -773,6 +830,7 @@ _APPLIERS = {
     RETURN_ITEMS: _return_apply,
     EXCHANGE_ITEMS: _exchange_apply,
     MODIFY_DEFAULT_ADDRESS: _default_address_apply,
+    REMOVE_ORDER_ITEMS: _remove_apply,
 }
 
 

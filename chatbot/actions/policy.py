@@ -23,10 +23,11 @@ MODIFY_ORDER_ITEMS = "modify_order_items"
 RETURN_ITEMS = "return_items"
 EXCHANGE_ITEMS = "exchange_items"
 MODIFY_DEFAULT_ADDRESS = "modify_default_address"
+REMOVE_ORDER_ITEMS = "remove_order_items"
 
 KINDS = (
     CANCEL_ORDER, MODIFY_ORDER_ADDRESS, MODIFY_ORDER_PAYMENT, MODIFY_ORDER_ITEMS,
-    RETURN_ITEMS, EXCHANGE_ITEMS, MODIFY_DEFAULT_ADDRESS,
+    RETURN_ITEMS, EXCHANGE_ITEMS, MODIFY_DEFAULT_ADDRESS, REMOVE_ORDER_ITEMS,
 )
 
 AUTO = "auto"
@@ -35,6 +36,10 @@ OFF = "off"
 MODES = (AUTO, APPROVAL, OFF)
 
 SETTINGS_KEY = "actions"
+
+# Every kind runs on the shopper's yes, except removing items from a pending order, which
+# τ-bench's policy does not allow ("nothing else"); a store turns it on (the demo store does).
+DEFAULT_MODES: dict[str, str] = {**dict.fromkeys(KINDS, AUTO), REMOVE_ORDER_ITEMS: OFF}
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Policy:
     return_window_days: int | None = None
     # When a refund to a card or account arrives (gift cards are credited at once).
     refund_timing: str = "in 5 to 7 business days"
+    # When the refund for items removed from a pending order is issued.
+    removal_refund_timing: str = "when the rest of the order ships"
     # Minutes a proposal waits for the shopper's yes.
     proposal_ttl_minutes: int = 30
 
@@ -116,15 +123,15 @@ class Policy:
 class ActionConfig:
     """A store's action settings: a mode per kind plus the policy."""
 
-    modes: dict[str, str] = field(default_factory=lambda: dict.fromkeys(KINDS, AUTO))
+    modes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODES))
     policy: Policy = field(default_factory=Policy)
 
     def mode(self, kind: str) -> str:
-        return self.modes.get(kind, AUTO)
+        return self.modes.get(kind, DEFAULT_MODES.get(kind, AUTO))
 
     def as_settings(self) -> dict[str, Any]:
         return {
-            "modes": {k: v for k, v in self.modes.items() if v != AUTO},
+            "modes": {k: v for k, v in self.modes.items() if v != DEFAULT_MODES.get(k)},
             "policy": self.policy.overrides(),
         }
 
@@ -134,7 +141,7 @@ def load_config(store_settings: dict[str, Any] | None) -> ActionConfig:
     raw = (store_settings or {}).get(SETTINGS_KEY) or {}
     if not isinstance(raw, dict):
         raise ConfigError("store setting 'actions' must be an object")
-    modes = dict.fromkeys(KINDS, AUTO)
+    modes = dict(DEFAULT_MODES)
     for kind, mode in (raw.get("modes") or {}).items():
         check_kind(kind)
         check_mode(mode)

@@ -128,6 +128,15 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _reference_time(store: Store) -> datetime | None:
+    """A store's fixed "today" (``settings.reference_time``, the demo store's), if any."""
+    raw = (store.settings or {}).get("reference_time")
+    try:
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
 def _same_number(a: str, b: str) -> bool:
     return bool(set(v.upper() for v in number_variants(a))
                 & set(v.upper() for v in number_variants(b)))
@@ -179,6 +188,7 @@ class ActionService:
                     )
                 ctx = self._context(session, store_id, config, kind, clean, customer_id,
                                     verified, lock=False)
+                ctx.today = _reference_time(store)
                 preview = kinds.check(ctx, kind, clean)
                 now = self.clock()
                 row = ActionProposal(
@@ -463,6 +473,7 @@ class ActionService:
         try:
             ctx = self._context(session, p.store_id, config, p.kind, dict(p.params),
                                 p.customer_id, list(p.verified_orders or []), lock=True)
+            ctx.today = _reference_time(self._store(session, p.store_id))
             before = kinds.snapshot(ctx.order, ctx.customer)
             preview: Preview = kinds.check(ctx, p.kind, dict(p.params))
         except ActionRefused as refusal:

@@ -43,6 +43,18 @@ STORE_META: dict[str, Any] = {
         "support_hours": "Mon-Fri 7 am-7 pm, Sat-Sun 9 am-5 pm Pacific",
         "timezone": "America/Los_Angeles",
         "reference_time": history.REF.isoformat(),
+        # Order actions the chat assistant offers (docs/actions.md), as the help articles
+        # promise: any cancellation reason, items changed more than once while pending,
+        # single items removed, returns and exchanges within 30 days of delivery.
+        "actions": {
+            "modes": {"remove_order_items": "auto"},
+            "policy": {
+                "cancel_reasons": None,
+                "items_modified_status": "pending",
+                "return_window_days": 30,
+                "refund_timing": "today",
+            },
+        },
     },
 }
 
