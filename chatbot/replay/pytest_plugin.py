@@ -124,6 +124,10 @@ class TranscriptItem(pytest.Item):
         self.extra_keyword_matches.update(transcript.tags)
         if transcript.skip:
             self.add_marker(pytest.mark.skip(reason=transcript.skip))
+        elif _missing_import(transcript):
+            # e.g. the τ-bench store from ../shared on a machine without it
+            self.add_marker(pytest.mark.skip(
+                reason=f"the store's import data is missing: {transcript.store.import_path}"))
         if transcript.xfail:
             self.add_marker(
                 pytest.mark.xfail(reason=transcript.xfail, raises=TranscriptFailed, strict=False)
@@ -142,6 +146,12 @@ class TranscriptItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, max(0, self.transcript.line - 1), f"transcript: {self.transcript.name}"
+
+
+def _missing_import(t: Transcript) -> bool:
+    """A named import whose file is not on this machine (the item skips)."""
+    path = t.store.import_path
+    return path is not None and not path.exists()
 
 
 def _runtime(config: pytest.Config) -> _Runtime:
@@ -181,7 +191,7 @@ class _Runtime:
         )
         self.session = ReplaySession(
             self.settings,
-            [i.transcript for i in self.items],
+            [i.transcript for i in self.items if not _missing_import(i.transcript)],
             server_url=self.server_url,
             index_cache=cache,
         )
@@ -201,6 +211,7 @@ class _Runtime:
                 batch += [
                     i for i in self.items
                     if i.nodeid not in self.results and i is not item and not i.transcript.skip
+                    and not _missing_import(i.transcript)
                 ]
             try:
                 results = self._call(
