@@ -51,11 +51,19 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     # Engine
-    # Weight format: auto (= fp32) | fp32 | fp16 | int8 | bf16; see chatbot/engine/engine.py
+    # Weight format: auto | fp32 | bf16 | fp16 | int8 | q4. auto: q4 on CPUs with bf16
+    # instructions (AVX512-BF16/AMX), fp16 on other AVX2 CPUs, else fp32; see
+    # chatbot/engine/formats.py
     engine_dtype: str = "auto"
     engine_max_batch: int = 64
     engine_threads: int = 0  # 0: leave torch's default
     engine_draft_tokens: int = 4  # prompt-lookup draft length; 0 turns drafting off
+    # q4's native kernel (chatbot/engine/native.py): CHATBOT_NATIVE=0 turns it off,
+    # CHATBOT_Q4_ACTIVATIONS=int8 builds the opt-in VNNI variant, CC picks the compiler
+    engine_native: bool = True
+    engine_q4_activations: str = ""
+    engine_cc: str = ""
+    cache_dir: Path | None = None  # CHATBOT_CACHE_DIR; None: ~/.cache/chatbot
     max_new_tokens: int = 160
     # Retrieval
     retrieval_k: int = 4
@@ -120,6 +128,13 @@ class Settings:
             "engine_max_batch": int(env.get("CHATBOT_ENGINE_MAX_BATCH", "64")),
             "engine_threads": int(env.get("CHATBOT_ENGINE_THREADS", "0")),
             "engine_draft_tokens": int(env.get("CHATBOT_ENGINE_DRAFT_TOKENS", "4")),
+            "engine_native": env.get("CHATBOT_NATIVE", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
+            "engine_q4_activations": env.get("CHATBOT_Q4_ACTIVATIONS", ""),
+            "engine_cc": env.get("CC", ""),
+            "cache_dir": Path(env["CHATBOT_CACHE_DIR"]).expanduser()
+            if env.get("CHATBOT_CACHE_DIR")
+            else None,
             "max_new_tokens": int(env.get("CHATBOT_MAX_NEW_TOKENS", "160")),
             "retrieval_k": int(env.get("CHATBOT_RETRIEVAL_K", "4")),
             "retrieval_min_score": float(env.get("CHATBOT_RETRIEVAL_MIN_SCORE", "0.35")),

@@ -20,17 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from chatbot.engine.linear import (
-    FORMATS,
-    WeightFormat,
-    fast_fp16,
-    fbgemm_available,
-    native_bf16,
-    onednn_linear_available,
-    q4_available,
-)
+from chatbot.engine import native
+from chatbot.engine.formats import resolve_format
 from chatbot.engine.model import Llama
-from chatbot.engine.scheduler import SamplingParams, Scheduler, Sequence
+from chatbot.engine.sampler import SamplingParams
+from chatbot.engine.scheduler import Scheduler, Sequence
 from chatbot.engine.tokens import IncrementalDetokenizer, StopMatcher
 from chatbot.errors import ConfigError, GenerationError
 
@@ -129,7 +123,9 @@ class Engine:
         if adapter is not None and not adapter.exists():
             raise ConfigError(f"LoRA adapter folder {adapter} does not exist")
         started = time.perf_counter()
-        model = Llama.from_folder(path, fmt, adapter=adapter)
+        options = native.NativeOptions.from_settings(settings)
+        kernel = native.kernel(options) if fmt == "q4" else None
+        model = Llama.from_folder(path, fmt, adapter=adapter, kernel=kernel)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         log.info(
             "engine loaded %s (%s weights%s) in %.1fs",
@@ -290,34 +286,3 @@ class Engine:
         out.text = "".join(pieces)
         out.total_s = time.perf_counter() - started
         return out
-
-
-def resolve_format(name: str) -> WeightFormat:
-    """Map ``Settings.engine_dtype`` to a weight format.
-
-    ``auto`` picks what decodes fastest without changing replies, measured with
-    bench/engine.py (figures in the README's engine table):
-
-    - q4 on CPUs with native bf16 instructions (AVX512-BF16/AMX): 4-bit weights (the
-      GGUF's own Q4_1 values for our base model) for decoding, through our native kernel
-      (a whole decode step of up to four sequences in one C call), a bf16 copy for prompt
-      chunks and big batches;
-    - fp16 on other x86 CPUs with AVX2 (fbgemm's fp16-weight GEMM, fp32 activations):
-      half of fp32's bytes and ~1.4x faster single-stream decoding on a 2-core AVX2 box;
-      weights rounded to fp16 are near-exact (logits within fp32 rounding of the
-      reference, and the benchmark's greedy replies come out word for word as fp32's);
-    - fp32 elsewhere.
-
-    int8 (dynamic activation quantization) is faster still on AVX2, but it changes greedy
-    replies after a few tokens, for the worse; it stays an explicit choice.
-    """
-    name = name.lower()
-    if name == "auto":
-        if native_bf16() and onednn_linear_available():
-            return "q4" if q4_available() else "bf16"
-        return "fp16" if fast_fp16() else "fp32"
-    if name not in FORMATS:
-        raise ConfigError(f"engine dtype {name!r} is not one of auto, {', '.join(FORMATS)}")
-    if name in ("fp16", "int8") and not fbgemm_available():
-        raise ConfigError(f"engine dtype {name} needs a torch build with fbgemm (x86)")
-    return name  # type: ignore[return-value]

@@ -23,7 +23,6 @@ bandwidth; smaller weights decode faster. The formats:
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Literal
 
@@ -31,12 +30,20 @@ import torch
 import torch.nn.functional as F
 
 from chatbot.engine import native
+from chatbot.engine.formats import (  # noqa: F401  (re-exported: the formats' probes)
+    FORMATS,
+    Q4_GROUP,
+    WeightFormat,
+    cpu_flags,
+    fast_fp16,
+    fbgemm_available,
+    native_bf16,
+    onednn_linear_available,
+    q4_available,
+    quantize_q4,
+)
 
-WeightFormat = Literal["fp32", "bf16", "fp16", "int8", "q4"]
-FORMATS: tuple[WeightFormat, ...] = ("fp32", "bf16", "fp16", "int8", "q4")
-
-Q4_GROUP = 32
-# Steps of up to this many rows run on one thread (Scheduler.small_step_rows).
+# Steps of up to this many rows run on one thread (ModelRunner.small_step_rows).
 ONE_THREAD_ROWS = 2
 # While at most this many sequences decode, their rows (drafted tokens included) read the
 # 4-bit weights; with more, the bf16 copy is faster (bench/engine.py, 16 streams on the
@@ -50,89 +57,6 @@ NATIVE_DECODE_ROWS = 4
 LoRA = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], scale * B [out, r]), fp32
 
 
-@functools.cache
-def onednn_linear_available() -> bool:
-    """True when torch's oneDNN packed-weight linear ops exist and agree with ``F.linear``."""
-    try:
-        if not torch.backends.mkldnn.is_available():
-            return False
-        gen = torch.Generator().manual_seed(0)
-        w = torch.randn(48, 32, generator=gen).to(torch.bfloat16)
-        x = torch.randn(5, 32, generator=gen).to(torch.bfloat16)
-        with torch.inference_mode():
-            packed = torch.ops.mkldnn._reorder_linear_weight(w)
-            got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-            return bool(torch.allclose(got.float(), F.linear(x, w).float(), atol=0.05))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The kernel's CPU feature flags (Linux ``/proc/cpuinfo``); empty elsewhere.
-
-    torch 2.13 has no public CPU-feature probe, and the weight format that decodes fastest
-    depends on these.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return frozenset(next((ln for ln in f if ln.startswith("flags")), "").split()[2:])
-    except OSError:
-        return frozenset()
-
-
-def native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 weights pay off."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def fast_fp16() -> bool:
-    """True where fbgemm's fp16-weight GEMM runs its vector kernels (AVX2 with FMA and F16C;
-    without them fbgemm falls back to slow reference loops)."""
-    return fbgemm_available() and {"avx2", "fma", "f16c"} <= cpu_flags()
-
-
-def quantize_q4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric 4-bit groups of :data:`Q4_GROUP` along the input dimension.
-
-    Returns torch's packed int4 weight and the ``[in / 32, out, 2]`` bf16 scales/offsets
-    its CPU kernel expects (it computes ``(q - 8) * scale + offset``).
-    """
-    n, k = w.shape
-    groups = w.reshape(n, k // Q4_GROUP, Q4_GROUP)
-    low = groups.amin(-1, keepdim=True)
-    scale = (groups.amax(-1, keepdim=True) - low).clamp_min(1e-10) / 15
-    q = torch.clamp(torch.round((groups - low) / scale), 0, 15).to(torch.int32).reshape(n, k)
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-    scales = torch.stack(
-        [scale.reshape(n, -1).t(), (low + 8 * scale).reshape(n, -1).t()], dim=-1
-    ).contiguous()
-    return packed, scales.to(torch.bfloat16)
-
-
-@functools.cache
-def q4_available() -> bool:
-    """True when this torch has the CPU int4 weight-only matmul and it computes what we expect."""
-    try:
-        gen = torch.Generator().manual_seed(0)
-        w = torch.randn(64, 64, generator=gen)
-        x = torch.randn(2, 64, generator=gen)
-        with torch.inference_mode():
-            packed, scales = quantize_q4(w)
-            got = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x.to(torch.bfloat16), packed, Q4_GROUP, scales
-            )
-        ref = F.linear(x, w)
-        return bool((got.float() - ref).abs().max() < 0.1 * ref.abs().max())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def fbgemm_available() -> bool:
-    """True when torch was built with fbgemm (x86 builds are)."""
-    return "fbgemm" in torch.backends.quantized.supported_engines
-
-
 class Linear:
     """A bias-free linear layer holding its weight in ``fmt``."""
 
@@ -143,10 +67,14 @@ class Linear:
         lora: LoRA | None = None,
         *,
         decode_bits: int = 4,
+        kernel: native.Q4Kernel | None | Literal["default"] = "default",
     ) -> None:
         """``decode_bits``: with ``q4`` and the native kernel, 8 keeps the decode rows'
         weights in GGUF's Q8_0 instead (the output head: the GGUF stores the tied token
-        embeddings in 8 bits, and 4 would move every logit)."""
+        embeddings in 8 bits, and 4 would move every logit).
+
+        ``kernel``: the native kernel for ``q4`` decode rows (``None``: torch's int4 kernel);
+        by default :func:`native.kernel` with the settings from the environment."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown weight format {fmt!r}; choose one of {FORMATS}")
         self.fmt = fmt
@@ -162,6 +90,7 @@ class Linear:
         # q4 with our native kernel (chatbot/engine/native.py): packed weights, LoRA (A, B.T)
         self.native: native.PackedQ4 | native.PackedQ8 | None = None
         self.native_lora: native.NativeLoRA | None = None
+        self._kernel: native.Q4Kernel | None = None
         if fmt == "q4":
             # The bf16 copy holds the base weights and the adapter stays beside it in fp32,
             # as beside the 4-bit ones: merged into bf16 weights, the rounding ate enough of
@@ -171,7 +100,8 @@ class Linear:
                 self._wide_lora = (lora[0].t().contiguous(), lora[1].t().contiguous())
             if self.in_features % Q4_GROUP == 0:
                 # the base weights in 4 bits (8 for the head); the adapter stays beside them
-                if native.kernel() is not None:
+                self._kernel = native.kernel() if kernel == "default" else kernel
+                if self._kernel is not None:
                     self.native = native.PackedQ8(w) if decode_bits == 8 else native.PackedQ4(w)
                     if self._wide_lora is not None:
                         # A [r, in] and B.T [r, out] (shared with the bf16 copy's)
@@ -226,7 +156,7 @@ class Linear:
             return self._wide_call(x)
         head = x[:decode_rows]
         if self.native is not None:
-            kern = native.kernel()
+            kern = self._kernel
             assert kern is not None
             step = kern.max_rows
             parts = [

@@ -21,14 +21,15 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from chatbot.engine import native
-from chatbot.engine.linear import NATIVE_DECODE_ROWS, Q4_DECODE_ROWS, Linear, LoRA, WeightFormat
-from chatbot.engine.native import NativeDecoder
+from chatbot.engine.formats import WeightFormat
+from chatbot.engine.linear import NATIVE_DECODE_ROWS, Q4_DECODE_ROWS, Linear, LoRA
+from chatbot.engine.native import NativeDecoder, Q4Kernel
 from chatbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,19 @@ class Prefill:
     length: int
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """How one step runs (:func:`choose_kernels` picks it; ``Llama.forward`` follows it)."""
+
+    # how many leading decode rows read the 4-bit weights (q4 only; the rest: the bf16 copy)
+    q4_rows: int = 0
+    # those rows go through the native step (every layer in one C call); prompt chunks
+    # still go through torch
+    native_decode: bool = False
+    # OpenMP threads for the step (0: leave torch's setting)
+    threads: int = 0
+
+
 @dataclass
 class StepPlan:
     """How the flat token list of one forward pass maps onto sequences.
@@ -305,6 +319,38 @@ class StepPlan:
     # store's system prompt): batched decode rows then read those keys/values once, from
     # slot 0, instead of once per sequence (see :func:`shared_prefix_attention`).
     shared_prefix: int = 0
+    # the kernels for this step; None: ``Llama.forward`` picks them (:func:`choose_kernels`)
+    kernels: Kernels | None = None
+
+    @property
+    def n_sequences(self) -> int:
+        """How many sequences the decode rows belong to (drafted rows share a slot)."""
+        n_dec = len(self.decode_positions)
+        return len(set(self.decode_slots)) if self.decode_slots else n_dec
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.decode_positions) + sum(pf.length for pf in self.prefills)
+
+
+def choose_kernels(model: Any, plan: StepPlan, k_cache: torch.Tensor, threads: int = 0) -> Kernels:
+    """The kernels for ``plan`` on ``model`` (its ``format`` and ``native_decoder``).
+
+    q4 reads 4-bit weights for the decode rows (drafts included) only while few sequences
+    decode; with more, the bf16 copy is faster. So with q4 a reply's numbers can differ with
+    how many others decode beside it (the same inputs and load give the same reply);
+    drafting never changes them (both kernels are row-exact).
+    """
+    if getattr(model, "format", None) != "q4":
+        return Kernels(threads=threads)
+    n_dec = len(plan.decode_positions)
+    dec: NativeDecoder | None = getattr(model, "native_decoder", None)
+    limit = Q4_DECODE_ROWS if dec is None else NATIVE_DECODE_ROWS
+    q4_rows = n_dec if plan.n_sequences <= limit else 0
+    native_decode = (
+        dec is not None and q4_rows > 0 and n_dec <= dec.max_rows and dec.supports(k_cache)
+    )
+    return Kernels(q4_rows=q4_rows, native_decode=native_decode, threads=threads)
 
 
 # ---------------------------------------------------------------------------
@@ -321,8 +367,13 @@ class Llama:
         state: Mapping[str, torch.Tensor],
         fmt: WeightFormat = "fp32",
         lora: Mapping[str, LoRA] | None = None,
+        *,
+        kernel: Q4Kernel | None | Literal["default"] = "default",
     ) -> None:
-        """``lora``: unmerged adapter factors by base weight name (see ``loader.read_lora``)."""
+        """``lora``: unmerged adapter factors by base weight name (see ``loader.read_lora``).
+
+        ``kernel``: q4's native kernel (``None``: torch's int4 kernel); by default
+        :func:`native.kernel` with the settings from the environment."""
         self.config = config
         self.format: WeightFormat = fmt
         # Keys/values in bf16 where the CPU computes in bf16: attention over many or long
@@ -340,12 +391,15 @@ class Llama:
 
         embed = get("model.embed_tokens.weight").contiguous()  # [vocab, hidden]
         lora = lora or {}
+        if fmt == "q4" and kernel == "default":
+            kernel = native.kernel()
+        kern = kernel if fmt == "q4" and kernel != "default" else None
 
         def fused(names: list[str], parts: list[torch.Tensor]) -> LoRA | None:
             return fuse_lora([lora.get(n) for n in names], [t.shape[0] for t in parts])
 
         head = embed if c.tie_embeddings else get("lm_head.weight")
-        self.lm_head = Linear(head, fmt, lora.get("lm_head.weight"), decode_bits=8)
+        self.lm_head = Linear(head, fmt, lora.get("lm_head.weight"), decode_bits=8, kernel=kern)
         # Row lookups only: with compressed weights a half-size fp16 table is plenty.
         self.embed = embed if fmt == "fp32" else embed.to(torch.float16)
         del embed, head
@@ -361,33 +415,41 @@ class Llama:
             self.layers.append(
                 LayerWeights(
                     attn_norm=get(p + "input_layernorm.weight"),
-                    qkv=Linear(torch.cat(qkv_parts), fmt, fused(qkv_names, qkv_parts)),
-                    o=Linear(get(o_name), fmt, lora.get(o_name)),
+                    qkv=Linear(torch.cat(qkv_parts), fmt, fused(qkv_names, qkv_parts), kernel=kern),
+                    o=Linear(get(o_name), fmt, lora.get(o_name), kernel=kern),
                     mlp_norm=get(p + "post_attention_layernorm.weight"),
                     gate_up=Linear(
-                        torch.cat(gate_up_parts), fmt, fused(gate_up_names, gate_up_parts)
+                        torch.cat(gate_up_parts),
+                        fmt,
+                        fused(gate_up_names, gate_up_parts),
+                        kernel=kern,
                     ),
-                    down=Linear(get(down_name), fmt, lora.get(down_name)),
+                    down=Linear(get(down_name), fmt, lora.get(down_name), kernel=kern),
                 )
             )
         self.cos, self.sin = rope_tables(c.head_dim, c.rope_theta, c.max_positions)
         # q4 with the native kernel: decode rows of few sequences run every layer in one
         # C call (chatbot/engine/native.py)
         self.native_decoder: NativeDecoder | None = None
-        if fmt == "q4" and all(
+        if kern is not None and all(
             isinstance(lin.native, native.PackedQ4)
             for layer in self.layers
             for lin in (layer.qkv, layer.o, layer.gate_up, layer.down)
         ):
-            kern = native.kernel()
-            assert kern is not None
             self.native_decoder = NativeDecoder(kern, c, self.layers)
 
     @classmethod
     def from_folder(
-        cls, path: Path, fmt: WeightFormat = "fp32", adapter: Path | None = None
+        cls,
+        path: Path,
+        fmt: WeightFormat = "fp32",
+        adapter: Path | None = None,
+        *,
+        kernel: Q4Kernel | None | Literal["default"] = "default",
     ) -> Llama:
-        """Load a Hugging Face Llama folder (safetensors), merging a LoRA adapter if given."""
+        """Load a Hugging Face Llama folder (safetensors), merging a LoRA adapter if given.
+
+        ``kernel``: q4's native kernel, as for the constructor."""
         from chatbot.engine.loader import (
             load_state_dict,
             merge_lora,
@@ -405,7 +467,7 @@ class Llama:
                 lora = read_lora(adapter, state)
             else:
                 merge_lora(state, adapter)
-        model = cls(config, state, fmt, lora)
+        model = cls(config, state, fmt, lora, kernel=kernel)
         del state
         release_memory()
         return model
@@ -414,18 +476,17 @@ class Llama:
     def forward(self, tokens: torch.Tensor, plan: StepPlan, cache: KVCache) -> torch.Tensor:
         """Run one step; returns fp32 logits [len(plan.logit_rows), vocab].
 
-        tokens: [N] ids, decode rows first, then each prefill chunk's tokens.
+        tokens: [N] ids, decode rows first, then each prefill chunk's tokens. The kernels
+        are ``plan.kernels`` (the model runner's choice), else :func:`choose_kernels`'s.
         """
         n_dec = len(plan.decode_positions)
         slots = plan.decode_slots or list(range(n_dec))
-        n_seqs = len(set(slots))
+        kernels = plan.kernels or choose_kernels(self, plan, cache.k)
+        q4_rows = kernels.q4_rows
         dec = self.native_decoder
-        # q4 reads 4-bit weights for the decode rows (drafts included) only while few
-        # sequences decode; with more, the bf16 copy is faster. So with q4 a reply's numbers
-        # can differ with how many others decode beside it (the same inputs and load give
-        # the same reply); drafting never changes them (both kernels are row-exact).
-        q4_rows = n_dec if n_seqs <= (Q4_DECODE_ROWS if dec is None else NATIVE_DECODE_ROWS) else 0
-        if dec is not None and q4_rows and n_dec <= dec.max_rows and dec.supports(cache.k):
+        if kernels.native_decode:
+            if dec is None:
+                raise ValueError("the plan asks for the native decode step, which this model lacks")
             # the decode rows through the native step, any prompt chunks through torch
             x = F.embedding(tokens[:n_dec], self.embed).float()
             dec(x, plan.decode_positions, slots, self.cos, self.sin, cache.k, cache.v)

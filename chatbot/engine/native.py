@@ -5,6 +5,11 @@
 moves it) and loaded with ctypes: no build step at install time and no torch headers,
 so it builds in about a second. Where no compiler is found, or ``CHATBOT_NATIVE=0``,
 :func:`kernel` returns ``None`` and the q4 format falls back to torch's int4 kernel.
+Those settings come in as :class:`NativeOptions` (from :class:`chatbot.settings.Settings`).
+
+The interface is a few C structs (a weight, a layer, a decode step) mirrored below by
+``ctypes.Structure`` classes; loading checks the library's ABI version and struct sizes
+against the mirrors, so a mismatch fails at load instead of corrupting memory.
 
 It links the same ``libgomp.so.1`` torch has already loaded (one OpenMP thread pool, and
 ``torch.set_num_threads`` sets its thread count).
@@ -21,61 +26,98 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from chatbot.engine.formats import cpu_flags
+
 if TYPE_CHECKING:
-    from chatbot.engine.model import LayerWeights, ModelConfig
+    from chatbot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels") / "q4.c"
 BLOCK = 32
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+# q4.c's Q4_ABI_VERSION: the structs below must match the ones there.
+ABI_VERSION = 2
 
 
-def _flags() -> tuple[str, ...]:
-    # CHATBOT_Q4_ACTIVATIONS=int8 builds the VNNI int8-activation path (kernels/q4.c)
-    if os.environ.get("CHATBOT_Q4_ACTIVATIONS", "").strip().lower() == "int8":
-        return (*FLAGS, "-DQ4_INT8_ACTIVATIONS")
-    return FLAGS
+class KernelABIError(OSError):
+    """The built library's interface is not the one this module mirrors."""
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("CHATBOT_CACHE_DIR") or Path.home() / ".cache" / "chatbot"
+@dataclass(frozen=True)
+class NativeOptions:
+    """What building and loading the kernel depends on (from :class:`Settings`)."""
+
+    enabled: bool = True  # CHATBOT_NATIVE
+    int8_activations: bool = False  # CHATBOT_Q4_ACTIVATIONS=int8: the opt-in VNNI build
+    cache_dir: Path | None = None  # CHATBOT_CACHE_DIR; None: ~/.cache/chatbot
+    compiler: str | None = None  # CC; None: cc or gcc on the PATH
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NativeOptions:
+        return cls(
+            enabled=settings.engine_native,
+            int8_activations=settings.engine_q4_activations.strip().lower() == "int8",
+            cache_dir=settings.cache_dir,
+            compiler=settings.engine_cc or None,
+        )
+
+    @classmethod
+    def from_env(cls) -> NativeOptions:
+        """The options the process's settings give (``Settings.from_env()``)."""
+        from chatbot.settings import Settings
+
+        return cls.from_settings(Settings.from_env())
+
+
+def _flags(options: NativeOptions) -> tuple[str, ...]:
+    # the VNNI int8-activation path (kernels/q4.c)
+    return (*FLAGS, "-DQ4_INT8_ACTIVATIONS") if options.int8_activations else FLAGS
+
+
+def _cache_dir(options: NativeOptions) -> Path:
+    root = options.cache_dir or Path.home() / ".cache" / "chatbot"
     return Path(root) / "kernels"
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+def _compiler(options: NativeOptions) -> str | None:
+    return options.compiler or shutil.which("cc") or shutil.which("gcc")
 
 
 def _cpu_model() -> str:
     # -march=native code is only valid on this CPU: the cache key includes it.
-    from chatbot.engine.linear import cpu_flags
-
     return " ".join(sorted(cpu_flags()))
 
 
-def build(force: bool = False) -> Path:
-    """Compile ``q4.c`` for this machine (cached by source, flags and CPU); returns the .so."""
-    cc = _compiler()
+def build(force: bool = False, options: NativeOptions | None = None) -> Path:
+    """Compile ``q4.c`` for this machine (cached by source, flags and CPU); returns the .so.
+
+    ``options``: by default :meth:`NativeOptions.from_env`.
+    """
+    options = options or NativeOptions.from_env()
+    cc = _compiler(options)
     if cc is None:
         raise OSError("no C compiler (cc/gcc) found")
+    flags = _flags(options)
     source = SOURCE.read_bytes()
     key = hashlib.sha256(
-        source + " ".join(_flags()).encode() + _cpu_model().encode() + cc.encode()
+        source + " ".join(flags).encode() + _cpu_model().encode() + cc.encode()
     ).hexdigest()[:16]
-    out = _cache_dir() / f"q4-{key}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
+    out = _cache_dir(options) / f"q4-{key}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
     if out.exists() and not force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
         proc = subprocess.run(
-            [cc, *_flags(), str(SOURCE), "-o", str(tmp_out)],
+            [cc, *flags, str(SOURCE), "-o", str(tmp_out)],
             capture_output=True,
             text=True,
             check=False,
@@ -111,24 +153,110 @@ class NativeLoRA:
         return 4 * (self.a.numel() + self.b_t.numel() + self.span.numel())
 
 
+class Q4Weight(ctypes.Structure):
+    """q4.c's ``q4_weight_t``: one weight matrix and its optional adapter."""
+
+    _fields_ = [
+        ("qs", ctypes.c_void_p),
+        ("scales", ctypes.c_void_p),
+        ("lora_a", ctypes.c_void_p),
+        ("lora_b_t", ctypes.c_void_p),
+        ("lora_span", ctypes.c_void_p),
+        ("rank", ctypes.c_int32),
+        ("n", ctypes.c_int32),
+        ("k", ctypes.c_int32),
+    ]
+
+
+# q4.c's W_QKV, W_O, W_GATE_UP, W_DOWN: a layer's weights, in this order
+LAYER_WEIGHTS = ("qkv", "o", "gate_up", "down")
+
+
+class Q4Layer(ctypes.Structure):
+    """q4.c's ``q4_layer_t``: a decoder layer's norms and weights."""
+
+    _fields_ = [
+        ("attn_norm", ctypes.c_void_p),
+        ("mlp_norm", ctypes.c_void_p),
+        ("w", Q4Weight * len(LAYER_WEIGHTS)),
+    ]
+
+
+class Q4Decode(ctypes.Structure):
+    """q4.c's ``q4_decode_t``: the model (set once) and one decode step's rows."""
+
+    _fields_ = [
+        ("layers", ctypes.c_int32),
+        ("hidden", ctypes.c_int32),
+        ("inter", ctypes.c_int32),
+        ("heads", ctypes.c_int32),
+        ("kv_heads", ctypes.c_int32),
+        ("head_dim", ctypes.c_int32),
+        ("max_positions", ctypes.c_int32),
+        ("eps", ctypes.c_float),
+        ("layer", ctypes.POINTER(Q4Layer)),
+        ("cos", ctypes.c_void_p),
+        ("sin", ctypes.c_void_p),
+        ("rows", ctypes.c_int32),
+        ("n_slots", ctypes.c_int32),
+        ("capacity", ctypes.c_int64),
+        ("positions", ctypes.POINTER(ctypes.c_int32)),
+        ("slots", ctypes.POINTER(ctypes.c_int32)),
+        ("x", ctypes.c_void_p),
+        ("k_cache", ctypes.c_void_p),
+        ("v_cache", ctypes.c_void_p),
+    ]
+
+
+# q4_struct_size(i) must equal these
+STRUCTS: tuple[type[ctypes.Structure], ...] = (Q4Weight, Q4Layer, Q4Decode)
+
+
+def weight_struct(packed: PackedQ4 | PackedQ8, lora: NativeLoRA | None = None) -> Q4Weight:
+    """The kernel's view of a packed weight and its adapter (the tensors must outlive it)."""
+    scales = packed.dm if isinstance(packed, PackedQ4) else packed.d
+    a, b_t, span = lora.pointers() if lora is not None else (None, None, None)
+    return Q4Weight(
+        packed.qs.data_ptr(), scales.data_ptr(), a, b_t, span,
+        0 if lora is None else lora.rank, packed.out_features, packed.in_features,
+    )  # fmt: skip
+
+
+def check_abi(lib: ctypes.CDLL) -> None:
+    """Raise :class:`KernelABIError` unless ``lib`` has the interface mirrored here."""
+    try:
+        version, size = lib.q4_abi_version, lib.q4_struct_size
+    except AttributeError as exc:
+        raise KernelABIError(f"native kernel without an ABI version: {exc}") from None
+    version.restype = ctypes.c_int
+    size.argtypes, size.restype = [ctypes.c_int], ctypes.c_long
+    if version() != ABI_VERSION:
+        raise KernelABIError(f"native kernel ABI {version()}, expected {ABI_VERSION}")
+    for i, struct in enumerate(STRUCTS):
+        if size(i) != ctypes.sizeof(struct):
+            raise KernelABIError(
+                f"native kernel's {struct.__name__} is {size(i)} bytes, "
+                f"the ctypes mirror {ctypes.sizeof(struct)}"
+            )
+
+
 class Q4Kernel:
-    """ctypes face of ``q4_matmul``."""
+    """ctypes face of ``q4_matmul`` and ``q8_matmul`` (``q4_decode``: :class:`NativeDecoder`)."""
 
     def __init__(self, path: Path) -> None:
         torch.set_num_threads(torch.get_num_threads())  # make sure torch's libgomp is loaded
         self.lib = lib = ctypes.CDLL(str(path))
-        fn = lib.q4_matmul
+        check_abi(lib)
         p, i = ctypes.c_void_p, ctypes.c_int
-        fn.argtypes = [p, i, i, i, p, p, p, p, p, i, p, p]
-        fn.restype = i
-        self._fn = fn
-        q8 = lib.q8_matmul
-        q8.argtypes = [p, i, i, i, p, p, p, p, p, i, p, p]
-        q8.restype = i
-        self._q8 = q8
+        for fn in (lib.q4_matmul, lib.q8_matmul):
+            fn.argtypes = [ctypes.POINTER(Q4Weight), p, i, p, p]
+            fn.restype = i
+        self._fn, self._q8 = lib.q4_matmul, lib.q8_matmul
         lib.q4_scratch_floats.argtypes = [i, i, i]
         lib.q4_scratch_floats.restype = ctypes.c_long
         self._scratch_floats = lib.q4_scratch_floats
+        lib.q4_decode.argtypes = [ctypes.POINTER(Q4Decode)]
+        lib.q4_decode.restype = i
         self.max_rows = int(lib.q4_max_rows())
         # What the 4-bit products round activations to: "bf16" on AVX512-BF16 CPUs (as
         # torch's int4 kernel does), "fp32" on others, "int8" (per 32-block scale, as
@@ -151,17 +279,12 @@ class Q4Kernel:
             raise ValueError(f"q4 kernel: bad input shape {tuple(x.shape)} for {packed}")
         rank = 0 if lora is None else lora.rank
         y = torch.empty(rows, packed.out_features)
-        adapter = lora.pointers() if lora is not None else (None, None, None)
         if isinstance(packed, PackedQ8):
             fn, scratch = self._q8, torch.empty(rows * rank + 16)
-            tables = (packed.qs.data_ptr(), packed.d.data_ptr())
         else:
             fn, scratch = self._fn, torch.empty(self._scratch_floats(rows, k, rank))
-            tables = (packed.qs.data_ptr(), packed.dm.data_ptr())
-        rc = fn(
-            x.data_ptr(), rows, k, packed.out_features, *tables,
-            *adapter, rank, scratch.data_ptr(), y.data_ptr(),
-        )  # fmt: skip
+        weight = weight_struct(packed, lora)
+        rc = fn(ctypes.byref(weight), x.data_ptr(), rows, scratch.data_ptr(), y.data_ptr())
         if rc != 0:
             raise ValueError(f"q4 kernel rejected shape {tuple(x.shape)}")
         return y
@@ -247,50 +370,93 @@ class PackedQ8:
 
 
 @functools.cache
-def kernel() -> Q4Kernel | None:
-    """The compiled kernel, or ``None`` (disabled, no compiler, failed build)."""
-    if os.environ.get("CHATBOT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+def kernel(options: NativeOptions | None = None) -> Q4Kernel | None:
+    """The compiled kernel, or ``None`` (disabled, no compiler, failed build, wrong ABI).
+
+    ``options``: by default :meth:`NativeOptions.from_env`.
+    """
+    options = options or NativeOptions.from_env()
+    if not options.enabled:
         return None
     try:
-        return Q4Kernel(build())
+        return Q4Kernel(build(options=options))
     except OSError as exc:
         log.warning("native q4 kernel unavailable, using torch's int4 kernel: %s", exc)
         return None
 
 
+class _DecoderConfig(Protocol):  # model.ModelConfig's fields that the C step needs
+    @property
+    def n_layers(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def intermediate_size(self) -> int: ...
+    @property
+    def n_heads(self) -> int: ...
+    @property
+    def n_kv_heads(self) -> int: ...
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def rms_eps(self) -> float: ...
+    @property
+    def max_positions(self) -> int: ...
+
+
+class _NativeLinear(Protocol):  # linear.Linear, as far as the C step reads it
+    @property
+    def native(self) -> PackedQ4 | PackedQ8 | None: ...
+    @property
+    def native_lora(self) -> NativeLoRA | None: ...
+
+
+class _DecoderLayer(Protocol):  # model.LayerWeights
+    @property
+    def attn_norm(self) -> torch.Tensor: ...
+    @property
+    def mlp_norm(self) -> torch.Tensor: ...
+    @property
+    def qkv(self) -> _NativeLinear: ...
+    @property
+    def o(self) -> _NativeLinear: ...
+    @property
+    def gate_up(self) -> _NativeLinear: ...
+    @property
+    def down(self) -> _NativeLinear: ...
+
+
 class NativeDecoder:
     """``q4_decode`` over a model's layers: every layer of a decode step in one call.
 
-    Holds the pointer table (weights, norms, adapters) built once at load; the KV cache's
-    address and shape are passed per call, since the cache reallocates when it grows.
+    Holds the layer table (weights, norms, adapters) built once at load; the KV cache's
+    address and shape are set per call, since the cache reallocates when it grows.
     """
 
-    def __init__(self, kern: Q4Kernel, config: ModelConfig, layers: list[LayerWeights]) -> None:
-        fn = kern.lib.q4_decode
-        p, i = ctypes.c_void_p, ctypes.c_int
-        fn.argtypes = [p, p, p, p, i, p, p, p, p, p, p, p]
-        fn.restype = i
-        self._fn = fn
+    def __init__(
+        self, kern: Q4Kernel, config: _DecoderConfig, layers: Sequence[_DecoderLayer]
+    ) -> None:
+        self._fn = kern.lib.q4_decode
         self.max_rows = kern.max_rows
         c = config
         self.config = c
-        ptrs: list[int | None] = []
-        ranks: list[int] = []
+        table = (Q4Layer * len(layers))()
         keep: list[torch.Tensor] = []
-        for layer in layers:
-            ptrs += [layer.attn_norm.data_ptr(), layer.mlp_norm.data_ptr()]
+        for entry, layer in zip(table, layers, strict=True):
+            entry.attn_norm, entry.mlp_norm = layer.attn_norm.data_ptr(), layer.mlp_norm.data_ptr()
             keep += [layer.attn_norm, layer.mlp_norm]
-            for lin in (layer.qkv, layer.o, layer.gate_up, layer.down):
-                packed, lora = lin.native, lin.native_lora
-                if not isinstance(packed, PackedQ4):
+            for i, name in enumerate(LAYER_WEIGHTS):
+                lin: _NativeLinear = getattr(layer, name)
+                if not isinstance(lin.native, PackedQ4):
                     raise ValueError("every layer needs native q4 weights")
-                ptrs += [packed.qs.data_ptr(), packed.dm.data_ptr()]
-                ptrs += [None, None, None] if lora is None else list(lora.pointers())
-                ranks.append(0 if lora is None else lora.rank)
+                entry.w[i] = weight_struct(lin.native, lin.native_lora)
         self._keep = keep  # the norms' storage must outlive the table
-        self._ptrs = (ctypes.c_void_p * len(ptrs))(*ptrs)
-        self._ranks = (ctypes.c_int * len(ranks))(*ranks)
-        self._eps = (ctypes.c_float * 1)(c.rms_eps)
+        self._table = table
+        self._step = Q4Decode(
+            layers=c.n_layers, hidden=c.hidden_size, inter=c.intermediate_size,
+            heads=c.n_heads, kv_heads=c.n_kv_heads, head_dim=c.head_dim,
+            max_positions=c.max_positions, eps=c.rms_eps, layer=table,
+        )  # fmt: skip
 
     @staticmethod
     def supports(k_cache: torch.Tensor) -> bool:
@@ -309,24 +475,23 @@ class NativeDecoder:
     ) -> None:
         """Run every layer on ``x`` [rows, hidden] fp32 in place (a decode step's rows).
 
-        ``k_cache``/``v_cache``: bf16 [layers, slots, kv_heads, capacity, head_dim].
+        ``k_cache``/``v_cache``: bf16 [layers, slots, kv_heads, capacity, head_dim];
+        ``cos``/``sin``: the RoPE tables [max_positions, head_dim] fp32.
         """
-        c = self.config
         rows = x.shape[0]
         if not (x.dtype == torch.float32 and x.is_contiguous()):
             raise ValueError("x must be contiguous fp32")
         if not (self.supports(k_cache) and self.supports(v_cache)):
             raise ValueError("the native decode path needs a contiguous bf16 KV cache")
+        if not (cos.is_contiguous() and sin.is_contiguous()):
+            raise ValueError("the RoPE tables must be contiguous")
         _, n_slots, _, capacity, _ = k_cache.shape
-        cfg = (ctypes.c_int64 * 8)(
-            c.n_layers, c.hidden_size, c.intermediate_size, c.n_heads, c.n_kv_heads,
-            c.head_dim, n_slots, capacity,
-        )  # fmt: skip
-        pos = (ctypes.c_int * rows)(*positions)
-        sl = (ctypes.c_int * rows)(*slots)
-        rc = self._fn(
-            cfg, self._eps, self._ptrs, self._ranks, rows, pos, sl, x.data_ptr(),
-            cos.data_ptr(), sin.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
-        )  # fmt: skip
+        step = self._step
+        step.rows, step.n_slots, step.capacity = rows, n_slots, capacity
+        step.positions = (ctypes.c_int32 * rows)(*positions)
+        step.slots = (ctypes.c_int32 * rows)(*slots)
+        step.x, step.cos, step.sin = x.data_ptr(), cos.data_ptr(), sin.data_ptr()
+        step.k_cache, step.v_cache = k_cache.data_ptr(), v_cache.data_ptr()
+        rc = self._fn(ctypes.byref(step))
         if rc != 0:
             raise ValueError(f"native decode rejected the step (code {rc})")

@@ -20,7 +20,10 @@ model's own next token. A step of one or two rows costs about the same with four
 tokens in it, so a reply that quotes its facts streams several tokens per step. The
 result is the model's greedy choice at every position, as without drafting.
 
-The owner (``Engine``) calls ``step`` in a loop on a dedicated thread.
+The scheduler decides what runs; the model runner (``runner.py``) picks the kernels and
+threads for each step and runs the model, and the sampler (``sampler.py``) turns logits
+into tokens and checks drafts. The owner (``Engine``) calls ``step`` in a loop on a
+dedicated thread.
 """
 
 from __future__ import annotations
@@ -35,26 +38,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from chatbot.engine.linear import ONE_THREAD_ROWS
 from chatbot.engine.model import FEW_DECODE_ROWS, KVCache, Llama, Prefill, StepPlan
 from chatbot.engine.prefix_cache import PrefixCache
+from chatbot.engine.runner import ModelRunner
+from chatbot.engine.sampler import (  # noqa: F401  (SamplingParams, sample_top_p: re-exported)
+    SamplingParams,
+    accepted_length,
+    greedy_picks,
+    next_draft_length,
+    pick_tokens,
+    prompt_lookup,
+    sample_top_p,
+)
 
 log = logging.getLogger(__name__)
 
 # Called on the scheduler thread after every generated token (``finish`` is None while
 # the sequence goes on). Return True to stop the sequence now (a stop string matched).
 Sink = Callable[["Sequence", int, "str | None"], bool]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick tokens for one sequence."""
-
-    max_new_tokens: int = 160
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    ignore_eos: bool = False
 
 
 class State(enum.Enum):
@@ -87,6 +88,17 @@ class Sequence:
     @property
     def n_generated(self) -> int:
         return len(self.tokens) - self.prompt_len
+
+
+@dataclass
+class Batch:
+    """One step as planned: the flat tokens, their plan, and per sequence in it its row
+    count and whether it wants a next token; ``drafts``: draft tokens by sequence id."""
+
+    tokens: list[int]
+    plan: StepPlan
+    rows: list[tuple[Sequence, int, bool]]
+    drafts: dict[int, list[int]]
 
 
 class Scheduler:
@@ -123,14 +135,7 @@ class Scheduler:
         self.work = threading.Condition(self._lock)
         self._ids = itertools.count(1)
         self.steps = 0
-        # A step of a few decode rows is too small to split across cores: a second OpenMP
-        # thread mostly waits at barriers, and stalls whenever the event loop's thread needs
-        # the core. Such steps run on one thread; bigger ones on all of ``threads``.
-        self.threads = torch.get_num_threads()
-        # (q4's native decode step is the exception: one C call per step, no barriers
-        # in between torch ops, and it runs ~1.8x faster on two cores than on one.)
-        small = model.format == "q4" and getattr(model, "native_decoder", None) is None
-        self.small_step_rows = ONE_THREAD_ROWS if small else 0
+        self.runner = ModelRunner(model)
         # Drafts of up to ``draft_tokens`` tokens while at most ``draft_max_rows`` sequences
         # decode (a big batch is already compute-bound: extra rows would cost real time).
         self.draft_tokens = draft_tokens
@@ -186,39 +191,45 @@ class Scheduler:
             if self.cache.slots > 1:
                 self.cache.shrink()  # give the memory back while idle
             return 0
-        tokens, plan, rows, drafts = self._plan()
-        # draft rows ride along with their sequence's row: they do not make a step "big"
-        undrafted = len(tokens) - sum(map(len, drafts.values()))
-        threads = 1 if undrafted <= self.small_step_rows else self.threads
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
-        logits = self.model.forward(torch.tensor(tokens, dtype=torch.long), plan, self.cache)
+        batch = self._plan()
+        logits = self.runner.run(batch.tokens, batch.plan, self.cache)
         self.steps += 1
-        for seq, chunk_len, _ in rows:
-            if seq.id not in drafts:
+        self._advance(batch)
+        self._take_tokens(batch, logits)
+        self._retire()
+        return len(batch.tokens)
+
+    def _advance(self, batch: Batch) -> None:
+        """The step's prompt chunks are cached now; finished prompts start decoding. (A
+        drafting sequence's cached length moves in :meth:`_accept`.)"""
+        for seq, chunk_len, _ in batch.rows:
+            if seq.id not in batch.drafts:
                 seq.n_cached += chunk_len
-        for seq, _, _ in rows:
+        for seq, _, _ in batch.rows:
             if seq.state is State.PREFILL and seq.n_cached == len(seq.tokens):
                 self._prefill_done(seq)
+
+    def _take_tokens(self, batch: Batch, logits: torch.Tensor) -> None:
+        """Each wanting row's next token (sampled or greedy), and each draft checked."""
         # One logit row per wanting row, except a drafting sequence has 1 + len(draft).
         at = 0
         plain: list[Sequence] = []
         plain_rows: list[int] = []
         verified: list[tuple[Sequence, list[int]]] = []
-        for seq, chunk_len, want in rows:
-            if seq.id in drafts:
-                verified.append((seq, logits[at : at + chunk_len].argmax(dim=-1).tolist()))
+        for seq, chunk_len, want in batch.rows:
+            if seq.id in batch.drafts:
+                verified.append((seq, greedy_picks(logits[at : at + chunk_len])))
                 at += chunk_len
             elif want:
                 plain.append(seq)
                 plain_rows.append(at)
                 at += 1
-        for seq, token in self._sample(logits[plain_rows], plain):
-            self._emit(seq, token)
+        params = [s.params for s in plain]
+        generators = [s.generator for s in plain]
+        for i, token in pick_tokens(logits[plain_rows], params, generators):
+            self._emit(plain[i], token)
         for seq, picks in verified:
-            self._accept(seq, drafts[seq.id], picks)
-        self._retire()
-        return len(tokens)
+            self._accept(seq, batch.drafts[seq.id], picks)
 
     def fail_all(self, error: BaseException) -> None:
         """End every sequence with ``error`` (a failed step, or shutdown) and reset the cache."""
@@ -273,9 +284,7 @@ class Scheduler:
             seq.slot, seq.state = slot, State.PREFILL
             self.active.append(seq)
 
-    def _plan(
-        self,
-    ) -> tuple[list[int], StepPlan, list[tuple[Sequence, int, bool]], dict[int, list[int]]]:
+    def _plan(self) -> Batch:
         decoding = [s for s in self.active if s.state is State.DECODE]
         prefilling = [s for s in self.active if s.state is State.PREFILL]
         plan = StepPlan()
@@ -314,7 +323,7 @@ class Scheduler:
             longest = max(longest, seq.n_cached + take)
             budget -= take
         self.cache.reserve(len(self.active), longest + 1)
-        return tokens, plan, rows, drafts
+        return Batch(tokens, plan, rows, drafts)
 
     def _draft(self, seq: Sequence) -> list[int]:
         """Prompt lookup: the tokens that followed the latest earlier occurrence of this
@@ -328,33 +337,16 @@ class Scheduler:
             seq.params.max_new_tokens - seq.n_generated - 1,
             self.max_len - len(seq.tokens) - 1,
         )
-        if room <= 0:
-            return []
-        toks = seq.tokens
-        end = len(toks)
-        for n in (3, 2):
-            if end <= n:
-                continue
-            tail = toks[end - n :]
-            first = tail[0]
-            # newest match first; the match must leave at least one token after it
-            for i in range(end - n - 1, -1, -1):
-                if toks[i] == first and toks[i : i + n] == tail:
-                    return toks[i + n : i + n + room]
-        return []
+        return prompt_lookup(seq.tokens, room)
 
     def _accept(self, seq: Sequence, draft: list[int], picks: list[int]) -> None:
         """Keep the draft's longest prefix that matches the model's greedy picks, then the
         model's next token; the keys/values of rejected draft tokens are simply overwritten
         later (the sequence's cached length stops before them)."""
-        agreed = 0
-        while agreed < len(draft) and draft[agreed] == picks[agreed]:
-            agreed += 1
+        agreed = accepted_length(draft, picks)
         self.drafted += len(draft)
         self.accepted += agreed
-        # Every extra row costs: draft one more token after a fully accepted draft, and
-        # after a rejection only as many as were accepted, plus one.
-        seq.draft_len = agreed + 1 if agreed < len(draft) else len(draft) + 1
+        seq.draft_len = next_draft_length(draft, agreed)
         cached = seq.n_cached + 1 + agreed
         for token in picks[: agreed + 1]:
             self._emit(seq, token)
@@ -379,17 +371,6 @@ class Scheduler:
             self.active[i], self.active[j] = other, seq
             seq.slot, other.slot = other.slot, seq.slot
         seq.state = State.DECODE
-
-    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[Sequence, int]]:
-        out: list[tuple[Sequence, int]] = []
-        greedy_rows = [i for i, s in enumerate(seqs) if s.params.temperature <= 0]
-        if greedy_rows:
-            picks = logits[greedy_rows].argmax(dim=-1).tolist()
-            out.extend((seqs[i], t) for i, t in zip(greedy_rows, picks, strict=True))
-        for i, seq in enumerate(seqs):
-            if seq.params.temperature > 0:
-                out.append((seq, sample_top_p(logits[i], seq.params, seq.generator)))
-        return out
 
     def _emit(self, seq: Sequence, token: int) -> None:
         if seq.state is State.DONE:
@@ -453,19 +434,3 @@ def shared_prefix_length(seqs: list[Sequence]) -> int:
         return 0
     common = os.path.commonprefix([s.tokens for s in seqs])
     return min(len(common), *(s.n_cached for s in seqs))
-
-
-def sample_top_p(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
-) -> int:
-    """Sample one token id with temperature and nucleus (top-p) filtering."""
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        cumulative = sorted_probs.cumsum(-1)
-        # keep the smallest prefix whose mass reaches top_p (always at least one token)
-        keep = cumulative - sorted_probs < params.top_p
-        sorted_probs = sorted_probs * keep
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return int(order[choice].item())
-    return int(torch.multinomial(probs, 1, generator=generator).item())

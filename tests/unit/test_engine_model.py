@@ -225,12 +225,12 @@ def test_lora_merge_rejects_a_folder_without_adapter(tmp_path: Path) -> None:
 
 def test_auto_format_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """auto: q4 with native bf16, fp16 on AVX2 (fbgemm's vector kernels), else fp32."""
-    from chatbot.engine import engine, linear
+    from chatbot.engine import engine, formats
 
     def flags(*names: str) -> None:
-        monkeypatch.setattr(linear, "cpu_flags", lambda: frozenset(names))
+        monkeypatch.setattr(formats, "cpu_flags", lambda: frozenset(names))
 
-    monkeypatch.setattr(engine, "native_bf16", lambda: False)
+    monkeypatch.setattr(formats, "native_bf16", lambda: False)
     flags("sse4_2", "avx2", "fma", "f16c")
     expected = "fp16" if fbgemm_available() else "fp32"
     assert engine.resolve_format("auto") == expected

@@ -231,3 +231,40 @@ def test_a_block_diagonal_adapter_skips_its_zeros_without_changing_a_bit() -> No
     want = x.double() @ packed.dequantize().double().T
     want += (x.double() @ lora.a.double().T) @ b_t.double()
     assert (skipping.double() - want).abs().max() < 0.02 * want.abs().max()
+
+
+@needs_kernel
+def test_a_kernel_with_another_interface_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The library's ABI version and struct sizes must match the ctypes mirrors."""
+    assert kernel is not None
+    native.check_abi(kernel.lib)  # the real one matches
+    monkeypatch.setattr(native, "ABI_VERSION", native.ABI_VERSION + 1)
+    with pytest.raises(native.KernelABIError, match="ABI"):
+        native.Q4Kernel(kernel.path)
+    monkeypatch.undo()
+
+    class Short(native.ctypes.Structure):
+        _fields_ = [("qs", native.ctypes.c_void_p)]
+
+    monkeypatch.setattr(native, "STRUCTS", (Short, native.Q4Layer, native.Q4Decode))
+    with pytest.raises(native.KernelABIError, match="Short is"):
+        native.Q4Kernel(kernel.path)
+
+
+def test_native_options_come_from_the_settings(tmp_path: Path) -> None:
+    from chatbot.settings import Settings
+
+    env = {
+        "CHATBOT_NATIVE": "off",
+        "CHATBOT_Q4_ACTIVATIONS": "INT8",
+        "CHATBOT_CACHE_DIR": str(tmp_path),
+        "CC": "/usr/bin/cc",
+    }
+    options = native.NativeOptions.from_settings(Settings.from_env(env))
+    assert options == native.NativeOptions(False, True, tmp_path, "/usr/bin/cc")
+    assert native.kernel(options) is None  # disabled: no build attempted
+    assert not list(tmp_path.iterdir())
+    default = native.NativeOptions.from_settings(Settings.from_env({}))
+    assert default == native.NativeOptions()

@@ -41,6 +41,58 @@
 #define Q4_BLOCK 32
 #define Q4_MAX_ROWS 16
 
+/* ------------------------------------------------------------------------------------
+ * The interface. chatbot/engine/native.py mirrors these structs with ctypes.Structure and,
+ * when it loads the library, checks q4_abi_version() and q4_struct_size() against its
+ * mirrors: bump Q4_ABI_VERSION with any change to a struct or an exported signature.
+ * ------------------------------------------------------------------------------------ */
+#define Q4_ABI_VERSION 2
+
+/* One weight matrix W [n, k] and its optional unmerged LoRA adapter (rank 0: none). */
+typedef struct {
+    const void *qs;           /* q4: uint8 [n, k/32, 16] (see above); q8: int8 [n, k] */
+    const float *scales;      /* q4: dm [n, 2, k/32]; q8: d [n, k/32] */
+    const float *lora_a;      /* [rank, k] */
+    const float *lora_b_t;    /* B transposed, scale folded in: [rank, n] */
+    const int32_t *lora_span; /* [rank, 2]: the outputs where each row of lora_b_t may be
+                                 nonzero; NULL: everywhere */
+    int32_t rank, n, k;
+} q4_weight_t;
+
+enum { W_QKV, W_O, W_GATE_UP, W_DOWN, W_N };
+
+/* One decoder layer for q4_decode: its norms and its four 4-bit weights. */
+typedef struct {
+    const float *attn_norm, *mlp_norm; /* [hidden] */
+    q4_weight_t w[W_N];                /* qkv, o, gate_up, down (fused as in model.py) */
+} q4_layer_t;
+
+/* One decode step for q4_decode: the model (fixed at load) and this step's rows. */
+typedef struct {
+    int32_t layers, hidden, inter, heads, kv_heads, head_dim, max_positions;
+    float eps;
+    const q4_layer_t *layer;      /* [layers] */
+    const float *cos, *sin;       /* RoPE tables [max_positions, head_dim] */
+    int32_t rows, n_slots;        /* this step: rows <= Q4_MAX_ROWS */
+    int64_t capacity;             /* the KV cache's positions per slot */
+    const int32_t *positions;     /* [rows] */
+    const int32_t *slots;         /* [rows] */
+    float *x;                     /* [rows, hidden] fp32, updated in place */
+    uint16_t *k_cache, *v_cache;  /* bf16 [layers, n_slots, kv_heads, capacity, head_dim] */
+} q4_decode_t;
+
+int q4_abi_version(void) { return Q4_ABI_VERSION; }
+
+/* sizeof(q4_weight_t), sizeof(q4_layer_t), sizeof(q4_decode_t) for which = 0, 1, 2. */
+long q4_struct_size(int which) {
+    switch (which) {
+    case 0: return (long)sizeof(q4_weight_t);
+    case 1: return (long)sizeof(q4_layer_t);
+    case 2: return (long)sizeof(q4_decode_t);
+    default: return -1;
+    }
+}
+
 static inline uint16_t float_to_bf16(float f) {  /* round to nearest even, as torch does */
     uint32_t bits;
     memcpy(&bits, &f, 4);
@@ -465,18 +517,18 @@ long q4_scratch_floats(int rows, int k, int rank) {
     return (long)(prep_floats(rows, k) + (size_t)rows * rank + 16);
 }
 
-/* y[rows, n] = x[rows, k] @ W.T (+ LoRA); scratch: q4_scratch_floats(rows, k, rank) floats.
- * Returns 0, or -1 when rows or k are out of range. */
-int q4_matmul(const float *x, int rows, int k, int n, const uint8_t *qs, const float *dm,
-              const float *lora_a, const float *lora_b, const int *lora_span, int rank,
-              float *scratch, float *y) {
+/* y[rows, n] = x[rows, k] @ W.T (+ LoRA) for 4-bit weights w; scratch:
+ * q4_scratch_floats(rows, k, rank) floats. Returns 0, or -1 when rows or k are out of range. */
+int q4_matmul(const q4_weight_t *w, const float *x, int rows, float *scratch, float *y) {
+    const int k = w->k, n = w->n, rank = w->rank;
     if (rows < 1 || rows > Q4_MAX_ROWS || k % Q4_BLOCK != 0) return -1;
     float *t = scratch + prep_floats(rows, k);  /* [rows, rank]: a @ x */
-    prepare_rows(x, rows, k, lora_a, rank, scratch, t);
+    prepare_rows(x, rows, k, w->lora_a, rank, scratch, t);
 #pragma omp parallel
     {
         SPLIT(n, j0, j1);
-        matmul_range(x, rows, k, n, qs, dm, lora_b, lora_span, rank, scratch, t, j0, j1, y);
+        matmul_range(x, rows, k, n, (const uint8_t *)w->qs, w->scales, w->lora_b_t,
+                     w->lora_span, rank, scratch, t, j0, j1, y);
     }
     return 0;
 }
@@ -554,14 +606,16 @@ static void row_product_q8_n(const int8_t *q, const float *d, int blocks, const 
     }
 }
 
-/* y[rows, n] = x[rows, k] @ W.T for Q8_0 weights (+ LoRA: a [r, k], b_t [r, n], its spans);
- * scratch: rows * rank + 16 floats. Returns 0, or -1 when rows or k are out of range. */
-int q8_matmul(const float *x, int rows, int k, int n, const int8_t *qs, const float *d,
-              const float *lora_a, const float *lora_b, const int *lora_span, int rank,
-              float *scratch, float *y) {
+/* y[rows, n] = x[rows, k] @ W.T for Q8_0 weights w (+ LoRA); scratch: rows * rank + 16
+ * floats. Returns 0, or -1 when rows or k are out of range. */
+int q8_matmul(const q4_weight_t *w, const float *x, int rows, float *scratch, float *y) {
+    const int k = w->k, n = w->n, rank = w->rank;
+    const int8_t *qs = (const int8_t *)w->qs;
+    const float *d = w->scales, *lora_b = w->lora_b_t;
+    const int *lora_span = w->lora_span;
     if (rows < 1 || rows > Q4_MAX_ROWS || k % Q4_BLOCK != 0) return -1;
     const int blocks = k / Q4_BLOCK;
-    lora_a_range(x, rows, k, lora_a, rank, 0, rank, scratch);
+    lora_a_range(x, rows, k, w->lora_a, rank, 0, rank, scratch);
 #pragma omp parallel
     {
         SPLIT(n, j0, j1);
@@ -591,13 +645,6 @@ int q8_matmul(const float *x, int rows, int k, int n, const int8_t *qs, const fl
  * few microseconds yields its core instead, so a peer thread that the OS has queued
  * behind it (another process busy on a 2-core box) gets to run.
  * ------------------------------------------------------------------------------------ */
-
-enum { CFG_LAYERS, CFG_HIDDEN, CFG_INTER, CFG_HEADS, CFG_KV_HEADS, CFG_HEAD_DIM, CFG_SLOTS,
-       CFG_CAPACITY, CFG_N };
-enum { W_QKV, W_O, W_GATE_UP, W_DOWN, W_N };
-/* per layer: attn_norm, mlp_norm, then (qs, dm, lora_a [r, k], lora_b_t [r, n], lora spans
- * [r, 2]) for each weight */
-#define PTRS_PER_LAYER (2 + 5 * W_N)
 
 #ifndef SPIN_BEFORE_YIELD
 #define SPIN_BEFORE_YIELD 4000
@@ -706,27 +753,39 @@ static void rms_norm_rows(const float *x, const float *w, float eps, int rows, i
     }
 }
 
-int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, const int *ranks,
-              int rows, const int *positions, const int *slots, float *x, const float *cos_t,
-              const float *sin_t, uint16_t *k_cache, uint16_t *v_cache) {
-    const int layers = (int)cfg[CFG_LAYERS], hidden = (int)cfg[CFG_HIDDEN];
-    const int inter = (int)cfg[CFG_INTER], nh = (int)cfg[CFG_HEADS];
-    const int nkv = (int)cfg[CFG_KV_HEADS], hd = (int)cfg[CFG_HEAD_DIM];
-    const int64_t cap = cfg[CFG_CAPACITY], n_slots = cfg[CFG_SLOTS];
-    const float eps = eps_theta[0];
+/* Returns 0, -1 for a step or model it cannot run, -2 when out of memory. */
+int q4_decode(const q4_decode_t *step) {
+    const int layers = step->layers, hidden = step->hidden;
+    const int inter = step->inter, nh = step->heads;
+    const int nkv = step->kv_heads, hd = step->head_dim;
+    const int64_t cap = step->capacity, n_slots = step->n_slots;
+    const int rows = step->rows;
+    const int *positions = step->positions, *slots = step->slots;
+    float *x = step->x;
+    const float *cos_t = step->cos, *sin_t = step->sin;
+    uint16_t *k_cache = step->k_cache, *v_cache = step->v_cache;
+    const float eps = step->eps;
     if (rows < 1 || rows > Q4_MAX_ROWS || hidden % Q4_BLOCK || inter % Q4_BLOCK ||
         (nh * hd) % Q4_BLOCK || nh % nkv || hd > 256 || hd % 2)
         return -1;
     int max_len = 0;
     for (int r = 0; r < rows; r++) {
-        if (positions[r] < 0 || positions[r] >= cap || slots[r] < 0 || slots[r] >= n_slots)
+        if (positions[r] < 0 || positions[r] >= cap || positions[r] >= step->max_positions ||
+            slots[r] < 0 || slots[r] >= n_slots)
             return -1;
         if (positions[r] + 1 > max_len) max_len = positions[r] + 1;
     }
     const int qkv_n = (nh + 2 * nkv) * hd, rep = nh / nkv;
+    /* every weight's shape, as this step's config says */
+    const int w_n[W_N] = {qkv_n, hidden, 2 * inter, hidden};
+    const int w_k[W_N] = {hidden, nh * hd, hidden, inter};
     int max_rank = 0;
-    for (int i = 0; i < layers * W_N; i++)
-        if (ranks[i] > max_rank) max_rank = ranks[i];
+    for (int li = 0; li < layers; li++)
+        for (int w = 0; w < W_N; w++) {
+            const q4_weight_t *wt = &step->layer[li].w[w];
+            if (wt->n != w_n[w] || wt->k != w_k[w] || wt->rank < 0) return -1;
+            if (wt->rank > max_rank) max_rank = wt->rank;
+        }
     const int widest = qkv_n > 2 * inter ? qkv_n : 2 * inter;
     int widest_in = hidden > inter ? hidden : inter;  /* the matmuls' input widths */
     if (nh * hd > widest_in) widest_in = nh * hd;
@@ -751,28 +810,28 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
         const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
         float *scores = scores_all + (size_t)ith * (max_len + 16);
         for (int li = 0; li < layers; li++) {
-            void *const *p = ptrs + (size_t)li * PTRS_PER_LAYER;
-            const int *rk = ranks + li * W_N;
-#define WEIGHT(w) (const uint8_t *)p[2 + 5 * (w)], (const float *)p[3 + 5 * (w)]
-#define LORA_A(w) (const float *)p[4 + 5 * (w)]
-#define LORA_B(w) (const float *)p[5 + 5 * (w)], (const int *)p[6 + 5 * (w)]
+            const q4_layer_t *L = &step->layer[li];
+#define WEIGHT(W) (const uint8_t *)L->w[W].qs, L->w[W].scales
+#define LORA_A(W) L->w[W].lora_a
+#define LORA_B(W) L->w[W].lora_b_t, L->w[W].lora_span
+#define RANK(W) L->w[W].rank
 /* a matmul's input: thread 0 prepares the activations, every thread some of the adapter's
  * a @ x (those are independent dot products; the caller's barrier follows) */
 #define PREPARE(in, width, w)                                                       \
     do {                                                                            \
         if (ith == 0) prepare_rows(in, rows, width, NULL, 0, xsum, t);              \
-        SPLIT(rk[w], i0, i1);                                                       \
-        lora_a_range(in, rows, width, LORA_A(w), rk[w], i0, i1, t);                 \
+        SPLIT(RANK(w), i0, i1);                                                     \
+        lora_a_range(in, rows, width, LORA_A(w), RANK(w), i0, i1, t);               \
     } while (0)
             uint16_t *kc = k_cache + li * layer_stride, *vc = v_cache + li * layer_stride;
             /* attention block: h = norm(x); qkv = h @ Wqkv */
-            if (ith == 0) rms_norm_rows(x, (const float *)p[0], eps, rows, hidden, h);
+            if (ith == 0) rms_norm_rows(x, L->attn_norm, eps, rows, hidden, h);
             spin_barrier(&bar, nth);
             PREPARE(h, hidden, W_QKV);
             spin_barrier(&bar, nth);
             {
                 SPLIT(qkv_n, j0, j1);
-                matmul_range(h, rows, hidden, qkv_n, WEIGHT(W_QKV), LORA_B(W_QKV), rk[W_QKV],
+                matmul_range(h, rows, hidden, qkv_n, WEIGHT(W_QKV), LORA_B(W_QKV), RANK(W_QKV),
                              xsum, t, j0, j1, y);
             }
             spin_barrier(&bar, nth);
@@ -822,13 +881,13 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
             spin_barrier(&bar, nth);
             {
                 SPLIT(hidden, j0, j1);
-                matmul_range(att, rows, nh * hd, hidden, WEIGHT(W_O), LORA_B(W_O), rk[W_O], xsum, t,
+                matmul_range(att, rows, nh * hd, hidden, WEIGHT(W_O), LORA_B(W_O), RANK(W_O), xsum, t,
                              j0, j1, y);
             }
             spin_barrier(&bar, nth);
             if (ith == 0) {  /* residual; MLP block: h = norm(x) */
                 for (size_t i = 0; i < (size_t)rows * hidden; i++) x[i] += y[i];
-                rms_norm_rows(x, (const float *)p[1], eps, rows, hidden, h);
+                rms_norm_rows(x, L->mlp_norm, eps, rows, hidden, h);
             }
             spin_barrier(&bar, nth);
             PREPARE(h, hidden, W_GATE_UP);
@@ -836,7 +895,7 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
             {
                 SPLIT(2 * inter, j0, j1);
                 matmul_range(h, rows, hidden, 2 * inter, WEIGHT(W_GATE_UP), LORA_B(W_GATE_UP),
-                             rk[W_GATE_UP], xsum, t, j0, j1, y);
+                             RANK(W_GATE_UP), xsum, t, j0, j1, y);
             }
             spin_barrier(&bar, nth);
             {  /* SiLU(gate) * up, split across the threads */
@@ -852,7 +911,7 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
             spin_barrier(&bar, nth);
             {
                 SPLIT(hidden, j0, j1);
-                matmul_range(act, rows, inter, hidden, WEIGHT(W_DOWN), LORA_B(W_DOWN), rk[W_DOWN],
+                matmul_range(act, rows, inter, hidden, WEIGHT(W_DOWN), LORA_B(W_DOWN), RANK(W_DOWN),
                              xsum, t, j0, j1, y);
             }
             spin_barrier(&bar, nth);
@@ -862,6 +921,7 @@ int q4_decode(const int64_t *cfg, const float *eps_theta, void *const *ptrs, con
 #undef WEIGHT
 #undef LORA_A
 #undef LORA_B
+#undef RANK
 #undef PREPARE
         }
     }
