@@ -480,3 +480,49 @@ def test_scorer_rewards_equal_states_only(replayer: TauReplayer) -> None:
     bad = replayer.score(task, replayer.initial_state())
     assert bad.reward == 0.0
     assert any(d.startswith("orders/#W5442520.status") for d in bad.differences)
+
+
+def test_two_proposals_on_one_order_only_the_first_yes_acts(db: Database) -> None:
+    store_id, harper = ids(db, "harper_kovacs_8617")
+    service = ActionService(db)
+    cancel = service.propose(store_id, "cancel_order", CANCEL, customer_id=harper)
+    move = service.propose(store_id, "modify_order_address", {
+        "order": "#W9093821", "address": {"address1": "1 Main St", "address2": "", "city": "Austin",
+                                          "state": "TX", "country": "USA", "zip": "78701"}},
+        customer_id=harper)
+    assert service.execute(cancel.id, store_id=store_id).status == "executed"
+    late = service.execute(move.id, store_id=store_id)
+    assert late.status == "failed" and "cancelled" in late.reason
+    assert order_row(db, "#W9093821")["address"]["city"] == "San Jose"
+
+
+def test_json_store_export_keeps_what_actions_wrote(db: Database, tmp_path: Path) -> None:
+    from chatbot.storage.db import Database as Db
+    from knowledge_base.importers.json_format import dumps, export_store
+    from knowledge_base.stores import get_store
+
+    store_id, _ = ids(db, "harper_kovacs_8617")
+    service = ActionService(db)
+    for task in load_tasks(TAU, "dev")[:8]:
+        for action in task["actions"]:
+            assert apply_tool_call(service, store_id, action["name"], action["arguments"]).ok
+    with db.session() as s:
+        text_ = dumps(export_store(s, get_store(s, "tau")))
+    doc = json.loads(text_)
+    assert any(o.get("cancel_reason") for o in doc["orders"])
+    assert any(r.get("new_item_ids") for o in doc["orders"] for r in o["returns"])
+    path = tmp_path / "tau.json"
+    path.write_text(text_)
+    copy = Db(f"sqlite:///{tmp_path / 'copy.sqlite'}")
+    try:
+        import_path(copy, "json", path, "tau")
+        got, want = export_state(copy), export_state(db)
+        assert got["orders"] == want["orders"] and got["products"] == want["products"]
+        # Our JSON format lists orders by number, so a customer's order list comes back
+        # in that order; everything else is equal.
+        for user in (got["users"], want["users"]):
+            for row in user.values():
+                row["orders"] = sorted(row["orders"])
+        assert got["users"] == want["users"]
+    finally:
+        copy.dispose()
