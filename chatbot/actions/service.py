@@ -49,6 +49,7 @@ from chatbot.actions.policy import (
     OFF,
     SETTINGS_KEY,
     ActionConfig,
+    Policy,
     check_kind,
     check_mode,
     load_config,
@@ -536,8 +537,9 @@ def get_config(db: Database, store_id: int) -> ActionConfig:
 
 
 def set_modes(db: Database, store_id: int, modes: dict[str, str], *, actor: str = "agent",
-              actor_id: str = "") -> ActionConfig:
-    """Set ``auto`` / ``approval`` / ``off`` for some kinds of one store (audited)."""
+              actor_id: str = "", policy: dict[str, Any] | None = None) -> ActionConfig:
+    """Set ``auto`` / ``approval`` / ``off`` for some kinds of one store, and optionally
+    policy settings (``{"return_window_days": 30}``); validated, audited."""
     for kind, mode in modes.items():
         check_kind(kind)
         check_mode(mode)
@@ -548,13 +550,17 @@ def set_modes(db: Database, store_id: int, modes: dict[str, str], *, actor: str 
         settings = dict(store.settings or {})
         current = load_config(settings)
         new_modes = {**current.modes, **modes}
-        config = ActionConfig(modes=new_modes, policy=current.policy)
+        new_policy = Policy.from_dict({**current.policy.overrides(), **(policy or {})})
+        config = ActionConfig(modes=new_modes, policy=new_policy)
         settings[SETTINGS_KEY] = config.as_settings()
         store.settings = settings
+        changes = [f"{k}={v}" for k, v in modes.items()]
+        changes += [f"{k}={json.dumps(v)}" for k, v in (policy or {}).items()]
         session.add(ActionAudit(
             store_id=store_id, actor=actor, actor_id=actor_id, event="config",
-            before={"modes": current.modes}, after={"modes": new_modes},
-            summary=", ".join(f"{k}={v}" for k, v in modes.items()), created_at=utcnow(),
+            before={"modes": current.modes, "policy": current.policy.overrides()},
+            after={"modes": new_modes, "policy": new_policy.overrides()},
+            summary=", ".join(changes), created_at=utcnow(),
         ))
         return config
 

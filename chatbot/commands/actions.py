@@ -34,6 +34,7 @@ def actions() -> None:
     Examples:
       chatbot actions config --store demo
       chatbot actions config --store demo --set cancel_order=approval --set return_items=off
+      chatbot actions config --store tau --policy return_window_days=30
       chatbot actions log --store tau --order '#W2611340'
       chatbot actions pending --store demo
       chatbot actions approve act_... --store demo --agent ana@shop.example
@@ -45,10 +46,13 @@ def actions() -> None:
 @click.option("--store", "store_name", required=True, help="Store name or widget key.")
 @click.option("--set", "assignments", multiple=True, metavar="KIND=MODE",
               help="Set a kind to auto, approval or off (repeatable).")
+@click.option("--policy", "policy_items", multiple=True, metavar="KEY=VALUE",
+              help="Set a policy rule; VALUE is JSON (30, null, [\"pending\"]) or plain text "
+                   "(repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
 @click.pass_context
 def config_command(ctx: click.Context, store_name: str, assignments: tuple[str, ...],
-                   as_json: bool) -> None:
+                   policy_items: tuple[str, ...], as_json: bool) -> None:
     """Show (or set) how each action kind runs in a store: auto, approval or off.
 
     \b
@@ -64,11 +68,20 @@ def config_command(ctx: click.Context, store_name: str, assignments: tuple[str, 
         if not sep:
             raise click.BadParameter(f"expected KIND=MODE, got {item!r}", param_hint="--set")
         modes[kind.strip()] = mode.strip()
+    policy: dict[str, Any] = {}
+    for item in policy_items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--policy")
+        try:
+            policy[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            policy[key.strip()] = raw
     db = _database(ctx)
     try:
         store_id = _store_id(db, store_name)
-        config = set_modes(db, store_id, modes, actor="agent", actor_id="cli") if modes \
-            else get_config(db, store_id)
+        config = set_modes(db, store_id, modes, actor="agent", actor_id="cli",
+                           policy=policy) if modes or policy else get_config(db, store_id)
     finally:
         db.dispose()
     from dataclasses import asdict

@@ -46,6 +46,14 @@ def test_config_set_and_show(env) -> None:  # type: ignore[no-untyped-def]
     assert modes["exchange_items"] == "auto"
     again = json.loads(run("actions", "config", "--store", "tau", "--json").output)
     assert again["modes"] == modes
+    policy = run("actions", "config", "--store", "tau", "--policy", "return_window_days=30",
+                 "--policy", "cancel_reasons=null", "--policy", "refund_timing=today", "--json")
+    assert policy.exit_code == 0, policy.output
+    got = json.loads(policy.output)
+    assert got["policy"]["return_window_days"] == 30 and got["policy"]["cancel_reasons"] is None
+    assert got["policy"]["refund_timing"] == "today" and got["modes"] == modes
+    bad_policy = run("actions", "config", "--store", "tau", "--policy", "no_such_rule=1")
+    assert bad_policy.exit_code != 0 and "unknown action policy setting" in bad_policy.output
     bad = run("actions", "config", "--store", "tau", "--set", "cancel_order=sometimes")
     assert bad.exit_code != 0 and "unknown action mode 'sometimes'" in bad.output
     log = run("actions", "log", "--store", "tau", "--json")
