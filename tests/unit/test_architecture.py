@@ -30,6 +30,7 @@ DOMAIN = (
     "chatbot.protocol",
     "chatbot.replay",
     "chatbot.server",
+    "chatbot.session",
     "chatbot.training",
 )
 
@@ -148,6 +149,12 @@ def test_knowledge_base_imports_no_chatbot_domain_package() -> None:
 def test_storage_imports_no_domain_package() -> None:
     """Storage sits under everything: no knowledge_base, no chatbot domain package."""
     assert not _violations("chatbot.storage", (*DOMAIN, "knowledge_base"))
+
+
+def test_sessions_and_protocol_do_no_io() -> None:
+    """The socket sessions and the protocol are sans-I/O: no sockets, event loop or SQL."""
+    io = ("asyncio", "websockets", "socket", "sqlalchemy", "chatbot.server")
+    assert not _violations(("chatbot.session", "chatbot.protocol"), io)
 
 
 # Known, listed exceptions: the inbox and the handoff summary label a conversation's topic
