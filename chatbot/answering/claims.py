@@ -37,7 +37,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from chatbot.answering.facts import Fact, sentence_scores, split_sentences
+from chatbot.answering.facts import (
+    Fact,
+    allowed_actions,
+    customer_facing,
+    sentence_scores,
+    split_sentences,
+)
 from chatbot.answering.guard import extract_claims, find_unsupported
 
 # Status words and the canonical claim each makes. Order: longest phrases first.
@@ -94,6 +100,7 @@ _GENERIC = {
     "cost", "price", "item", "items", "your", "the", "and", "for", "with", "our", "you",
     "arrives", "arrive", "delivery", "within", "after", "before", "free", "per", "each",
 }
+_ASKING = re.compile(r"\b(orders?|my|want|wants|need|needs|like|please|yes|hi|hello)\b", re.I)
 _ORDER_CODE = re.compile(r"#?\b[A-Za-z]{0,3}\d{4,}\b")
 _PRICED_CLAUSES = re.compile(r",\s+and\s+|;\s+")
 _END = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
@@ -123,9 +130,10 @@ class ClaimContext:
 
     def __post_init__(self) -> None:
         for fact in self.facts:
-            for sentence in fact.sentences or split_sentences(fact.text) or [fact.text]:
+            for raw in fact.sentences or split_sentences(fact.text) or [fact.text]:
                 # Questions (an article's title) and agent instructions are never said.
-                if AGENT_TEXT.search(sentence) or sentence.rstrip().endswith("?"):
+                sentence = customer_facing(raw)
+                if not sentence or sentence.rstrip().endswith("?"):
                     continue
                 self._fact_sentences.append((fact, sentence))
                 clauses = [c for c in _PRICED_CLAUSES.split(sentence) if c.strip()]
@@ -141,6 +149,13 @@ class ClaimContext:
         self.fact_lines = [f.line() for f in self.facts]
         self.fact_statuses = statuses(text)
         self.has_order_fact = any(f.kind == "order" for f in self.facts)
+        # What each order in the facts allows, from its status (see facts.eligibility).
+        self.allowed: dict[str, frozenset[str]] = {}
+        for fact in self.facts:
+            status = _ORDER_STATUS.search(fact.text) if fact.kind == "order" else None
+            if status:
+                self.allowed[fact.id] = allowed_actions(status.group(1))
+        self.questions = {_key(s) for f in self.facts for s in _QUESTION.findall(f.text)}
         self.clauses = [c for f in self.facts for c in _CLAUSE_SPLIT.split(f.text) if c.strip()]
 
     def restated(self, text: str) -> list[str]:
@@ -155,6 +170,14 @@ class ClaimContext:
         return [s for (_, s), x in zip(self._fact_sentences, scores, strict=True)
                 if x >= 0.6 * top]
 
+    def restates(self, said: str, fact_sentence: str) -> bool:
+        """Whether reply sentence ``said`` says what ``fact_sentence`` says (it is its
+        closest fact sentence, or shares most of its words)."""
+        if _key(said) == _key(fact_sentence.rstrip(".")):
+            return True
+        mine, theirs = _stems(said), _stems(fact_sentence)
+        return bool(theirs) and len(mine & theirs) >= 0.5 * len(theirs)
+
     def answer_sentences(self) -> list[str]:
         """The fact sentences that best answer the question, best first (the code's own
         answer, used to replace a failed sentence)."""
@@ -162,15 +185,18 @@ class ClaimContext:
             return []
         sentences = [s for _, s in self._fact_sentences]
         # The order number names the order, not what is asked about it.
-        question = _ORDER_CODE.sub(" ", self.question)
+        question = _ASKING.sub(" ", _ORDER_CODE.sub(" ", self.question))
         scores = sentence_scores(sentences, question)
         # The first fact leads: code ranked it first for this question.
         # Ties: the sentence with less beside the answer (a clause before its whole
         # sentence), then the earlier one (code put the most relevant fact first).
         wanted = _stems(question)
+        first = self._fact_sentences[0][0]
+        # The first fact is the one code chose for this question (the order asked about).
+        lead = [0.5 if fact is first else 0.0 for fact, _ in self._fact_sentences]
         order = sorted(
             range(len(sentences)),
-            key=lambda i: (-round(scores[i], 6), len(_stems(sentences[i]) - wanted), i),
+            key=lambda i: (-round(scores[i] + lead[i], 6), len(_stems(sentences[i]) - wanted), i),
         )
         return [sentences[i] for i in order]
 
@@ -206,6 +232,9 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
         return Verdict(False, "number")
     if AGENT_TEXT.search(text):
         return Verdict(False, "agent_text")
+    if text.endswith("?") and _key(text) in ctx.questions:
+        # A question copied from the facts (an article's title) is not an answer.
+        return Verdict(False, "question")
     if ctx.grounded and _REFUSAL.search(text):
         return Verdict(False, "refusal")
     claimed = statuses(text)
@@ -217,6 +246,10 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     ):
         # "Your order has shipped" with no order in the facts: a status nobody looked up.
         return Verdict(False, "status")
+    if ctx.grounded and _echoes_the_question(text, ctx):
+        return Verdict(False, "echo")
+    if not _eligibility_agrees(text, ctx):
+        return Verdict(False, "eligibility")
     restated = ctx.restated(text)
     if restated and all(negated(text) != negated(s) for s in restated):
         return Verdict(False, "polarity")
@@ -225,6 +258,55 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     if not _values_belong(text, ctx):
         return Verdict(False, "product")
     return Verdict(True)
+
+
+def _echoes_the_question(text: str, ctx: ClaimContext) -> bool:
+    """A sentence made only of the question's words ("The Ridgeline rain jacket machine
+    washable.") answers nothing."""
+    if any(ch.isdigit() for ch in text) or statuses(text):
+        return False  # a number or a status is an answer, even in the question's words
+    mine = _stems(text) - _FILLER_STEMS
+    if len(mine) < 2:
+        return False
+    return mine <= _stems(ctx.question)
+
+
+_FILLER_STEMS = {"sure", "happy", "help", "thank", "thanks", "great", "question", "good"}
+
+
+def _eligibility_agrees(text: str, ctx: ClaimContext) -> bool:
+    """ "It can be returned" only for an order whose status allows a return (and "it
+    can't be cancelled" only for one that does not allow it)."""
+    if not ctx.allowed:
+        return True
+    allowed = set().union(*ctx.allowed.values())
+    for match in _POSSIBLE.finditer(text):
+        verb = match.group("verb") or match.group("verb2")
+        action = next(a for k, a in _ACTION_WORDS if re.match(k, verb, re.I))
+        denied = bool(_NEGATION.search(match.group(0)))
+        if not denied and action not in allowed:
+            return False
+        if denied and action in allowed:
+            return False
+    return True
+
+
+_ACTION_WORDS = (
+    (r"return", "return"),
+    (r"exchang", "exchange"),
+    (r"cancel", "cancel"),
+    (r"(chang|modif|edit|updat)", "change"),
+)
+# "can be returned", "you can return", "is eligible for a return", "can still cancel".
+_POSSIBLE = re.compile(
+    r"\b(?:can|could|may|able to|eligible (?:for|to))(?:\s+(?:not|no longer|still|now|"
+    r"also|be|you|i|we|it|n't))*\s+(?:an?\s+)?"
+    r"(?P<verb>return\w*|exchang\w*|cancel\w*|chang\w*|modif\w*|edit\w*|updat\w*)"
+    r"|\bcan(?:'t|not)\s+(?:be\s+)?(?P<verb2>return\w*|exchang\w*|cancel\w*|chang\w*)",
+    re.IGNORECASE,
+)
+_ORDER_STATUS = re.compile(r"status: ([^;]+)")
+_QUESTION = re.compile(r"[A-Z][^.!?]*\?")
 
 
 def _roles_agree(text: str, ctx: ClaimContext) -> bool:
@@ -315,6 +397,7 @@ class SentenceGuard:
     def finish(self) -> str:
         rest, self._buffer = self._buffer, ""
         out = self._release(rest)
+        out += self._ensure_answer()
         if self._held:
             # Everything the model said was said last turn: answer with a sentence that
             # is new if there is one, else say it again, marked as such.
@@ -329,6 +412,23 @@ class SentenceGuard:
                 out += self._emit("As I mentioned, " + _lower_first(" ".join(held)))
             self._held = []
         return out
+
+    def _ensure_answer(self) -> str:
+        """Add the code's best answer sentence when no sentence said restates it, so the
+        answer never hangs on which sentence a model's rounding picked (held sentences
+        of the previous reply are not counted as said)."""
+        answers = self.ctx.answer_sentences()
+        if not self.ctx.grounded or not answers or not self.text.strip():
+            return ""
+        best = answers[0]
+        if _key(best) in self._said:
+            return ""
+        if any(self.ctx.restates(said, best) for said in split_sentences(self.text)):
+            return ""
+        if not best.rstrip().endswith((".", "!", "?")):
+            best += "."
+        self.reasons["incomplete"] += 1
+        return self._emit(best)
 
     def fallback(self) -> str:
         """The code's own answer (its best sentence), for a reply with nothing usable."""

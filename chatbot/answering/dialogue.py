@@ -40,9 +40,13 @@ class DialogueState:
 
     order: str | None = None
     orders: list[str] = field(default_factory=list)
+    # What was asked about the order in focus (facts.ORDER_TOPICS), for "why not?".
+    order_topics: list[str] = field(default_factory=list)
     product: str | None = None
     product_title: str = ""
     article: str | None = None
+    # What the last answer was about: "order", "product" or "article" ("it" means that).
+    last_kind: str = ""
     question: str = ""
     pending: str | None = None
     pending_orders: list[str] = field(default_factory=list)

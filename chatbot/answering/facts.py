@@ -90,9 +90,25 @@ def day(when: datetime | None) -> str:
 _AGENT_TEXT = re.compile(
     r"\bthe user'?s?\b|\buser id\b|\bthe agent\b|\bagents? (must|should|can|need)\b|"
     r"\bexplicit (user )?confirmation\b|\btransfer (the user|to a human)|\btool calls?\b|"
-    r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)",
+    r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)|"
+    r"\b(taking|take) (the|this|any) action\b|\byou should (check|confirm|ask|verify)\b",
     re.IGNORECASE,
 )
+_CLAUSE = re.compile(r",\s+(?:and|but)\s+|;\s+")
+
+
+def customer_facing(sentence: str) -> str | None:
+    """``sentence`` without its clauses addressed to the agent ("An order can only be
+    returned if its status is 'delivered', and you should check its status before taking
+    the action" -> "An order can only be returned if its status is 'delivered'."); None
+    when nothing is left for the shopper."""
+    if not _AGENT_TEXT.search(sentence):
+        return sentence
+    kept = [c.strip() for c in _CLAUSE.split(sentence) if c.strip() and not _AGENT_TEXT.search(c)]
+    if not kept:
+        return None
+    text = "; ".join(kept).rstrip(".;, ")
+    return text + "."
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(])")
 # List bullets that flattened Markdown leaves inside a line: " - Phone: ...".
 _BULLET = re.compile(r"(?:^|\s+)-\s+(?=\S)")
@@ -283,9 +299,8 @@ def best_sentences(
     word with the query: a sentence with nothing of the question is one more thing to
     restate by mistake.
     """
-    sentences = split_sentences(text)
     # Policy written for the agent ("the user must confirm ...") is never read out.
-    sentences = [s for s in sentences if not _AGENT_TEXT.search(s)]
+    sentences = [s for s in map(customer_facing, split_sentences(text)) if s]
     if not sentences:
         return ""
     scores = sentence_scores(sentences, query, embedder)
@@ -399,7 +414,12 @@ def hit_fact(
         snippet = best_sentences(
             snippet, query, sentences, MAX_FACT_CHARS - len(hit.title) - 2, embedder=embedder
         )
-    text = f"{hit.title.rstrip(':.')}: {snippet}" if snippet else hit.title
+    if hit.title.rstrip().endswith("?") and snippet:
+        # A title phrased as a shopper's question ("My jacket zipper broke. Is it
+        # covered?") is not a fact: restated, it reads as the bot's own words.
+        text = snippet
+    else:
+        text = f"{hit.title.rstrip(':.')}: {snippet}" if snippet else hit.title
     return Fact(
         kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url,
         sentences=tuple(split_sentences(snippet)),
@@ -533,6 +553,19 @@ _ELIGIBILITY: tuple[tuple[str, str], ...] = (
     ("delivered", "it can no longer be cancelled; items can be returned or exchanged"),
     ("cancelled", "it is already cancelled, so it cannot be changed or returned"),
 )
+
+
+def allowed_actions(status: str) -> frozenset[str]:
+    """The order changes a shopper may ask for in ``status`` (the rules ``eligibility``
+    words): cancel / change while pending, return / exchange once delivered."""
+    lowered = status.lower()
+    if lowered.startswith("pending (item"):
+        return frozenset({"cancel"})
+    if lowered.startswith("pending"):
+        return frozenset({"cancel", "change"})
+    if lowered.startswith("delivered"):
+        return frozenset({"return", "exchange"})
+    return frozenset()
 
 
 def eligibility(status: str) -> str:

@@ -188,12 +188,32 @@ class Pipeline:
     def _plan_store_question(self, request: AnswerRequest, state: DialogueState) -> Plan:
         """Facts for a product or policy question, with follow-ups resolved by the state."""
         message = request.message
-        focus = _product_follow_up(message, state)
-        query = f"{state.product_title} {message}" if focus else _query(request, state)
-        policy = bool(_POLICY_QUESTION.search(message)) and not _STOCK_QUESTION.search(message)
+        # "what about in M?" asks the last question again about something else.
+        again = bool(_WHAT_ABOUT.search(message)) and bool(state.question)
+        asked = f"{state.question} {message}" if again else message
+        focus = _product_follow_up(message, state) or (asked != message and bool(state.product))
+        focus = focus and state.last_kind != "article"
+        on_topic = (
+            not focus
+            and state.last_kind == "article"
+            and bool(state.question)
+            and bool(_REFERS_BACK.search(message) or again)
+        )
+        if focus:
+            query = f"{state.product_title} {message}"
+        elif on_topic:
+            # "how much does it cost?" after "do you ship to Canada?": the same topic.
+            query = f"{state.question} {message}"
+        else:
+            query = _query(request, state)
+        policy = bool(_POLICY_QUESTION.search(asked)) and not _STOCK_QUESTION.search(asked)
         hits = self._search(request.store_id, query, k=max(self.settings.retrieval_k, 12))
         if focus and state.product:
             hits = self._with_focus_product(request.store_id, hits, state)
+        if on_topic and state.article:
+            # The article the conversation is about answers first, if it has the answer.
+            mine = [h for h in hits if h.id == state.article]
+            hits = mine + [h for h in hits if h.id != state.article]
         if policy:
             # "Return window for an unworn jacket": the policy, not the jacket's page.
             articles = [h for h in hits if h.kind != "product"]
@@ -201,7 +221,7 @@ class Pipeline:
         named = [h for h in hits if h.kind == "product" and _names_product(message, h.title)]
         product_id = next((h.id for h in [*named, *hits[:1]] if h.kind == "product"), None)
         product = self._product(request.store_id, product_id) if product_id else None
-        if product is not None and _CARE_QUESTION.search(message):
+        if product is not None and _CARE_QUESTION.search(asked):
             hits = self._same_kind_articles(request.store_id, hits, product)
         hits = hits[: self.settings.retrieval_k]
         if not hits:
@@ -214,8 +234,8 @@ class Pipeline:
         # ("and expedited?" picks the expedited sentence, not the overnight one).
         pick = message if _content_words(message) else query
         stock = (
-            stock_fact(product, message)
-            if product is not None and _STOCK_QUESTION.search(message)
+            stock_fact(product, asked)
+            if product is not None and _STOCK_QUESTION.search(asked)
             else None
         )
         facts = [
@@ -265,16 +285,17 @@ class Pipeline:
         kinds = self._kind_words(store_id)
         mine = _words_of(" ".join([product.title, product.product_type or "",
                                    " ".join(product.tags or [])]))
-        kept = []
+        articles, card = [], []
         for hit in hits:
             if hit.kind != "product":
-                foreign = (_words_of(hit.title) & kinds) - mine
-                if foreign:
-                    continue
-            elif hit.id != product.source_id:
-                continue
-            kept.append(hit)
-        return kept
+                if not (_words_of(hit.title) & kinds) - mine:
+                    articles.append(hit)
+            elif hit.id == product.source_id:
+                card.append(hit)
+        # How to wash it is in an article about its kind, if the store has one; the
+        # product's card only says what it is.
+        caring = [h for h in articles if _CARE_QUESTION.search(f"{h.title} {h.snippet}")]
+        return caring or articles or card
 
     def _kind_words(self, store_id: int) -> set[str]:
         cached = self._kinds.get(store_id)
@@ -548,6 +569,7 @@ _REFERS_BACK = re.compile(
     r"the (?:[a-z]+ ){0,2}one|this|that)\b",
     re.IGNORECASE,
 )
+_WHAT_ABOUT = re.compile(r"^\W*(and\s+)?(what|how)\s+about\b|^\W*and\s+(in|for|the)\b", re.I)
 _KIND_GENERIC = {
     "men", "women", "kids", "unisex", "jacket", "jackets", "gear", "accessory", "accessories",
     "outdoor", "everyday", "travel", "new", "sale",
@@ -620,6 +642,7 @@ def next_state(
     for fact in plan.facts:
         if fact.kind == "order":
             after.focus_order(fact.id)
+            after.order_topics = list(decision.topics)
             break
     if plan.reason == "choose_order":
         after.pending = "choose_order"
@@ -635,6 +658,9 @@ def next_state(
     article = next((f for f in plan.facts if f.kind in ("faq", "policy")), None)
     if article is not None:
         after.article = article.id
+    if plan.facts:
+        first = plan.facts[0].kind
+        after.last_kind = first if first in ("order", "product") else "article"
     topical = decision.intent in (Intent.POLICY, Intent.PRODUCT) and _content_words(message)
     if topical and len(message.split()) >= 4:
         after.question = message

@@ -217,6 +217,14 @@ def _recent_order_numbers(history: Sequence[Turn]) -> tuple[str, ...]:
     return ()
 
 
+_BARE_FOLLOW_UP = re.compile(
+    r"^\W*(why( not)?|how come|really|are you sure|what do you mean|so|and( then)?|ok(ay)?,? "
+    r"(so|and) (what|why|how)\b.*)\W*$",
+    re.IGNORECASE,
+)
+_MY_ORDER = re.compile(
+    r"\bmy (orders?|package|parcel|delivery|shipment|purchase|refund|return|stuff)\b", re.I
+)
 _OTHER_ORDER = re.compile(r"\b(the )?(other|another|previous|first|second) (one|order)\b", re.I)
 
 
@@ -242,10 +250,22 @@ def route(
             return Route(Intent.ORDER, (state.other_order() or "",), order_topics(text), email)
         if state.order and _refers_to_order(text) and not _HANDOFF.search(text):
             return Route(Intent.ORDER, (state.order,), order_topics(text), email)
+        if state.order and state.order_topics and _BARE_FOLLOW_UP.search(text):
+            # "why not?" right after an order answer: the same order, the same question.
+            return Route(Intent.ORDER, (state.order,), tuple(state.order_topics), email)
     if _HANDOFF.search(text):
         return Route(Intent.HANDOFF, order_numbers=numbers)
     general = _GENERAL_QUESTION.search(text) and not _NOT_GENERAL.search(text)
-    if numbers or (_ORDER_WORDS.search(text) and not general):
+    about_topic = (
+        state is not None
+        and not numbers
+        and not state.order
+        and state.last_kind in ("article", "product")
+        and not _MY_ORDER.search(text)
+    )
+    if numbers or (_ORDER_WORDS.search(text) and not general and not about_topic):
+        # ("when it arrives" right after an answer about international shipping is about
+        # that topic, not about an order nobody has named.)
         if not numbers and history and _is_order_follow_up(text, history):
             numbers = _recent_order_numbers(history)
         return Route(Intent.ORDER, numbers, order_topics(text), email)
