@@ -50,6 +50,10 @@ class ErrorCode:
     SHUTTING_DOWN = "shutting_down"
     IDLE_TIMEOUT = "idle_timeout"
     INTERNAL_ERROR = "internal_error"
+    # Console HTTP answers (issue #18): password checks at capacity (503), a GET where
+    # only POST is allowed (405).
+    BUSY = "busy"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
 
 
 class CloseCode:

@@ -9,8 +9,8 @@ backing off? the stored hash; SQLite WAL readers never wait) and one short write
 database thread (the failure), and the check itself runs in :class:`PasswordChecks`: its
 own small thread pool (argon2-cffi releases the GIL), at most ``max_concurrent`` checks
 at once (default: half the CPUs, at least one, so the chat always has a core), at a
-lower CPU priority (nice +10) than the chat's threads, and at most ``max_waiting``
-logins queued for a slot. A login beyond that is answered ``503 busy`` at once, without
+lower CPU priority (nice +10) than the chat's threads, at most ``max_per_second`` (4)
+checks a second in all, and at most ``max_waiting`` logins queued for a slot. A login beyond that is answered ``503 busy`` at once, without
 touching the database or spending any argon2 time: a flood cannot grow a queue.
 
 **Lockout.** Failures are counted per (account, address) in the database
@@ -82,10 +82,15 @@ class PasswordChecks:
     ``max_waiting`` more may queue for a slot; the rest get :class:`Busy` at once.
     """
 
-    def __init__(self, max_concurrent: int | None = None, max_waiting: int = 32) -> None:
+    def __init__(self, max_concurrent: int | None = None, max_waiting: int = 32,
+                 max_per_second: float = 4.0) -> None:
         cpus = os.cpu_count() or 2
         self.max_concurrent = max_concurrent or max(1, cpus // 2)
         self.max_waiting = max_waiting
+        # At most this many checks a second in all: a slot is held until its share of a
+        # second is over, so password work takes a bounded fraction of the CPU (about
+        # 4 x 40-90 ms a second here) however many logins arrive.
+        self.max_per_second = max_per_second
         self.executor = ThreadPoolExecutor(
             max_workers=self.max_concurrent, thread_name_prefix="chatbot-argon2",
             initializer=_lower_priority,
@@ -112,10 +117,15 @@ class PasswordChecks:
     async def verify(self, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
         """``(ok, new_hash)``: whether it matches, and a stronger hash when one is due."""
         loop = asyncio.get_running_loop()
+        started = loop.time()
         ok = await loop.run_in_executor(self.executor, verify_password, stored_hash, password)
         new_hash = None
         if ok and stored_hash is not None and needs_rehash(stored_hash):
             new_hash = await loop.run_in_executor(self.executor, hash_password, password)
+        if self.max_per_second > 0:
+            # Pace: the caller keeps its slot until this check's share of time is over.
+            share = self.max_concurrent / self.max_per_second
+            await asyncio.sleep(max(0.0, started + share - loop.time()))
         return ok, new_hash
 
     def close(self) -> None:

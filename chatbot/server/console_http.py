@@ -31,6 +31,7 @@ from websockets.http11 import Response
 from chatbot.agents import sessions
 from chatbot.agents.authz import Principal
 from chatbot.errors import AuthError
+from chatbot.protocol.common import ErrorCode
 from chatbot.security import counters
 from chatbot.security.login import Busy, PasswordChecks, login_keys
 from chatbot.security.login import throttle as login_throttle
@@ -185,9 +186,9 @@ class ConsoleHttp:
             return _error(400, "bad_request",
                           "send POST /console/login with an 'Authorization: Basic' header")
         if req.method != "POST":
-            return _error(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
+            return _error(405, ErrorCode.METHOD_NOT_ALLOWED, "use POST", headers={"Allow": "POST"})
         if not same_origin(req.headers):
-            return _error(403, "forbidden", "cross-site sign-in is refused")
+            return _error(403, ErrorCode.FORBIDDEN, "cross-site sign-in is refused")
         email, password = creds
         if not self.per_ip.allow(req.remote_ip) or not self.per_email.allow(email.strip().lower()):
             counters.CONSOLE_LOGINS.inc(1, "rate_limited")
@@ -209,7 +210,7 @@ class ConsoleHttp:
                 )
         except Busy:
             counters.CONSOLE_LOGINS.inc(1, "busy")
-            return _error(503, "busy", "the server is busy; try again in a few seconds",
+            return _error(503, ErrorCode.BUSY, "the server is busy; try again in a few seconds",
                           headers={"Retry-After": "5"})
         if result is None:
             counters.CONSOLE_LOGINS.inc(1, "failed")
@@ -232,9 +233,9 @@ class ConsoleHttp:
         port of the same site logged agents out with a no-cors POST, or a plain GET).
         """
         if req.method != "POST":
-            return _error(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
+            return _error(405, ErrorCode.METHOD_NOT_ALLOWED, "use POST", headers={"Allow": "POST"})
         if not same_origin(req.headers):
-            return _error(403, "forbidden", "cross-site logout is refused")
+            return _error(403, ErrorCode.FORBIDDEN, "cross-site logout is refused")
         token = session_token(req.headers)
         ended = await self._run(sessions.logout, token) if token else False
         if token and self.on_logout is not None:
