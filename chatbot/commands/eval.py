@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -316,24 +317,40 @@ async def _run_dialogues(
     if not dialogues:
         raise click.UsageError("no dialogue matches the selection")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = await asyncio.to_thread(Database, settings.database_url)
+    used = sorted({d.store.name for d in dialogues})
+    # Each system starts from the same fresh copy of the stores: an action a reply takes
+    # (a cancellation, say) must not change what the next system or the next run sees.
+    # Both stores are always imported, demo first, so their ids (and index folders) stay
+    # the same whatever the selection.
+    pristine = settings.data_dir / "dialogues-pristine.db"
+    working = settings.data_dir / "dialogues.db"
+    for path in (pristine, working):
+        path.unlink(missing_ok=True)
+    prepared = [s for s in EVAL_STORES
+                if s in used or s == "demo" or (tau_dir / "orders.json").is_file()]
+    db = await asyncio.to_thread(Database, f"sqlite:///{pristine}")
     try:
-        used = sorted({d.store.name for d in dialogues})
-        store_ids = {s: await asyncio.to_thread(C.prepare_store, db, s, tau_dir) for s in used}
+        store_ids = {s: await asyncio.to_thread(C.prepare_store, db, s, tau_dir)
+                     for s in prepared}
         customers = await asyncio.to_thread(C.resolve_customers, db, dialogues, store_ids)
-        retriever = Retriever(db, settings.index_dir)
-        for store_id in store_ids.values():
-            await asyncio.to_thread(retriever.sync, store_id, progress=True)
-        evidence = DatabaseEvidence(db)
-        results: dict[str, dict[str, list[C.DialogueScore]]] = {s: {} for s in used}
-        timings: dict[str, float] = {}
+    finally:
+        db.dispose()
+    results: dict[str, dict[str, list[C.DialogueScore]]] = {s: {} for s in used}
+    timings: dict[str, float] = {}
 
-        def progress(d: C.DialogueScore) -> None:
-            ok = sum(t.passed for t in d.turns)
-            click.echo(f"{d.system:9} {d.store:4} {ok}/{len(d.turns)}  {d.dialogue}", err=True)
+    def progress(d: C.DialogueScore) -> None:
+        ok = sum(t.passed for t in d.turns)
+        click.echo(f"{d.system:9} {d.store:4} {ok}/{len(d.turns)}  {d.dialogue}", err=True)
 
-        for system in systems:
-            started = time.monotonic()
+    for system in systems:
+        started = time.monotonic()
+        shutil.copyfile(pristine, working)
+        db = await asyncio.to_thread(Database, f"sqlite:///{working}")
+        try:
+            retriever = Retriever(db, settings.index_dir)
+            for store_id in store_ids.values():
+                await asyncio.to_thread(retriever.sync, store_id, progress=True)
+            evidence = DatabaseEvidence(db)
             if system == "retrieval":
                 answer = C.retrieval_answer(retriever, settings.retrieval_min_score)
                 played = await C.play_all(
@@ -356,21 +373,21 @@ async def _run_dialogues(
                         concurrency=concurrency, on_done=progress)
                 finally:
                     await pipeline.close()
-            timings[system] = round(time.monotonic() - started, 1)
-            for d in played:
-                results[d.store].setdefault(system, []).append(d)
-        meta = {
-            "dialogues": {s: sum(1 for d in dialogues if d.store.name == s) for s in used},
-            "turns": {s: sum(len(list(C.iter_shopper_turns(d))) for d in dialogues
-                             if d.store.name == s) for s in used},
-            "selection": {"keyword": keyword, "limit": limit},
-            "adapter": str(adapter_dir) if adapter_dir else None,
-            "decoding": "greedy",
-            "seconds": timings,
-            "engine_dtype": settings.engine_dtype,
-        }
-        _, md_path, md = write_report(out, results, meta)
-        click.echo(f"report written to {md_path}", err=True)
-        return md
-    finally:
-        db.dispose()
+        finally:
+            db.dispose()
+        timings[system] = round(time.monotonic() - started, 1)
+        for d in played:
+            results[d.store].setdefault(system, []).append(d)
+    meta = {
+        "dialogues": {s: sum(1 for d in dialogues if d.store.name == s) for s in used},
+        "turns": {s: sum(len(list(C.iter_shopper_turns(d))) for d in dialogues
+                         if d.store.name == s) for s in used},
+        "selection": {"keyword": keyword, "limit": limit},
+        "adapter": str(adapter_dir) if adapter_dir else None,
+        "decoding": "greedy",
+        "seconds": timings,
+        "engine_dtype": settings.engine_dtype,
+    }
+    _, md_path, md = write_report(out, results, meta)
+    click.echo(f"report written to {md_path}", err=True)
+    return md
