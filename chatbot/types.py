@@ -69,6 +69,8 @@ class ReplyDone:
     verified_orders: frozenset[str] = frozenset()
     # How many unsupported claims the grounding guard removed from this reply.
     guard_fired: int = 0
+    # The check each removal failed ("number", "status", "polarity", ...), one per firing.
+    guard_reasons: tuple[str, ...] = ()
     # Why the pipeline answered the way it did ("grounded", "no_match", "asked_human", ...).
     reason: str = "grounded"
     # The dialogue state after this reply (JSON-able), for the next request's ``state``.

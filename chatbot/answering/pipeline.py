@@ -476,6 +476,7 @@ class Pipeline:
             sources=[fact.source() for fact in used],
             verified_orders=plan.verified,
             guard_fired=guard.fired,
+            guard_reasons=tuple(guard.reasons.elements()),
             reason=plan.reason,
         )
 

@@ -141,6 +141,13 @@ class ServerMetrics:
         self.replies = r.add(Counter("chatbot_replies_total", "Bot replies.", ["outcome"]))
         self.tokens = r.add(Counter("chatbot_reply_tokens_total", "Reply tokens streamed."))
         self.errors = r.add(Counter("chatbot_errors_total", "Error events sent.", ["code"]))
+        self.claims_removed = r.add(
+            Counter(
+                "chatbot_claims_removed_total",
+                "Reply sentences the claim guard replaced or dropped, by failed check.",
+                ["check"],
+            )
+        )
         self.ttft = r.add(
             Histogram(
                 "chatbot_time_to_first_token_seconds",

@@ -372,6 +372,9 @@ class ReplyManager:
                 interrupted=True,
                 reason="takeover",
             )
+        if done is not None:
+            for check in done.guard_reasons:
+                self.metrics.claims_removed.inc(1, check)
         outcome = "interrupted" if interrupted else "complete"
         self.metrics.replies.inc(1, worker.stop_reason or ("failed" if failed else outcome))
         now = time.monotonic()

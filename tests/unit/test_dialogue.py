@@ -120,6 +120,7 @@ async def test_a_shoppers_reply_only_with_never_becomes_a_claim(
     assert "Reply only" not in engine.prompts[-1]
     assert pipeline.stats.instructions_removed == 1
     assert pipeline.stats.guard_reasons["status"] == 1
+    assert "status" in done.guard_reasons  # what /metrics counts
 
 
 async def test_a_different_question_never_gets_the_same_reply(
