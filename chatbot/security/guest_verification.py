@@ -7,9 +7,9 @@ that they hold across server processes (:mod:`chatbot.security.throttle`):
 
 | key | failures allowed | then |
 | --- | --- | --- |
-| the claimed email (per store) | 5 per hour | locked 1 h, 2 h, 4 h ... 24 h |
+| the claimed email (per store) | 5 per hour | locked 1 h, 2 h, 4 h ... 7 days |
 | the order number (per store) | 5 per hour | the same |
-| the conversation | 5 per hour | the same |
+| the conversation | 5 per hour | locked 1 h, 2 h, 4 h ... 24 h |
 | the client address | 20 per hour | the same |
 
 and from the third failure on the same keys wait 1, 2, 4 ... s before the next try
@@ -44,8 +44,9 @@ T = TypeVar("T")
 
 HOUR = timedelta(hours=1)
 # The first two failures of a key are free (typos); then 1, 2, 4 ... s between tries.
-EMAIL = Policy("guest_email", limit=5, window=HOUR, free=2)
-ORDER = Policy("guest_order", limit=5, window=HOUR, free=2)
+# A claimed email or order that keeps failing is locked 1 h, 2 h, 4 h ... up to a week.
+EMAIL = Policy("guest_email", limit=5, window=HOUR, free=2, max_lock=timedelta(days=7))
+ORDER = Policy("guest_order", limit=5, window=HOUR, free=2, max_lock=timedelta(days=7))
 CONVERSATION = Policy("guest_conversation", limit=5, window=HOUR, free=2)
 ADDRESS = Policy("guest_address", limit=20, window=HOUR, free=2)
 
