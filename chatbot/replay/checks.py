@@ -212,6 +212,12 @@ def product_lines(product: Product) -> list[str]:
             f"variant {v.title} ({options}) id {v.source_id} sku {v.sku} price {_money(v.price)} "
             f"was {_money(v.compare_at_price)} inventory {v.inventory}"
         )
+    # Counts derived from the rows ("2 of 3 variants in stock") are facts too.
+    variants = list(product.variants)
+    in_stock = sum(1 for v in variants
+                   if v.available and (v.inventory is None or v.inventory > 0))
+    lines.append(f"stock {in_stock} of {len(variants)} variants in stock, "
+                 f"{len(variants) - in_stock} sold out")
     return lines
 
 
