@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from chatbot.answering.facts import (
     Fact,
+    SentenceEmbedder,
     allowed_actions,
     customer_facing,
     sentence_scores,
@@ -63,8 +64,11 @@ _STATUS_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 _STATUS = [(re.compile(p, re.IGNORECASE), name) for p, name in _STATUS_PATTERNS]
 # A status word in a reply sentence that talks about an order (needs an order fact).
-_ABOUT_AN_ORDER = re.compile(r"\b(your|the|this|that) (order|package|parcel|item|refund)s?\b"
-                             r"|#\s?[A-Z]{0,3}\d{3,}", re.IGNORECASE)
+_ABOUT_AN_ORDER = re.compile(
+    r"\b(your|the|this|that) (order|package|parcel|item|refund)s?\b"
+    r"|#\s?[A-Z]{0,3}\d{3,}",
+    re.IGNORECASE,
+)
 _NEGATION = re.compile(
     r"\b(not|no longer|cannot|can't|can not|won't|isn't|aren't|doesn't|don't|didn't|"
     r"never|unable|nothing|none|no)\b(?!\s+(?:problem|worries|extra|additional|minimum))"
@@ -92,13 +96,58 @@ _WORDS = re.compile(r"[a-z][a-z'-]+")
 _CAPITALISED = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-z]+(?:\s[A-Z][a-z]+)*)\b")
 # Common capitalised words that are not option values.
 _NOT_VALUES = {
-    "I", "Men", "Women", "Kids", "Our", "We", "You", "Your", "The", "It", "This", "That",
-    "Yes", "No", "Order", "Orders", "Account", "Pacific", "Mon", "Monday", "Friday",
+    "I",
+    "Men",
+    "Women",
+    "Kids",
+    "Our",
+    "We",
+    "You",
+    "Your",
+    "The",
+    "It",
+    "This",
+    "That",
+    "Yes",
+    "No",
+    "Order",
+    "Orders",
+    "Account",
+    "Pacific",
+    "Mon",
+    "Monday",
+    "Friday",
 }
 _GENERIC = {
-    "shipping", "order", "orders", "business", "days", "day", "takes", "take", "costs",
-    "cost", "price", "item", "items", "your", "the", "and", "for", "with", "our", "you",
-    "arrives", "arrive", "delivery", "within", "after", "before", "free", "per", "each",
+    "shipping",
+    "order",
+    "orders",
+    "business",
+    "days",
+    "day",
+    "takes",
+    "take",
+    "costs",
+    "cost",
+    "price",
+    "item",
+    "items",
+    "your",
+    "the",
+    "and",
+    "for",
+    "with",
+    "our",
+    "you",
+    "arrives",
+    "arrive",
+    "delivery",
+    "within",
+    "after",
+    "before",
+    "free",
+    "per",
+    "each",
 }
 _ASKING = re.compile(r"\b(orders?|my|want|wants|need|needs|like|please|yes|hi|hello)\b", re.I)
 _ORDER_CODE = re.compile(r"#?\b[A-Za-z]{0,3}\d{4,}\b")
@@ -126,6 +175,8 @@ class ClaimContext:
     # The previous reply, when the shopper asked something else (its sentences are not
     # said again unless nothing new can be said; "" when repeating is right).
     previous_reply: str = ""
+    # Ranks the answer sentences by meaning too (retrieval's MiniLM), when given.
+    embedder: SentenceEmbedder | None = None
     _fact_sentences: list[tuple[Fact, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -144,6 +195,7 @@ class ClaimContext:
                         text = clause.strip().rstrip(".")
                         self._fact_sentences.append((fact, text[:1].upper() + text[1:] + "."))
         self.previous = {_key(s) for s in split_sentences(self.previous_reply)}
+        self._answers: list[str] | None = None
         text = "\n".join(f.line() for f in self.facts)
         self.fact_text = text
         self.fact_lines = [f.line() for f in self.facts]
@@ -167,8 +219,7 @@ class ClaimContext:
         top = max(scores)
         if top <= 0:
             return []
-        return [s for (_, s), x in zip(self._fact_sentences, scores, strict=True)
-                if x >= 0.6 * top]
+        return [s for (_, s), x in zip(self._fact_sentences, scores, strict=True) if x >= 0.6 * top]
 
     def restates(self, said: str, fact_sentence: str) -> bool:
         """Whether reply sentence ``said`` says what ``fact_sentence`` says (it is its
@@ -186,7 +237,9 @@ class ClaimContext:
         sentences = [s for _, s in self._fact_sentences]
         # The order number names the order, not what is asked about it.
         question = _ASKING.sub(" ", _ORDER_CODE.sub(" ", self.question))
-        scores = sentence_scores(sentences, question)
+        if self._answers is not None:
+            return self._answers
+        scores = sentence_scores(sentences, question, self.embedder if question.strip() else None)
         # The first fact leads: code ranked it first for this question.
         # Ties: the sentence with less beside the answer (a clause before its whole
         # sentence), then the earlier one (code put the most relevant fact first).
@@ -198,7 +251,8 @@ class ClaimContext:
             range(len(sentences)),
             key=lambda i: (-round(scores[i] + lead[i], 6), len(_stems(sentences[i]) - wanted), i),
         )
-        return [sentences[i] for i in order]
+        self._answers = [sentences[i] for i in order]
+        return self._answers
 
 
 def statuses(text: str) -> set[str]:
@@ -240,9 +294,24 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     claimed = statuses(text)
     if claimed - ctx.fact_statuses:
         return Verdict(False, "status")
-    if claimed and _ABOUT_AN_ORDER.search(text) and not ctx.has_order_fact and (
-        claimed & {"delivered", "refunded", "cancelled", "shipped", "returned", "processed",
-                   "in transit", "out for delivery", "exchanged"}
+    if (
+        claimed
+        and _ABOUT_AN_ORDER.search(text)
+        and not ctx.has_order_fact
+        and (
+            claimed
+            & {
+                "delivered",
+                "refunded",
+                "cancelled",
+                "shipped",
+                "returned",
+                "processed",
+                "in transit",
+                "out for delivery",
+                "exchanged",
+            }
+        )
     ):
         # "Your order has shipped" with no order in the facts: a status nobody looked up.
         return Verdict(False, "status")

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 MAX_FACT_CHARS = 300
 
 # Order-question topics the router detects; they pick which parts of an order line to show.
-ORDER_TOPICS = ("status", "tracking", "items", "total", "returns", "address", "cancel")
+ORDER_TOPICS = (
+    "status", "tracking", "items", "total", "returns", "address", "cancel", "change"
+)
 
 _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "AUD": "A$"}
 
@@ -513,17 +515,18 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
         fields = ("address1", "address2", "city", "state", "zip", "country")
         parts.append("ship to " + ", ".join(addr[k] for k in fields if addr.get(k)))
     possible = eligibility(order.status)
-    if wanted & {"cancel", "returns", "address", "items"} and possible:
+    asks_what_is_possible = bool(wanted & {"cancel", "returns", "address", "change"})
+    if asks_what_is_possible and possible:
         parts.append(possible)
-    said = [f"Order {order.number} is {order.status}."]
+    # The status and what it allows in one sentence: the answer to "can I cancel it?".
+    lead = f"Order {order.number} is {order.status}"
+    said = [f"{lead}, so {possible}." if asks_what_is_possible and possible else f"{lead}."]
     if tracking_first or "status" in wanted:
         said.append(_capital(_shipment_text(order)) + ".")
     if wanted & {"items", "returns", "total", "cancel"}:
         said.append("Items: " + ", ".join(item_lines(order)) + ".")
     if wanted & {"total", "cancel"}:
         said.append(f"The total was {money(order.total, order.currency)}.")
-    if possible:
-        said.append(_capital(possible) + ".")
     return Fact(
         kind="order",
         id=order.number,
@@ -539,17 +542,16 @@ def _capital(text: str) -> str:
 
 # What an order's status allows (the demo store's and the τ store's policy alike:
 # cancel or change while pending; return or exchange once delivered).
+_NOT_YET = (
+    "it can no longer be cancelled or changed; a return or exchange is possible after delivery"
+)
 _ELIGIBILITY: tuple[tuple[str, str], ...] = (
     ("pending (item", "it can no longer be changed, but it can still be cancelled"),
     ("pending", "it can still be cancelled or changed (address, size or colour, payment)"),
-    ("process", "it can no longer be cancelled or changed; a return or exchange is possible "
-                "once it is delivered"),
-    ("shipped", "it can no longer be cancelled or changed; a return or exchange is possible "
-                "once it is delivered"),
-    ("in transit", "it can no longer be cancelled or changed; a return or exchange is "
-                   "possible once it is delivered"),
-    ("out for delivery", "it can no longer be cancelled or changed; a return or exchange is "
-                         "possible once it is delivered"),
+    ("process", _NOT_YET),
+    ("shipped", _NOT_YET),
+    ("in transit", _NOT_YET),
+    ("out for delivery", _NOT_YET),
     ("delivered", "it can no longer be cancelled; items can be returned or exchanged"),
     ("cancelled", "it is already cancelled, so it cannot be changed or returned"),
 )

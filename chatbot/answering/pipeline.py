@@ -139,7 +139,10 @@ class Pipeline:
         if instructed:
             self.stats.instructions_removed += 1
             request = dataclasses.replace(request, message=message)
-        decision = route(request.message, request.history, state)
+        # A conversation from before dialogue state existed (history, no state) is
+        # routed by the older history rules.
+        legacy = request.state is None and bool(request.history)
+        decision = route(request.message, request.history, None if legacy else state)
         plan = await asyncio.to_thread(self.plan, request, decision, state)
         if request.for_agent and plan.fixed is not None and plan.handoff:
             # The copilot suggests what an agent could send: never "I'm connecting you".
@@ -210,6 +213,10 @@ class Pipeline:
         hits = self._search(request.store_id, query, k=max(self.settings.retrieval_k, 12))
         if focus and state.product:
             hits = self._with_focus_product(request.store_id, hits, state)
+            if not _PRODUCT_ATTRIBUTE.search(asked) and not _STOCK_QUESTION.search(asked):
+                # "will it come back?": an article answers; the card only says what it is.
+                articles = [h for h in hits if h.kind != "product"]
+                hits = articles + [h for h in hits if h.kind == "product"]
         if on_topic and state.article:
             # The article the conversation is about answers first, if it has the answer.
             mine = [h for h in hits if h.id == state.article]
@@ -219,6 +226,11 @@ class Pipeline:
             articles = [h for h in hits if h.kind != "product"]
             hits = articles or hits
         named = [h for h in hits if h.kind == "product" and _names_product(message, h.title)]
+        if named and not policy:
+            # "the men's Ridgeline rain jacket, what colours?": that product's card first.
+            best = max(h.score for h in hits)
+            top = dataclasses.replace(named[0], score=max(named[0].score, best))
+            hits = [top, *[h for h in hits if h.id != top.id]]
         product_id = next((h.id for h in [*named, *hits[:1]] if h.kind == "product"), None)
         product = self._product(request.store_id, product_id) if product_id else None
         if product is not None and _CARE_QUESTION.search(asked):
@@ -438,6 +450,7 @@ class Pipeline:
             request.message,
             grounded=True,
             previous_reply="" if same_question else state.last_reply,
+            embedder=self._embedder(),
         )
         guard = SentenceGuard(ctx)
         pieces = self.engine.stream(generation)
@@ -537,8 +550,8 @@ def _query(request: AnswerRequest, state: DialogueState | None = None) -> str:
     """The retrieval query: the message, plus the last topical question for short
     follow-ups ("and expedited?" after "how much is overnight shipping?")."""
     message = request.message.strip()
-    if len(message.split()) >= 5:
-        return message
+    if len(message.split()) >= 5 or len(_content_words(message) - _QUESTION_WORDS) >= 2:
+        return message  # it says what it is about ("are returns free?")
     if state is not None and state.question and normalise(state.question) != normalise(message):
         return f"{state.question} {message}"
     earlier = [t.text for t in request.history if t.role == "shopper" and t.text.strip() != message]
@@ -552,7 +565,9 @@ _POLICY_QUESTION = re.compile(
     re.IGNORECASE,
 )
 _STOCK_QUESTION = re.compile(
-    r"\b(in stock|stock|available|availability|sold out|left|have (it|them|any))\b", re.IGNORECASE
+    r"\b(in stock|stock|available|availability|sold out|left|have (it|them|any)|"
+    r"can i (get|buy|order)|right now|which sizes|what sizes)\b",
+    re.IGNORECASE,
 )
 _CARE_QUESTION = re.compile(
     r"\b(wash\w*|clean\w*|care|dry\w*|dryer|iron\w*|bleach|re-?proof\w*|store it|"
@@ -626,6 +641,7 @@ def _content_words(message: str) -> set[str]:
     return _words_of(message) - _FILLER
 
 
+_QUESTION_WORDS = {"are", "can", "will", "does", "did", "was", "were", "have", "has", "get"}
 _FILLER = {
     "and", "what", "about", "the", "how", "much", "does", "that", "this", "one", "for",
     "with", "can", "you", "your", "any", "there", "also", "then", "cost", "take", "long",

@@ -137,6 +137,7 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("total", _any(r"\b(total|how much|paid|pay|charged?|cost|amount|price)\b")),
     ("address", _any(r"\b(address|ship(ping)? to|sent to)\b")),
     ("cancel", _any(r"\bcancel\w*")),
+    ("change", _any(r"\b(chang\w*|modif\w*|edit\w*|swap\w*|switch\w*)\b")),
 )
 
 
@@ -225,6 +226,13 @@ _BARE_FOLLOW_UP = re.compile(
 _MY_ORDER = re.compile(
     r"\bmy (orders?|package|parcel|delivery|shipment|purchase|refund|return|stuff)\b", re.I
 )
+# A message that is little more than an order number ("and #W6310710?", "what about the
+# other one, #W4776164?").
+_BARE_ORDER = re.compile(
+    r"^\W*(and|what about|how about|same for|also|ok,?)?\s*(the other one,?\s*|on|for)?\s*"
+    r"(order\s*)?#?\s?[A-Za-z]{0,3}\d{3,10}\W*$",
+    re.IGNORECASE,
+)
 _OTHER_ORDER = re.compile(r"\b(the )?(other|another|previous|first|second) (one|order)\b", re.I)
 
 
@@ -266,19 +274,24 @@ def route(
     if numbers or (_ORDER_WORDS.search(text) and not general and not about_topic):
         # ("when it arrives" right after an answer about international shipping is about
         # that topic, not about an order nobody has named.)
-        if not numbers and history and _is_order_follow_up(text, history):
+        if not numbers and state is None and history and _is_order_follow_up(text, history):
             numbers = _recent_order_numbers(history)
-        return Route(Intent.ORDER, numbers, order_topics(text), email)
+        topics = order_topics(text)
+        carry = state is not None and numbers and topics == ("status",) and state.order_topics
+        if carry and state is not None and _BARE_ORDER.search(text):
+            # "and #W6310710?" after "can I cancel #W2611340?": the same question.
+            topics = tuple(state.order_topics)
+        return Route(Intent.ORDER, numbers, topics, email)
     if _GREETING.search(text):
         return Route(Intent.SMALL_TALK)
     if _OUT_OF_SCOPE.search(text):
         return Route(Intent.OUT_OF_SCOPE)
-    if email and history:
+    if email and history and state is None:
         # A guest answering a verification request with the email alone.
         recent = _recent_order_numbers(history)
         if recent:
             return Route(Intent.ORDER, recent, ("status",), email)
-    if history and _is_order_follow_up(text, history):
+    if state is None and history and _is_order_follow_up(text, history):
         return Route(Intent.ORDER, _recent_order_numbers(history), order_topics(text), email)
     if _POLICY_WORDS.search(text):
         return Route(Intent.POLICY)
