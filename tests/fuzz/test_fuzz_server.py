@@ -53,6 +53,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     limits = Limits(
         messages_per_minute_per_connection=100_000,
         messages_per_minute_per_ip=1_000_000,
+        frames_per_minute_per_ip=1_000_000,  # ~12,700 frames, all from 127.0.0.1
         max_connections_per_ip=1000,
     )
 
