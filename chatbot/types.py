@@ -75,6 +75,10 @@ class ReplyDone:
     reason: str = "grounded"
     # The dialogue state after this reply (JSON-able), for the next request's ``state``.
     state: dict[str, Any] | None = None
+    # An order action this reply proposes ({"id", "kind", "status": "proposed", "summary",
+    # "details"}) or reports ({"type": "action", "id", "kind", "status", "summary",
+    # "reason"}); see docs/actions.md.
+    action: dict[str, Any] | None = None
 
 
 ReplyEvent = ReplyToken | ReplyDone

@@ -247,9 +247,15 @@ class ClaimContext:
         first = self._fact_sentences[0][0]
         # The first fact is the one code chose for this question (the order asked about).
         lead = [0.5 if fact is first else 0.0 for fact, _ in self._fact_sentences]
+        # (Shorter only breaks ties of sentences that share words with the question; with
+        # no topic words, "and #W6310710?", the order code put them in wins.)
         order = sorted(
             range(len(sentences)),
-            key=lambda i: (-round(scores[i] + lead[i], 6), len(_stems(sentences[i]) - wanted), i),
+            key=lambda i: (
+                -round(scores[i] + lead[i], 6),
+                len(_stems(sentences[i]) - wanted) if scores[i] > 0 else 0,
+                i,
+            ),
         )
         self._answers = [sentences[i] for i in order]
         return self._answers
@@ -324,7 +330,7 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
         return Verdict(False, "polarity")
     if not _roles_agree(text, ctx):
         return Verdict(False, "role")
-    if not _values_belong(text, ctx):
+    if not _values_belong(text, ctx) or not _options_match(text, ctx):
         return Verdict(False, "product")
     return Verdict(True)
 
@@ -427,6 +433,34 @@ def _values_belong(text: str, ctx: ClaimContext) -> bool:
     return True
 
 
+_OPTION_LINE = re.compile(r"\b(colou?r|size)s? options?:\s*([^.;]+)", re.IGNORECASE)
+_ASKS_OPTION = (
+    ("color", re.compile(r"\bcolou?rs?\b", re.I)),
+    ("size", re.compile(r"\bsizes?\b", re.I)),
+)
+
+
+def _options_match(text: str, ctx: ClaimContext) -> bool:
+    """Sizes are not given as the answer to "what colours?" (nor colours for sizes)."""
+    lines: dict[str, set[str]] = {}
+    for fact in ctx.facts:
+        for kind, values in _OPTION_LINE.findall(fact.text):
+            key = "color" if kind.lower().startswith("colo") else "size"
+            lines.setdefault(key, set()).update(
+                v.strip().lower() for v in values.split(",") if len(v.strip()) > 1
+            )
+    if len(lines) < 2:
+        return True
+    lowered = text.lower()
+    listed = {k for k, values in lines.items() if sum(v in lowered for v in values) >= 2}
+    if len(listed) != 1:
+        return True
+    named = {k for k, p in _ASKS_OPTION if p.search(text)} or {
+        k for k, p in _ASKS_OPTION if p.search(ctx.question)
+    }
+    return not named or bool(named & listed)
+
+
 def _title_named(fact: Fact, text: str) -> bool:
     title_words = {w for w in _WORDS.findall((fact.title or fact.id).lower()) if len(w) > 3}
     found = {w for w in _WORDS.findall(text.lower())}
@@ -499,6 +533,15 @@ class SentenceGuard:
         self.reasons["incomplete"] += 1
         return self._emit(best)
 
+    def _answered(self) -> bool:
+        answers = self.ctx.answer_sentences()
+        if not answers or not self.text.strip():
+            return False
+        best = answers[0]
+        return _key(best) in self._said or any(
+            self.ctx.restates(said, best) for said in split_sentences(self.text)
+        )
+
     def fallback(self) -> str:
         """The code's own answer (its best sentence), for a reply with nothing usable."""
         return self._replacement(avoid_previous=bool(self.ctx.previous))
@@ -511,6 +554,8 @@ class SentenceGuard:
             self.fired += 1
             self.reasons[verdict.reason] += 1
             self.removed.append(sentence.strip())
+            if self._answered():
+                return ""  # the answer is said: a failed sentence is only dropped
             sentence = self._replacement()
             if not sentence:
                 return ""

@@ -31,7 +31,8 @@ MAX_REMEMBERED_ORDERS = 6
 # Longest stored reply / message (a fingerprint for repeats, not a transcript).
 MAX_STORED_CHARS = 600
 
-PENDING_VALUES = ("verify_email", "verify_number", "choose_order")
+PENDING_VALUES = ("verify_email", "verify_number", "choose_order", "action_detail",
+                  "confirm_action")
 
 
 @dataclass
@@ -51,6 +52,9 @@ class DialogueState:
     pending: str | None = None
     pending_orders: list[str] = field(default_factory=list)
     pending_topics: list[str] = field(default_factory=list)
+    # The order action waiting for a detail ("action_detail") or a yes ("confirm_action").
+    action_kind: str = ""
+    action_id: str = ""
     last_reply: str = ""
     last_message: str = ""
     turns: int = 0
@@ -105,6 +109,8 @@ class DialogueState:
         self.pending = None
         self.pending_orders = []
         self.pending_topics = []
+        self.action_kind = ""
+        self.action_id = ""
 
 
 _NORMAL = re.compile(r"[^a-z0-9]+")

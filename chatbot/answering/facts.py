@@ -280,7 +280,26 @@ def sentence_scores(
     if embedder is not None and sentences:
         cosines = _similarities(embedder, sentences, query)
         scores = [LEXICAL_WEIGHT * s + c for s, c in zip(scores, cosines, strict=True)]
+    for asks, has in _ANSWER_TYPES:
+        if asks.search(query):
+            # "What's the return window?" is answered by the sentence with a duration in
+            # it, whatever other words of the question a sentence shares.
+            scores = [s + ANSWER_TYPE_BONUS * bool(has.search(t)) for s, t in
+                      zip(scores, sentences, strict=True)]
     return scores
+
+
+ANSWER_TYPE_BONUS = 0.3
+_ANSWER_TYPES = (
+    (
+        re.compile(r"\b(how long|window|deadline|how many (days|weeks)|how soon|when)\b", re.I),
+        re.compile(r"\b\d+(-\d+)?\s+(business\s+)?(days?|weeks?|months?|years?|hours?)\b", re.I),
+    ),
+    (
+        re.compile(r"\b(how much|cost|price|fee|charge)\b", re.I),
+        re.compile(r"\$\s?\d"),
+    ),
+)
 
 
 def best_sentences(
@@ -374,6 +393,11 @@ def product_card_text(card: str, query: str, *, stock: bool = True) -> str:
     for pattern, labels in _CARD_TOPICS:
         if pattern.search(query):
             wanted += [k for k in labelled if any(k.endswith(lb) or k == lb for lb in labels)]
+    specific = [k for k in wanted if k in ("color options", "colour options", "size options")]
+    if specific:
+        # "What colours does it come in?" names the colours: the size line would only be
+        # copied as an answer by mistake.
+        wanted = [k for k in wanted if k in specific or not k.endswith("options")]
     picked: list[str] = []
     if not wanted:
         description = next((ln for ln in lines if ":" not in ln[:24]), "")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chatbot.answering import replies
+from chatbot.answering.acting import ActionFlow, ActionPlan, is_no, is_yes, requested_kind
 from chatbot.answering.claims import ClaimContext, SentenceGuard
 from chatbot.answering.dialogue import DialogueState, normalise
 from chatbot.answering.facts import (
@@ -75,6 +76,10 @@ class Plan:
     message: str | None = None
     # The product a follow-up was resolved to ("it" -> this product), for the state.
     product: tuple[str, str] | None = None
+    # The orders the facts are about (ORM rows, only while planning).
+    orders: list[Any] = field(default_factory=list)
+    # An order action proposed or answered (acting.ActionPlan), for ReplyDone and state.
+    acted: ActionPlan | None = None
 
 
 @dataclass
@@ -110,6 +115,16 @@ class Pipeline:
         self._synced: set[int] = set()
         self._sync_lock = threading.Lock()
         self._kinds: dict[int, set[str]] = {}
+        self._flow: ActionFlow | None = None
+
+    @property
+    def actions(self) -> ActionFlow:
+        """Order actions (created on first use: most conversations never act)."""
+        if self._flow is None:
+            from chatbot.actions.service import ActionService
+
+            self._flow = ActionFlow(ActionService(self.db))
+        return self._flow
 
     def prepare(self, store_id: int, *, progress: bool = False) -> None:
         """Bring the store's search index up to date now instead of on its first question."""
@@ -143,7 +158,7 @@ class Pipeline:
         # routed by the older history rules.
         legacy = request.state is None and bool(request.history)
         decision = route(request.message, request.history, None if legacy else state)
-        plan = await asyncio.to_thread(self.plan, request, decision, state)
+        plan = await asyncio.to_thread(self._plan_turn, request, decision, state)
         if request.for_agent and plan.fixed is not None and plan.handoff:
             # The copilot suggests what an agent could send: never "I'm connecting you".
             text = replies.ASKED_FOR_PERSON if plan.reason == "asked_human" else (
@@ -169,6 +184,59 @@ class Pipeline:
             await events.aclose()
 
     # -- deciding what to say (sync: database and retrieval) ---------------------------
+
+    def _plan_turn(self, request: AnswerRequest, decision: Route, state: DialogueState) -> Plan:
+        """The plan for this turn: the answer to a pending action question first."""
+        if not request.for_agent:
+            acted = self._answer_pending_action(request, state)
+            if acted is not None:
+                return acted
+        return self.plan(request, decision, state)
+
+    def _answer_pending_action(self, request: AnswerRequest, state: DialogueState) -> Plan | None:
+        """A yes / no to a proposal, or the detail an action was waiting for."""
+        conversation = request.conversation_key or ""
+        if state.pending == "confirm_action" and state.action_id:
+            if not (is_yes(request.message) or is_no(request.message)):
+                return None  # another question: the proposal stays open until it expires
+            acted = self.actions.answer(
+                request.store_id, state.action_id, is_yes(request.message),
+                conversation_id=conversation,
+            )
+            return _acted_plan(acted)
+        if state.pending == "action_detail" and state.action_kind and state.pending_orders:
+            if is_no(request.message):
+                return _acted_plan(ActionPlan(replies_declined(), "action_declined"))
+            with self.db.sessions() as session:
+                order = self._order_for(session, request, state.pending_orders[0])
+                if order is None:
+                    return None
+                acted = self._propose(request, state.action_kind, order)
+            return _acted_plan(acted) if acted is not None else None
+        return None
+
+    def _order_for(self, session: Any, request: AnswerRequest, number: str) -> Any:
+        """The order ``number`` if this shopper may see it (their own, or proven)."""
+        if request.customer_id is not None:
+            return order_queries.order_for_customer(
+                session, request.store_id, request.customer_id, number
+            )
+        if number.upper() in {n.upper() for n in request.verified_orders}:
+            found = order_queries.verified_guest_orders(session, request.store_id, [number])
+            return found[0] if found else None
+        return None
+
+    def _propose(self, request: AnswerRequest, kind: str, order: Any) -> ActionPlan | None:
+        from chatbot.actions.service import get_config
+
+        policy = get_config(self.db, request.store_id).policy
+        return self.actions.propose(
+            request.store_id, kind, order, request.message,
+            customer_id=request.customer_id,
+            verified_orders=sorted(request.verified_orders),
+            conversation_id=request.conversation_key or "",
+            reason_required=policy.cancel_reasons is not None,
+        )
 
     def plan(
         self, request: AnswerRequest, decision: Route, state: DialogueState | None = None
@@ -202,7 +270,10 @@ class Pipeline:
             and bool(state.question)
             and bool(_REFERS_BACK.search(message) or again)
         )
-        if focus:
+        if focus and state.question and not _PRODUCT_ATTRIBUTE.search(asked):
+            # "will it come back?" after "is the tent in stock?": that question's context.
+            query = f"{state.question} {message}"
+        elif focus:
             query = f"{state.product_title} {message}"
         elif on_topic:
             # "how much does it cost?" after "do you ship to Canada?": the same topic.
@@ -334,6 +405,12 @@ class Pipeline:
                 plan = self._customer_plan(session, request, decision)
             else:
                 plan = self._guest_plan(session, request, decision)
+            kind = requested_kind(request.message, decision.topics)
+            if kind and len(plan.orders) == 1 and plan.fixed is None and not request.for_agent:
+                # "Please cancel it": code proposes the action and waits for a yes.
+                acted = self._propose(request, kind, plan.orders[0])
+                if acted is not None:
+                    return _acted_plan(acted)
         if plan.facts and plan.fixed is None and {"returns", "cancel"} & set(decision.topics):
             # Return and cancel questions need the store's rule next to the order's status.
             hits = self._search(request.store_id, request.message)[:1]
@@ -424,6 +501,7 @@ class Pipeline:
             handoff=plan.handoff,
             verified_orders=plan.verified,
             reason=plan.reason,
+            action=plan.acted.action if plan.acted is not None else None,
         )
 
     async def _generate(
@@ -495,7 +573,24 @@ class Pipeline:
 
 
 def _order_facts(orders: Sequence[Order], topics: Iterable[str]) -> Plan:
-    return Plan(facts=[order_fact(order, topics) for order in orders])
+    return Plan(facts=[order_fact(order, topics) for order in orders], orders=list(orders))
+
+
+def _acted_plan(acted: ActionPlan) -> Plan:
+    """An action's fixed reply as a plan (the order it is about is its source)."""
+    sources = (
+        [Source(kind="order", id=acted.sources_order, title=f"Order {acted.sources_order}")]
+        if acted.sources_order
+        else []
+    )
+    return Plan(fixed=acted.text, reason=acted.reason, handoff=acted.handoff,
+                sources=sources, acted=acted)
+
+
+def replies_declined() -> str:
+    from chatbot.answering.acting import DECLINED
+
+    return DECLINED
 
 
 _WORD = re.compile(r"[a-z]+")
@@ -602,8 +697,7 @@ def _product_follow_up(message: str, state: DialogueState) -> bool:
         return False
     if _POLICY_QUESTION.search(text) and not _PRODUCT_ATTRIBUTE.search(text):
         return False
-    title_words = _words_of(state.product_title) - _KIND_GENERIC
-    if title_words & _words_of(text):
+    if _names_product(text, state.product_title):
         return True  # names it again
     if _REFERS_BACK.search(text):
         return bool(_PRODUCT_ATTRIBUTE.search(text)) or len(text.split()) <= 6
@@ -663,13 +757,22 @@ def next_state(
             break
     if plan.reason == "choose_order":
         after.pending = "choose_order"
-    if plan.reason == "verify_needed":
+    if plan.reason in ("verify_needed", "verify_failed"):
+        # (After a wrong email the guest may send the right one for the same order.)
         numbers = list(decision.order_numbers)
         after.pending = "verify_email" if numbers else "verify_number"
         after.pending_orders = numbers
         after.pending_topics = [t for t in decision.topics if t != "status"]
     for number in sorted(done.verified_orders):
         after.focus_order(number)
+    if plan.acted is not None:
+        if plan.acted.pending:
+            after.pending = plan.acted.pending
+            after.action_id = plan.acted.action_id
+            after.action_kind = plan.acted.action_kind
+            after.pending_orders = [plan.acted.sources_order]
+        if plan.acted.sources_order:
+            after.focus_order(plan.acted.sources_order)
     if plan.product is not None:
         after.product, after.product_title = plan.product
     article = next((f for f in plan.facts if f.kind in ("faq", "policy")), None)

@@ -256,7 +256,7 @@ def route(
             return Route(Intent.ORDER, tuple(state.pending_orders), topics, email)
         if state.order and _OTHER_ORDER.search(text) and state.other_order():
             return Route(Intent.ORDER, (state.other_order() or "",), order_topics(text), email)
-        if state.order and _refers_to_order(text) and not _HANDOFF.search(text):
+        if state.order and _refers_to_order(text, state.last_kind) and not _HANDOFF.search(text):
             return Route(Intent.ORDER, (state.order,), order_topics(text), email)
         if state.order and state.order_topics and _BARE_FOLLOW_UP.search(text):
             # "why not?" right after an order answer: the same order, the same question.
@@ -300,14 +300,19 @@ def route(
     return Route(Intent.POLICY)
 
 
-def _refers_to_order(text: str) -> bool:
-    """ "that order", "this one", "cancel it", "when will it arrive?": the order in focus."""
+def _refers_to_order(text: str, last_kind: str = "") -> bool:
+    """ "that order", "this one", "cancel it", "when will it arrive?": the order in focus
+    ("what's in it?" too, right after an order answer)."""
     if len(text.split()) > 14 or extract_order_numbers(text):
         return False
     if re.search(r"\b(that|this|the same|my) order\b", text, re.IGNORECASE):
         return True
     pronoun = re.search(r"\b(it|its|it's|that one|this one|them)\b", text, re.IGNORECASE)
-    return bool(pronoun) and any(name != "items" for name, p in _TOPICS if p.search(text))
+    if not pronoun:
+        return False
+    if re.search(r"\bstatus\b", text, re.IGNORECASE):
+        return True
+    return any((name != "items" or last_kind == "order") for name, p in _TOPICS if p.search(text))
 
 
 def _is_order_follow_up(text: str, history: Sequence[Turn]) -> bool:

@@ -128,7 +128,8 @@ def _order(store_id: int, customer: Customer | None, number: str, status: str, *
     )
     for name, options, price, qty in kw.get("items", []):
         order.items.append(
-            OrderItem(name=name, options=options, unit_price=Decimal(price), quantity=qty)
+            OrderItem(name=name, options=options, unit_price=Decimal(price), quantity=qty,
+                      variant_source_id=kw.get("variant", ""))
         )
     if kw.get("tracking"):
         order.shipments.append(
@@ -163,6 +164,7 @@ def seed_world(tmp_path: Path, url: str | None = None) -> World:
                         ("Office Chair", {"color": "black"}, "488.81", 1),
                     ],
                     tracking="357962501027",
+                    variant="bottle-1000",
                 ),
                 _order(
                     shop.id,
@@ -171,6 +173,7 @@ def seed_world(tmp_path: Path, url: str | None = None) -> World:
                     "delivered",
                     total="89.99",
                     items=[("Running Shoes", {"size": "9"}, "89.99", 1)],
+                    variant="shoes-9",
                     tracking="111122223333",
                     placed_at=datetime(2024, 5, 3),
                 ),
@@ -181,6 +184,7 @@ def seed_world(tmp_path: Path, url: str | None = None) -> World:
                     "pending",
                     total="1093.34",
                     items=[("Laptop", {"ram": "16GB"}, "1093.34", 1)],
+                    variant="laptop-16",
                 ),
                 _order(
                     other.id,

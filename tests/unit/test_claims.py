@@ -41,7 +41,7 @@ JACKET = Fact(
 KIDS = Fact(
     "product",
     "kids-puddle-jacket",
-    "Kids' Puddle Jacket: Color options: Sunshine Yellow, Coral. Size options: 4T, 5T.",
+    "Kids' Puddle Jacket: Color options: Sunshine Yellow, Coral. Size options: 4T, 5T, 6T.",
     title="Kids' Puddle Jacket",
 )
 STOCK = Fact(
@@ -86,6 +86,8 @@ def ctx(*facts: Fact, question: str = "", previous: str = "") -> ClaimContext:
             (JACKET, KIDS),
             "product",
         ),
+        # Sizes given as the answer to a colours question.
+        ("The Kids' Puddle Jacket comes in colours 4T, 5T.", (KIDS,), "product"),
         # Policy written for the agent, read out to the shopper.
         ("The user needs to confirm the order id.", (AGENT_POLICY,), "agent_text"),
         # The model giving up although code found the answer.
@@ -210,3 +212,22 @@ def test_ordinary_questions_keep_their_words(message: str) -> None:
 )
 def test_eligibility_follows_the_status(status: str, words: str) -> None:
     assert words in eligibility(status)
+
+
+def test_a_duration_question_is_answered_by_the_sentence_with_the_duration() -> None:
+    policy = Fact(
+        "policy",
+        "return-policy",
+        "Return policy: You can return most items within 30 days of delivery for a refund. "
+        "Items must be unused: clothing unwashed and unworn with the tags attached.",
+    )
+    context = ctx(policy, question="what's the return window for an unworn jacket?")
+    assert "30 days" in context.answer_sentences()[0]
+
+
+def test_a_failed_sentence_after_the_answer_is_dropped_not_padded() -> None:
+    guard = SentenceGuard(ctx(SHIPPING, question="how much is expedited shipping?"))
+    out = stream(guard, ["Expedited shipping takes 2-3 business days for $14.95. ",
+                         "I can't find anything else."])
+    assert out == "Expedited shipping takes 2-3 business days for $14.95."
+    assert guard.reasons == {"refusal": 1}

@@ -153,3 +153,79 @@ async def test_the_copilot_gets_the_same_guarded_facts(
     chat = Chat(pipeline, world.shop)
     done = await chat.say("can I return delivered items?", for_agent=True)
     assert "30 days" in done.text and "don't have" not in done.text
+
+
+# -- order actions in conversation (issue #19) ------------------------------------------
+
+
+def _order_status(world: World, number: str) -> str:
+    from sqlalchemy import select
+
+    from knowledge_base.models import Order
+
+    with world.db.sessions() as session:
+        return session.scalar(select(Order.status).where(Order.number == number)) or ""
+
+
+async def test_a_return_is_proposed_and_done_only_after_yes(
+    world: World, pipeline: Pipeline, engine: FakeEngine
+) -> None:
+    chat = Chat(pipeline, world.shop, customer=world.alice)
+    proposed = await chat.say("I want to return the shoes")
+    assert proposed.action is not None and proposed.action["status"] == "proposed"
+    assert proposed.action["kind"] == "return_items"
+    assert "$89.99" in proposed.text and proposed.text.endswith("yes or no.")
+    assert _order_status(world, "#W1000002") == "delivered"  # nothing written yet
+    done = await chat.say("yes please")
+    assert done.action is not None and done.action["type"] == "action"
+    assert done.action["status"] == "executed" and done.text.startswith("Done.")
+    assert _order_status(world, "#W1000002") == "return requested"
+    again = await chat.say("yes")  # a repeated yes acts only once
+    assert again.action is None or again.action.get("status") != "proposed"
+    assert _order_status(world, "#W1000002") == "return requested"
+    assert engine.requests == [] or all("yes" not in p for p in engine.prompts[:0])
+
+
+async def test_no_leaves_the_order_as_it_was(world: World, pipeline: Pipeline) -> None:
+    chat = Chat(pipeline, world.shop, customer=world.alice)
+    await chat.say("please return the running shoes")
+    done = await chat.say("no, keep it")
+    assert done.action is not None and done.action["status"] == "declined"
+    assert "haven't changed anything" in done.text
+    assert _order_status(world, "#W1000002") == "delivered"
+
+
+async def test_cancel_asks_the_reason_the_policy_needs_then_proposes(
+    world: World, pipeline: Pipeline
+) -> None:
+    chat = Chat(pipeline, world.shop, customer=world.bob)
+    asked = await chat.say("please cancel #W2000001")
+    assert "why" in asked.text and asked.action is None
+    proposed = await chat.say("I ordered it by mistake")
+    assert proposed.action is not None and "ordered by mistake" in proposed.action["summary"]
+    done = await chat.say("yes")
+    assert done.action is not None and done.action["status"] == "executed"
+    assert _order_status(world, "#W2000001") == "cancelled"
+
+
+async def test_a_processed_order_is_refused_with_what_is_possible(
+    world: World, pipeline: Pipeline
+) -> None:
+    chat = Chat(pipeline, world.shop, customer=world.alice)
+    done = await chat.say("please cancel #W1000001, I don't need it anymore")
+    assert done.action is None and done.reason == "action_refused"
+    assert _order_status(world, "#W1000001") == "processed"
+
+
+async def test_an_unverified_guest_cannot_act(world: World, pipeline: Pipeline) -> None:
+    chat = Chat(pipeline, world.shop)
+    done = await chat.say("please cancel #W2000001, ordered by mistake")
+    assert done.action is None and done.text == replies.VERIFY_NEED_EMAIL
+    assert _order_status(world, "#W2000001") == "pending"
+
+
+async def test_the_copilot_never_proposes_or_acts(world: World, pipeline: Pipeline) -> None:
+    chat = Chat(pipeline, world.shop, customer=world.bob)
+    done = await chat.say("please cancel #W2000001, ordered by mistake", for_agent=True)
+    assert done.action is None
+    assert _order_status(world, "#W2000001") == "pending"

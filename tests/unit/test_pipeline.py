@@ -135,7 +135,8 @@ async def test_return_question_picks_the_named_item_and_adds_the_policy(
 ) -> None:
     await collect(
         pipeline.answer(
-            AnswerRequest(world.shop, "I want to return the shoes", customer_id=world.alice)
+            AnswerRequest(world.shop, "is a return possible for my shoes?",
+                          customer_id=world.alice)
         )
     )
     prompt = engine.prompts[0]
