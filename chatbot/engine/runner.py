@@ -9,13 +9,12 @@ native step, how many OpenMP threads) and runs the model's forward pass. The sam
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
 from chatbot.engine.linear import ONE_THREAD_ROWS
-from chatbot.engine.model import KVCache, StepPlan, choose_kernels
+from chatbot.engine.model import Kernels, KVCache, StepPlan, choose_kernels
 
 
 class ModelRunner:
@@ -38,18 +37,16 @@ class ModelRunner:
         drafted = len(plan.decode_positions) - plan.n_sequences
         return 1 if plan.n_tokens - drafted <= self.small_step_rows else self.threads
 
-    def plan_kernels(self, plan: StepPlan, cache: KVCache) -> StepPlan:
-        """``plan`` with its kernels chosen (unless it has them already)."""
-        if plan.kernels is not None:
-            return plan
-        kernels = choose_kernels(self.model, plan, cache.k, self.threads_for(plan))
-        return dataclasses.replace(plan, kernels=kernels)
+    def plan_kernels(self, plan: StepPlan, cache: KVCache) -> Kernels:
+        """Choose ``plan``'s kernels and thread count (unless it has them) and record them
+        in the plan."""
+        if plan.kernels is None:
+            plan.kernels = choose_kernels(self.model, plan, cache.k, self.threads_for(plan))
+        return plan.kernels
 
     def run(self, tokens: list[int], plan: StepPlan, cache: KVCache) -> torch.Tensor:
         """One forward pass: fp32 logits [len(plan.logit_rows), vocab]."""
-        plan = self.plan_kernels(plan, cache)
-        assert plan.kernels is not None
-        threads = plan.kernels.threads
+        threads = self.plan_kernels(plan, cache).threads
         if threads and threads != torch.get_num_threads():
             torch.set_num_threads(threads)
         result: torch.Tensor = self.model.forward(
