@@ -97,6 +97,20 @@ def requested_kind(message: str, topics: Sequence[str]) -> str | None:
     return None
 
 
+def supplies_detail(kind: str, message: str) -> bool:
+    """Whether ``message`` answers the question asked for ``kind`` (a cancellation reason,
+    which items) rather than asking something else ("and #W6310710?")."""
+    from chatbot.answering.router import extract_order_numbers
+
+    if extract_order_numbers(message):
+        return False
+    if kind == CANCEL_ORDER:
+        return cancel_reason(message) is not None
+    if kind == RETURN_ITEMS:
+        return len(message.split()) <= 12 and not message.rstrip().endswith("?")
+    return False
+
+
 def is_yes(message: str) -> bool:
     return bool(_YES.search(message)) and not _NO.search(message)
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chatbot.answering import replies
-from chatbot.answering.acting import ActionFlow, ActionPlan, is_no, is_yes, requested_kind
+from chatbot.answering.acting import (
+    ActionFlow,
+    ActionPlan,
+    is_no,
+    is_yes,
+    requested_kind,
+    supplies_detail,
+)
 from chatbot.answering.claims import ClaimContext, SentenceGuard
 from chatbot.answering.dialogue import DialogueState, normalise
 from chatbot.answering.facts import (
@@ -207,6 +214,8 @@ class Pipeline:
         if state.pending == "action_detail" and state.action_kind and state.pending_orders:
             if is_no(request.message):
                 return _acted_plan(ActionPlan(replies_declined(), "action_declined"))
+            if not supplies_detail(state.action_kind, request.message):
+                return None  # another question ("and #W6310710?"): answered as usual
             with self.db.sessions() as session:
                 order = self._order_for(session, request, state.pending_orders[0])
                 if order is None:

@@ -229,3 +229,16 @@ async def test_the_copilot_never_proposes_or_acts(world: World, pipeline: Pipeli
     done = await chat.say("please cancel #W2000001, ordered by mistake", for_agent=True)
     assert done.action is None
     assert _order_status(world, "#W2000001") == "pending"
+
+
+async def test_another_question_while_a_detail_is_asked_is_answered(
+    world: World, pipeline: Pipeline
+) -> None:
+    chat = Chat(pipeline, world.shop, customer=world.alice)
+    await chat.say("please cancel #W1000002")  # delivered: refused, nothing pending
+    chat2 = Chat(pipeline, world.shop, customer=world.bob)
+    asked = await chat2.say("please cancel #W2000001")
+    assert chat2.state and chat2.state["pending"] == "action_detail"
+    other = await chat2.say("how long does standard shipping take?")
+    assert other.text != asked.text and other.action is None
+    assert chat2.state["pending"] is None
