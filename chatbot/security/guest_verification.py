@@ -45,9 +45,13 @@ T = TypeVar("T")
 HOUR = timedelta(hours=1)
 # The first two failures of a key are free (typos); then 1, 2, 4 ... s between tries.
 # A claimed email or order that keeps failing is locked 1 h, 2 h, 4 h ... up to a week.
+# Proving the order clears its order and conversation counters (a typo then the right email
+# is a normal start); the email's and the address's counters only get the attempt back.
 EMAIL = Policy("guest_email", limit=5, window=HOUR, free=2, max_lock=timedelta(days=7))
-ORDER = Policy("guest_order", limit=5, window=HOUR, free=2, max_lock=timedelta(days=7))
-CONVERSATION = Policy("guest_conversation", limit=5, window=HOUR, free=2)
+ORDER = Policy("guest_order", limit=5, window=HOUR, free=2, max_lock=timedelta(days=7),
+               reset_on_success=True)
+CONVERSATION = Policy("guest_conversation", limit=5, window=HOUR, free=2,
+                      reset_on_success=True)
 ADDRESS = Policy("guest_address", limit=20, window=HOUR, free=2)
 
 # The reply to a refused attempt: the same whichever limit refused it, and it says

@@ -10,8 +10,10 @@ database thread (the failure), and the check itself runs in :class:`PasswordChec
 own small thread pool (argon2-cffi releases the GIL), at most ``max_concurrent`` checks
 at once (default: half the CPUs, at least one, so the chat always has a core), at a
 lower CPU priority (nice +10) than the chat's threads, at most ``max_per_second`` (4)
-checks a second in all, and at most ``max_waiting`` logins queued for a slot. A login beyond that is answered ``503 busy`` at once, without
-touching the database or spending any argon2 time: a flood cannot grow a queue.
+checks a second in all, and at most ``max_waiting`` logins queued for a slot. A login
+beyond that is answered ``503 busy`` at once, without touching the database or spending
+any argon2 time: a flood cannot grow a queue. The right password clears its
+(account, address) failures.
 
 **Lockout.** Failures are counted per (account, address) in the database
 (``security_throttles``): the first 3 failures are free, then each waits 1, 2, 4 ...
@@ -46,6 +48,7 @@ LOGIN = Policy(
     base_delay=timedelta(seconds=1),
     max_lock=timedelta(hours=1),
     free=3,
+    reset_on_success=True,  # the right password clears this account + address
 )
 
 throttle = Throttle()

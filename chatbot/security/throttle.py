@@ -46,6 +46,10 @@ class Policy:
     base_delay: timedelta = timedelta(seconds=1)
     max_lock: timedelta = timedelta(hours=24)
     free: int = 0  # failures without any pause (typos)
+    # A success clears the key's failures (it proves the secret behind this key); keys an
+    # attacker could clear with a secret of their own (an address, a claimed email whose
+    # other orders they want) only get their attempt back.
+    reset_on_success: bool = False
 
     def backoff(self, failures: int) -> timedelta:
         """The pause after the ``failures``-th failure of a window (below the limit)."""
@@ -152,7 +156,10 @@ class Throttle:
         rows = _lock_rows(session, keys, now)
         for key, row in zip(keys, rows, strict=True):
             policy = key.policy
-            if not failed:
+            if not failed and policy.reset_on_success:
+                row.failures = 0
+                row.locked_until = None
+            elif not failed:
                 row.failures = max(0, row.failures - 1)
             elif row.failures >= policy.limit:
                 row.strikes += 1

@@ -131,6 +131,7 @@ def _finish(session: Session, keys: list[Any], agent_id: int | None, new_hash: s
     if agent_id is None:
         login_throttle.fail(session, keys)
         return None
+    login_throttle.settle(session, keys, failed=False)  # clears this pair's failures
     try:
         result = sessions.open_session(session, agent_id, user_agent=user_agent, ip=ip,
                                        new_hash=new_hash)

@@ -7,6 +7,9 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
+
+from chatbot.security.models import SecurityThrottle
 from chatbot.security.throttle import Key, Policy, Throttle
 from chatbot.storage.db import Database
 
@@ -102,6 +105,28 @@ def test_the_database_enforces_the_limit_across_processes(tmp_path: Path) -> Non
     # Other keys are unaffected, and no key is stored in clear.
     assert attempt(dbs[0], throttles[0], [Key(POLICY, "someone-else@example.com")])
     with dbs[0].session() as session:
-        stored = {r[0] for r in session.execute(
-            __import__("sqlalchemy").text("SELECT key FROM security_throttles"))}
+        stored = set(session.scalars(select(SecurityThrottle.key)))
     assert all(len(k) == 64 and "@" not in k for k in stored)
+
+
+def test_a_success_clears_only_keys_that_prove_something(tmp_path: Path) -> None:
+    """A typo then the right email: the order and conversation start over; the claimed
+    email (and the address) keep their failures, so proving one order of an email does
+    not buy guesses at its other orders."""
+    from chatbot.security import guest_verification as gv
+
+    db = Database(f"sqlite:///{tmp_path / 't.db'}")
+    clock = Clock()
+    throttle = Throttle(clock)
+    wrong = gv.keys_for(1, "#NW10928", "amelia.miller@example.org", "c_1", "10.0.0.1")
+    right = gv.keys_for(1, "#NW10928", "amelia.miller69@example.org", "c_1", "10.0.0.1")
+    for _ in range(3):  # three wrong emails for the order (the third starts a backoff)
+        assert attempt(db, throttle, wrong)
+        clock.now += timedelta(seconds=5)
+    assert attempt(db, throttle, right, ok=True)
+    with db.session() as session:
+        rows = sorted((r.scope, r.failures) for r in session.scalars(select(SecurityThrottle)))
+    assert rows == [("guest_address", 3), ("guest_conversation", 0), ("guest_email", 0),
+                    ("guest_email", 3), ("guest_order", 0)]
+    # Right after, the owner can ask again at once (no backoff left on the order).
+    assert attempt(db, throttle, right, ok=True)
