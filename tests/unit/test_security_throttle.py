@@ -7,11 +7,13 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from chatbot.security.models import SecurityThrottle
 from chatbot.security.throttle import Key, Policy, Throttle
 from chatbot.storage.db import Database
+from tests.pg import throwaway_pg_database
 
 POLICY = Policy("test", limit=5, window=timedelta(hours=1), base_delay=timedelta(0))
 
@@ -72,10 +74,19 @@ def test_success_gives_the_attempt_back(tmp_path: Path) -> None:
         assert attempt(db, throttle, keys, ok=True)
 
 
-def test_the_database_enforces_the_limit_across_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_database_enforces_the_limit_across_processes(tmp_path: Path, backend: str) -> None:
     """Two "processes" (own engine, own throttle, own cache) and 16 racing threads: never
-    more than ``limit`` attempts get through for one key."""
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    more than ``limit`` attempts get through for one key (SQLite: the first statement is a
+    write; PostgreSQL: rows locked with SELECT ... FOR UPDATE)."""
+    if backend == "postgresql":
+        with throwaway_pg_database() as url:
+            _race(url)
+    else:
+        _race(f"sqlite:///{tmp_path / 'shared.db'}")
+
+
+def _race(url: str) -> None:
     dbs = [Database(url), Database(url)]
     throttles = [Throttle(), Throttle()]
     keys = [Key(POLICY, "victim@example.com"), Key(POLICY, "#NW10123")]
