@@ -313,6 +313,16 @@ class ChatSession:
     # ---- messages after hello ------------------------------------------------------------
 
     def _handle(self, msg: chat.ClientMessage) -> Steps:
+        if isinstance(msg, chat.Handoff | chat.End | chat.Feedback | chat.Stop) and not (
+            yield MessageAllowed()
+        ):
+            # Issue #18: every action a shopper can take spends from the message limits
+            # (per connection and per address), not only messages.
+            yield self.error(
+                ErrorCode.RATE_LIMITED, "too many requests; wait a few seconds",
+                getattr(msg, "id", None),
+            )
+            return
         if isinstance(msg, chat.Message):
             yield from self._message(msg)
         elif isinstance(msg, chat.Hello):

@@ -288,8 +288,19 @@ def test_before_anything_is_stored_feedback_is_not_found_and_the_rest_is_ignored
     hello(sess, world)
     out = send(sess, world, type="feedback", reply_id="r_1", rating=1)
     assert [f["code"] for f in frames(out)] == ["not_found"]
-    for frame in ({"type": "typing"}, {"type": "stop"}, {"type": "end"}):
-        assert kinds(send(sess, world, **frame)) == ["FrameAllowed"]
+    assert kinds(send(sess, world, type="typing")) == ["FrameAllowed"]
+    for frame in ({"type": "stop"}, {"type": "end"}):
+        assert kinds(send(sess, world, **frame)) == ["FrameAllowed", "MessageAllowed"]
+
+
+@pytest.mark.parametrize("frame", [{"type": "end"}, {"type": "stop"}, {"type": "handoff"},
+                                   {"type": "feedback", "reply_id": "r_1", "rating": 1}])
+def test_every_shopper_action_spends_from_the_message_limits(frame: dict[str, Any]) -> None:
+    sess, world = session(), World(resumable=conv(), allowed=False)
+    hello(sess, world, conversation_id=CONV_ID, resume_token=TOKEN)
+    out = send(sess, world, **frame)
+    assert [f["code"] for f in frames(out)] == ["rate_limited"]
+    assert kinds(out) == ["FrameAllowed", "MessageAllowed", "Send"]
 
 
 def test_typing_feedback_stop_and_end_go_to_the_stored_conversation() -> None:
@@ -302,7 +313,7 @@ def test_typing_feedback_stop_and_end_go_to_the_stored_conversation() -> None:
         "not_found"
     )
     assert send(sess, world, type="stop", reply_id="r_1")[-1] == s.StopReply(c, "stopped", "r_1")  # type: ignore[arg-type]
-    assert send(sess, world, type="end", rating=5)[1:] == [
+    assert send(sess, world, type="end", rating=5)[2:] == [
         s.StopReply(c, "ended"), s.EndConversation(c, 5, "")  # type: ignore[arg-type]
     ]
 
