@@ -208,9 +208,6 @@ def test_no_import_cycle() -> None:
 # torch: libgomp reads the variable when it is loaded, which happens before any Settings
 # exists (importing knowledge_base's embeddings is enough), so it cannot be passed in.
 ENVIRONMENT_READERS = {"chatbot.settings", "chatbot"}
-# In flight: the engine refactor passes these values in from Settings (CHATBOT_NATIVE,
-# CHATBOT_Q4_ACTIVATIONS, CHATBOT_CACHE_DIR, CC); drop this line once it has landed.
-ENVIRONMENT_READERS |= {"chatbot.engine.native"}
 
 
 ENVIRONMENT_NAMES = frozenset({"environ", "environb", "getenv", "putenv", "unsetenv"})
