@@ -336,21 +336,21 @@ class StepPlan:
 def choose_kernels(model: Any, plan: StepPlan, k_cache: torch.Tensor, threads: int = 0) -> Kernels:
     """The kernels for ``plan`` on ``model`` (its ``format`` and ``native_decoder``).
 
-    q4 reads 4-bit weights for the decode rows (drafts included) only while few sequences
-    decode; with more, the bf16 copy is faster. So with q4 a reply's numbers can differ with
-    how many others decode beside it (the same inputs and load give the same reply);
-    drafting never changes them (both kernels are row-exact).
+    With the native kernel, every decode row runs through it, however many sequences
+    decode (in calls of at most ``max_rows`` rows): its rows are exact and independent of
+    the rows beside them, so a reply never depends on the batch it happens to run in
+    (issue #16, "Stable answers"; the bf16 copy would be faster past about six sequences,
+    but its numbers change with the batch). Without it, torch's int4 kernel reads 4-bit
+    weights only while few sequences decode, and the bf16 copy serves the rest.
     """
     if getattr(model, "format", None) != "q4":
         return Kernels(threads=threads)
     n_dec = len(plan.decode_positions)
     dec: NativeDecoder | None = getattr(model, "native_decoder", None)
-    limit = Q4_DECODE_ROWS if dec is None else NATIVE_DECODE_ROWS
-    q4_rows = n_dec if plan.n_sequences <= limit else 0
-    native_decode = (
-        dec is not None and q4_rows > 0 and n_dec <= dec.max_rows and dec.supports(k_cache)
-    )
-    return Kernels(q4_rows=q4_rows, native_decode=native_decode, threads=threads)
+    if dec is not None and plan.n_tokens > 0 and dec.supports(k_cache):
+        return Kernels(q4_rows=n_dec, native_decode=True, threads=threads)
+    q4_rows = n_dec if plan.n_sequences <= Q4_DECODE_ROWS else 0
+    return Kernels(q4_rows=q4_rows, threads=threads)
 
 
 # ---------------------------------------------------------------------------
@@ -487,12 +487,24 @@ class Llama:
         if kernels.native_decode:
             if dec is None:
                 raise ValueError("the plan asks for the native decode step, which this model lacks")
-            # the decode rows through the native step, any prompt chunks through torch
-            x = F.embedding(tokens[:n_dec], self.embed).float()
-            dec(x, plan.decode_positions, slots, self.cos, self.sin, cache.k, cache.v)
-            if plan.prefills:
-                rest = StepPlan(prefills=plan.prefills)
-                x = torch.cat([x, self._hidden(tokens[n_dec:], rest, cache, 0)])
+            # Every row, decode and prompt alike, through the native step: a row's numbers
+            # are then the same whatever else runs in the step, however a prompt was cut
+            # into chunks and whether its prefix came from the cache (issue #16). Calls of
+            # at most max_rows rows, in order: a row attends to what earlier rows of its
+            # slot wrote.
+            x = F.embedding(tokens, self.embed).float()  # [N, hidden]
+            positions, row_slots = list(plan.decode_positions), list(slots)
+            for pf in plan.prefills:
+                positions += range(pf.start, pf.start + pf.length)
+                row_slots += [pf.slot] * pf.length
+            step = dec.max_rows
+            for start in range(0, len(positions), step):
+                end = min(start + step, len(positions))
+                dec(x[start:end], positions[start:end], row_slots[start:end],
+                    self.cos, self.sin, cache.k, cache.v)
+            rows = torch.tensor(plan.logit_rows, dtype=torch.long)
+            last = rms_norm(x[rows], self.norm, self.config.rms_eps)  # [R, hidden]
+            return self.lm_head(last, len(plan.logit_rows)).float()  # [R, vocab]
         else:
             x = self._hidden(tokens, plan, cache, q4_rows)
         rows = torch.tensor(plan.logit_rows, dtype=torch.long)
