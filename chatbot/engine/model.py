@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from chatbot.engine import native
 from chatbot.engine.formats import WeightFormat
-from chatbot.engine.linear import NATIVE_DECODE_ROWS, Q4_DECODE_ROWS, Linear, LoRA
+from chatbot.engine.linear import Q4_DECODE_ROWS, Linear, LoRA
 from chatbot.engine.native import NativeDecoder, Q4Kernel
 from chatbot.errors import ConfigError
 
@@ -300,6 +300,11 @@ class Kernels:
     threads: int = 0
 
 
+# Prompt chunks start on multiples of this many tokens and run in pieces of this size
+# (see Llama.forward and Scheduler._plan): the same prompt, the same computations.
+PREFILL_ALIGN = 64
+
+
 @dataclass
 class StepPlan:
     """How the flat token list of one forward pass maps onto sequences.
@@ -487,23 +492,31 @@ class Llama:
         if kernels.native_decode:
             if dec is None:
                 raise ValueError("the plan asks for the native decode step, which this model lacks")
-            # Every row, decode and prompt alike, through the native step: a row's numbers
-            # are then the same whatever else runs in the step, however a prompt was cut
-            # into chunks and whether its prefix came from the cache (issue #16). Calls of
+            # A reply must not depend on the batch it runs in, on how its prompt was cut or
+            # on whether its prefix came from the cache (issue #16). Decode rows go through
+            # the native step, whose rows are exact and independent of each other (calls of
             # at most max_rows rows, in order: a row attends to what earlier rows of its
-            # slot wrote.
-            x = F.embedding(tokens, self.embed).float()  # [N, hidden]
-            positions, row_slots = list(plan.decode_positions), list(slots)
-            for pf in plan.prefills:
-                positions += range(pf.start, pf.start + pf.length)
-                row_slots += [pf.slot] * pf.length
+            # slot wrote). Prompt chunks go through torch one PREFILL_ALIGN-token piece at a
+            # time, each sequence alone: the scheduler starts every chunk on a multiple of
+            # PREFILL_ALIGN, so the same prompt always meets the same computations.
+            x = F.embedding(tokens[:n_dec], self.embed).float()
             step = dec.max_rows
-            for start in range(0, len(positions), step):
-                end = min(start + step, len(positions))
-                dec(x[start:end], positions[start:end], row_slots[start:end],
+            for start in range(0, n_dec, step):
+                end = min(start + step, n_dec)
+                dec(x[start:end], plan.decode_positions[start:end], slots[start:end],
                     self.cos, self.sin, cache.k, cache.v)
+            pieces = [x]
+            at = n_dec
+            for pf in plan.prefills:
+                for begin in range(pf.start, pf.start + pf.length, PREFILL_ALIGN):
+                    size = min(PREFILL_ALIGN, pf.start + pf.length - begin)
+                    one = StepPlan(prefills=[Prefill(pf.slot, begin, size)])
+                    pieces.append(self._hidden(tokens[at : at + size], one, cache, 0))
+                    at += size
+            x = torch.cat(pieces)
             rows = torch.tensor(plan.logit_rows, dtype=torch.long)
             last = rms_norm(x[rows], self.norm, self.config.rms_eps)  # [R, hidden]
+            # every logit row through the same (8-bit) head, prompt ends included
             return self.lm_head(last, len(plan.logit_rows)).float()  # [R, vocab]
         else:
             x = self._hidden(tokens, plan, cache, q4_rows)

@@ -38,7 +38,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from chatbot.engine.model import FEW_DECODE_ROWS, KVCache, Llama, Prefill, StepPlan
+from chatbot.engine.model import (
+    FEW_DECODE_ROWS,
+    PREFILL_ALIGN,
+    KVCache,
+    Llama,
+    Prefill,
+    StepPlan,
+)
 from chatbot.engine.prefix_cache import PrefixCache
 from chatbot.engine.runner import ModelRunner
 from chatbot.engine.sampler import (  # noqa: F401  (SamplingParams, sample_top_p: re-exported)
@@ -127,6 +134,9 @@ class Scheduler:
             model.config, max_slots=max_batch, max_len=self.max_len, dtype=model.kv_dtype
         )
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        # With the native kernel, prompts are computed in aligned pieces (Llama.forward),
+        # so a reply does not depend on the batch or the prefix cache (issue #16).
+        self.aligned_prefill = getattr(model, "native_decoder", None) is not None
         self.active: list[Sequence] = []  # ordered by slot: decoding first, then prefilling
         self.waiting: list[Sequence] = []
         self._incoming: list[Sequence] = []
@@ -277,7 +287,11 @@ class Scheduler:
             hit = self.prefix_cache.lookup(seq.tokens, seq.cache_key)
             if hit is not None:
                 # Keep at least one prompt token to compute: its logits give the first token.
+                # With aligned prefill, reuse up to a chunk boundary only, so the rest of
+                # the prompt is computed in the same pieces as without the cache.
                 n = min(hit.length, len(seq.tokens) - 1)
+                if self.aligned_prefill:
+                    n -= n % PREFILL_ALIGN
                 if n > 0:
                     self.cache.write(slot, hit.k[:, :, :n], hit.v[:, :, :n])
                     seq.n_cached = seq.cached_hit = n
@@ -314,6 +328,11 @@ class Scheduler:
             if budget <= 0:
                 break
             take = min(budget, len(seq.tokens) - seq.n_cached)
+            if self.aligned_prefill and seq.n_cached + take < len(seq.tokens):
+                # end on a chunk boundary (chunks start on one: see Llama.forward)
+                take = max(take - (seq.n_cached + take) % PREFILL_ALIGN, 0)
+                if take == 0:
+                    break
             plan.prefills.append(Prefill(seq.slot, seq.n_cached, take))
             tokens.extend(seq.tokens[seq.n_cached : seq.n_cached + take])
             done = seq.n_cached + take == len(seq.tokens)
