@@ -90,6 +90,15 @@ class DialogueScore:
         return all(t.passed for t in self.turns)
 
 
+def _check_row(c: Check) -> dict[str, Any]:
+    """A check for the report: what was seen only where it failed (the reply is kept once,
+    on the turn)."""
+    row: dict[str, Any] = {"name": c.name, "expected": c.expected, "passed": c.passed}
+    if not c.passed:
+        row["actual"] = c.actual
+    return row
+
+
 def false_claims(checks: Sequence[Check]) -> list[Check]:
     """The failed checks that mean the reply stated something false (see the module doc)."""
     return [c for c in checks if not c.passed and c.name in FALSE_CLAIM_CHECKS]
@@ -209,7 +218,7 @@ async def play(
             dialogue=t.name, store=t.store.name, system=system, turn=number,
             shopper=step.text, reply=got.text, sources=[str(s) for s in got.sources],
             handoff=got.handoff, guard_fired=got.guard_fired, reason=got.reason,
-            checks=[dataclasses.asdict(c) for c in checks],
+            checks=[_check_row(c) for c in checks],
             passed=all(c.passed for c in checks),
             false_claim=bool(false_claims(checks)),
             repeat=is_repeat(got.text, previous_reply, step.text, previous_message),

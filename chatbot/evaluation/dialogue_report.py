@@ -121,6 +121,16 @@ def failures(dialogues: Sequence[DialogueScore]) -> list[dict[str, Any]]:
     return out
 
 
+def _compact(d: DialogueScore) -> dict[str, Any]:
+    """A dialogue for the JSON report: each turn keeps its failed checks only (and how many
+    ran), so the file stays readable."""
+    row = asdict(d)
+    for turn in row["turns"]:
+        turn["checks_run"] = len(turn["checks"])
+        turn["checks"] = [c for c in turn["checks"] if not c["passed"]]
+    return row
+
+
 def write_report(
     out_dir: Path, results: dict[str, dict[str, list[DialogueScore]]], meta: dict[str, Any],
     *, name: str = "eval-dialogues",
@@ -139,7 +149,7 @@ def write_report(
         "targets": targets,
         "failures": {store: {system: failures(rows) for system, rows in by_system.items()}
                      for store, by_system in results.items()},
-        "dialogues": {store: {system: [asdict(d) for d in rows]
+        "dialogues": {store: {system: [_compact(d) for d in rows]
                               for system, rows in by_system.items()}
                       for store, by_system in results.items()},
     }, indent=1, ensure_ascii=False) + "\n")
