@@ -13,6 +13,12 @@ blue one", "and expedited?") is resolved here, from structured state the pipelin
 - ``pending``: what the bot asked for and is waiting on (``verify_email``,
   ``verify_number``, ``choose_order``), with ``pending_orders`` (the order numbers the
   guest named) and ``pending_topics`` (what they wanted once verified, e.g. ``cancel``);
+- ``action_kind`` / ``action_id`` / ``action_step`` / ``action_params``: an order action
+  waiting for a detail (``pending == "action_detail"``: which one, and what was
+  collected) or for a yes (``"confirm_action"``), see ``acting.py``;
+- ``customer_id``: the customer identified in this conversation as the store's policy
+  says (email, or name + zip; ``identify.py``), used as the signed-in customer from then
+  on; ``pending_request``: what they asked before being identified (``"identify"``);
 - ``last_reply``: the previous reply's text, so a new answer never repeats it unless the
   shopper asked the same thing (``last_message``).
 
@@ -32,7 +38,9 @@ MAX_REMEMBERED_ORDERS = 6
 MAX_STORED_CHARS = 600
 
 PENDING_VALUES = ("verify_email", "verify_number", "choose_order", "action_detail",
-                  "confirm_action")
+                  "confirm_action", "identify")
+# Steps of an order action waiting for a detail (acting.py asks one question at a time).
+ACTION_STEPS = ("reason", "items", "variant", "payment", "refund", "address", "")
 
 
 @dataclass
@@ -55,6 +63,15 @@ class DialogueState:
     # The order action waiting for a detail ("action_detail") or a yes ("confirm_action").
     action_kind: str = ""
     action_id: str = ""
+    # What the action waits for (ACTION_STEPS) and the details collected so far (JSON:
+    # items, new_items, payment_method, address, reason), kept until it is proposed.
+    action_step: str = ""
+    action_params: dict[str, Any] = field(default_factory=dict)
+    # The customer identified in this conversation (store policy: email, or name + zip),
+    # a database id; 0 = nobody. Kept for the rest of the conversation.
+    customer_id: int = 0
+    # A request made before identification, answered once the customer is identified.
+    pending_request: str = ""
     last_reply: str = ""
     last_message: str = ""
     turns: int = 0
@@ -71,16 +88,23 @@ class DialogueState:
                 continue
             value = data[f.name]
             default = getattr(state, f.name)
-            if isinstance(default, list):
+            if isinstance(default, dict):
+                if isinstance(value, dict):
+                    setattr(state, f.name, dict(value))
+            elif isinstance(default, list):
                 if isinstance(value, list):
                     setattr(state, f.name, [str(v) for v in value][-MAX_REMEMBERED_ORDERS:])
             elif isinstance(default, int) and not isinstance(default, bool):
-                if isinstance(value, int):
+                if isinstance(value, int) and not isinstance(value, bool):
                     setattr(state, f.name, value)
             elif isinstance(value, str) or value is None:
                 setattr(state, f.name, value)
         if state.pending not in PENDING_VALUES:
             state.pending = None
+        if state.action_step not in ACTION_STEPS:
+            state.action_step = ""
+        if state.customer_id < 0:
+            state.customer_id = 0
         return state
 
     def to_json(self) -> dict[str, Any]:
@@ -88,6 +112,7 @@ class DialogueState:
         data["last_reply"] = self.last_reply[:MAX_STORED_CHARS]
         data["last_message"] = self.last_message[:MAX_STORED_CHARS]
         data["question"] = self.question[:MAX_STORED_CHARS]
+        data["pending_request"] = self.pending_request[:MAX_STORED_CHARS]
         return data
 
     def focus_order(self, number: str) -> None:
@@ -111,6 +136,9 @@ class DialogueState:
         self.pending_topics = []
         self.action_kind = ""
         self.action_id = ""
+        self.action_step = ""
+        self.action_params = {}
+        self.pending_request = ""
 
 
 _NORMAL = re.compile(r"[^a-z0-9]+")

@@ -18,12 +18,16 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatbot.answering import identify as identifying
 from chatbot.answering import replies
 from chatbot.answering.acting import (
+    MODIFY_DEFAULT_ADDRESS,
     ActionFlow,
     ActionPlan,
+    Who,
     is_no,
     is_yes,
+    kind_for_order,
     requested_kind,
     supplies_detail,
 )
@@ -193,36 +197,129 @@ class Pipeline:
     # -- deciding what to say (sync: database and retrieval) ---------------------------
 
     def _plan_turn(self, request: AnswerRequest, decision: Route, state: DialogueState) -> Plan:
-        """The plan for this turn: the answer to a pending action question first."""
+        """The plan for this turn: the answer to a pending action question first, then the
+        store's identification, then an action on the account, then the usual plan."""
+        if request.customer_id is None and state.customer_id:
+            # Identified earlier in this conversation (store policy): acts as signed in.
+            request = dataclasses.replace(request, customer_id=state.customer_id)
         if not request.for_agent:
-            acted = self._answer_pending_action(request, state)
+            acted = self._answer_pending_action(request, decision, state)
             if acted is not None:
                 return acted
+            identified = self._identify(request, decision, state)
+            if identified is not None:
+                return identified
+            started = self._start_account_action(request)
+            if started is not None:
+                return started
         return self.plan(request, decision, state)
 
-    def _answer_pending_action(self, request: AnswerRequest, state: DialogueState) -> Plan | None:
+    def _answer_pending_action(
+        self, request: AnswerRequest, decision: Route, state: DialogueState
+    ) -> Plan | None:
         """A yes / no to a proposal, or the detail an action was waiting for."""
         conversation = request.conversation_key or ""
+        message = request.message
         if state.pending == "confirm_action" and state.action_id:
-            if not (is_yes(request.message) or is_no(request.message)):
-                return None  # another question: the proposal stays open until it expires
-            acted = self.actions.answer(
-                request.store_id, state.action_id, is_yes(request.message),
-                conversation_id=conversation,
-            )
-            return _acted_plan(acted)
-        if state.pending == "action_detail" and state.action_kind and state.pending_orders:
-            if is_no(request.message):
+            if is_yes(message) or is_no(message):
+                acted = self.actions.answer(
+                    request.store_id, state.action_id, is_yes(message),
+                    conversation_id=conversation,
+                )
+                return _acted_plan(acted)
+            if requested_kind(message) or decision.order_numbers:
+                # A new request (a change of mind): the open proposal is declined, so a
+                # late yes can never execute it; the new request is planned as usual.
+                self.actions.answer(request.store_id, state.action_id, False,
+                                    conversation_id=conversation)
+            return None  # another question: the proposal stays open until it expires
+        if state.pending == "action_detail" and state.action_kind:
+            if is_no(message):
                 return _acted_plan(ActionPlan(replies_declined(), "action_declined"))
-            if not supplies_detail(state.action_kind, request.message):
+            number = state.pending_orders[0] if state.pending_orders else ""
+            if _starts_over(message, decision, state, number):
+                return None
+            if not supplies_detail(state.action_kind, message, state.action_step):
                 return None  # another question ("and #W6310710?"): answered as usual
             with self.db.sessions() as session:
-                order = self._order_for(session, request, state.pending_orders[0])
-                if order is None:
+                order = self._order_for(session, request, number) if number else None
+                if order is None and state.action_kind != MODIFY_DEFAULT_ADDRESS:
                     return None
-                acted = self._propose(request, state.action_kind, order)
-            return _acted_plan(acted) if acted is not None else None
+                step = self._advance(session, request, state.action_kind, order,
+                                     state.action_params, state.action_step)
+            return _acted_plan(step) if step is not None else None
         return None
+
+    def _identify(
+        self, request: AnswerRequest, decision: Route, state: DialogueState
+    ) -> Plan | None:
+        """Identify a shopper who is not signed in as the store's policy says (email, or
+        name + zip), or ask them to before an order question or action."""
+        if request.customer_id is not None:
+            return None
+        methods = identifying.store_methods(self.db, request.store_id)
+        if not {"email", "name_zip"} & set(methods):
+            return None  # order number + email: the guest flow in _guest_plan
+        from chatbot.answering.router import extract_email
+
+        email = extract_email(request.message) if "email" in methods else None
+        if email and decision.order_numbers and "order_email" in methods:
+            email = None  # proving that order, as a guest
+        name_zip = (identifying.parse_name_zip(request.message)
+                    if "name_zip" in methods else None)
+        if email or name_zip:
+            customer, refused = identifying.identify(
+                self.db, request, email=email, name_zip=None if email else name_zip)
+            if refused:
+                return _acted_plan(ActionPlan(
+                    guest_verification.LOCKED_REPLY, "verify_locked", handoff=True,
+                    pending="identify", extra={"request": state.pending_request}))
+            if customer is None:
+                return _acted_plan(ActionPlan(
+                    identifying.FAILED, "identify_failed", pending="identify",
+                    extra={"request": state.pending_request}))
+            return self._identified(request, state, customer)
+        wants = requested_kind(request.message) or decision.intent is Intent.ORDER
+        if wants and not (decision.order_numbers and "order_email" in methods):
+            return _acted_plan(ActionPlan(identifying.ASK, "identify_needed",
+                                          pending="identify",
+                                          extra={"request": request.message}))
+        return None
+
+    def _identified(self, request: AnswerRequest, state: DialogueState, customer: Any
+                    ) -> Plan:
+        """The reply once identified: the request made before (or in the same message)."""
+        name = customer.first_name or customer.name or "there"
+        found = identifying.FOUND.format(name=name)
+        rest = strip_emails(request.message)
+        rest = re.sub(r"\b(?i:my name is|i am|i'm)\s+[A-Z]\w+\s+[A-Z]\w+", " ", rest)
+        asks = bool(requested_kind(rest)) or route(rest).intent is Intent.ORDER
+        pending = rest if asks else state.pending_request
+        if not pending:
+            return _acted_plan(ActionPlan(identifying.FOUND_ASK.format(name=name),
+                                          "identified", extra={"customer_id": customer.id}))
+        follow_request = dataclasses.replace(request, message=pending, customer_id=customer.id)
+        fresh = DialogueState(turns=state.turns)
+        follow = self._plan_turn(follow_request, route(pending, (), fresh), fresh)
+        if follow.acted is not None:
+            acted = dataclasses.replace(
+                follow.acted, text=f"{found} {follow.fixed or follow.acted.text}",
+                extra={**follow.acted.extra, "customer_id": customer.id})
+            return dataclasses.replace(follow, fixed=acted.text, acted=acted)
+        if follow.fixed is not None:
+            follow.fixed = f"{found} {follow.fixed}"
+        follow.acted = ActionPlan("", "identified", extra={"customer_id": customer.id})
+        return follow
+
+    def _start_account_action(self, request: AnswerRequest) -> Plan | None:
+        """An action on the account, not an order (the default address)."""
+        if request.customer_id is None or requested_kind(request.message) != (
+                MODIFY_DEFAULT_ADDRESS):
+            return None
+        with self.db.sessions() as session:
+            acted = self._advance(session, request, MODIFY_DEFAULT_ADDRESS, None, {}, "",
+                                  first=True)
+        return _acted_plan(acted) if acted is not None else None
 
     def _order_for(self, session: Any, request: AnswerRequest, number: str) -> Any:
         """The order ``number`` if this shopper may see it (their own, or proven)."""
@@ -236,15 +333,42 @@ class Pipeline:
         return None
 
     def _propose(self, request: AnswerRequest, kind: str, order: Any) -> ActionPlan | None:
+        """Start ``kind`` on ``order`` from the request's message (ask or propose)."""
+        with self.db.sessions() as session:
+            order = self._order_for(session, request, order.number) or order
+            return self._advance(session, request, kind, order, {}, "", first=True)
+
+    def _advance(self, session: Any, request: AnswerRequest, kind: str, order: Any,
+                 params: dict[str, Any], step: str, *, first: bool = False
+                 ) -> ActionPlan | None:
+        """One step of an action's details (acting.ActionFlow.advance) with this
+        shopper's saved payment methods and the store's products."""
+        from sqlalchemy import select
+        from sqlalchemy.orm import selectinload
+
         from chatbot.actions.service import get_config
+        from knowledge_base.models import Customer, Product
 
         policy = get_config(self.db, request.store_id).policy
-        return self.actions.propose(
-            request.store_id, kind, order, request.message,
-            customer_id=request.customer_id,
-            verified_orders=sorted(request.verified_orders),
-            conversation_id=request.conversation_key or "",
-            reason_required=policy.cancel_reasons is not None,
+        customer = None
+        if request.customer_id is not None:
+            customer = session.get(Customer, request.customer_id)
+        elif order is not None:
+            customer = order.customer
+
+        def products(source_id: str) -> Any:
+            return session.scalars(
+                select(Product)
+                .where(Product.store_id == request.store_id, Product.source_id == source_id)
+                .options(selectinload(Product.variants))
+            ).first()
+
+        who = Who(request.store_id, request.customer_id, sorted(request.verified_orders),
+                  request.conversation_key or "")
+        return self.actions.advance(
+            who, kind, order, customer, request.message, params, step,
+            reason_required=policy.cancel_reasons is not None, products=products,
+            first=first,
         )
 
     def plan(
@@ -416,8 +540,10 @@ class Pipeline:
                 plan = self._guest_plan(session, request, decision)
             kind = requested_kind(request.message, decision.topics)
             if kind and len(plan.orders) == 1 and plan.fixed is None and not request.for_agent:
-                # "Please cancel it": code proposes the action and waits for a yes.
-                acted = self._propose(request, kind, plan.orders[0])
+                # "Please cancel it": code asks for what is missing, proposes the action
+                # and waits for a yes.
+                acted = self._advance(session, request, kind_for_order(kind, plan.orders[0]),
+                                      plan.orders[0], {}, "", first=True)
                 if acted is not None:
                     return _acted_plan(acted)
         if plan.facts and plan.fixed is None and {"returns", "cancel"} & set(decision.topics):
@@ -594,6 +720,23 @@ def _acted_plan(acted: ActionPlan) -> Plan:
     )
     return Plan(fixed=acted.text, reason=acted.reason, handoff=acted.handoff,
                 sources=sources, acted=acted)
+
+
+def _starts_over(message: str, decision: Route, state: DialogueState, number: str) -> bool:
+    """Whether a message sent while an action waits for a detail is a new request (another
+    order, or another kind of action) rather than the answer."""
+    named = [n for n in decision.order_numbers if n.upper() != number.upper()]
+    if named:
+        return True
+    if state.action_step in ("payment", "refund", "address", "variant"):
+        return False  # "use my PayPal", "the blue one": answers, not requests
+    kind = requested_kind(message)
+    if kind is None:
+        return False
+    same = {state.action_kind}
+    if state.action_kind in ("exchange_items", "modify_order_items"):
+        same.add("change_items")
+    return kind not in same
 
 
 def replies_declined() -> str:
@@ -775,11 +918,17 @@ def next_state(
     for number in sorted(done.verified_orders):
         after.focus_order(number)
     if plan.acted is not None:
+        extra = plan.acted.extra
+        if extra.get("customer_id"):
+            after.customer_id = int(extra["customer_id"])
         if plan.acted.pending:
             after.pending = plan.acted.pending
             after.action_id = plan.acted.action_id
             after.action_kind = plan.acted.action_kind
-            after.pending_orders = [plan.acted.sources_order]
+            after.pending_orders = [plan.acted.sources_order] if plan.acted.sources_order else []
+            after.action_step = str(extra.get("step") or "")
+            after.action_params = dict(extra.get("params") or {})
+            after.pending_request = str(extra.get("request") or "")
         if plan.acted.sources_order:
             after.focus_order(plan.acted.sources_order)
     if plan.product is not None:
