@@ -328,6 +328,8 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     restated = ctx.restated(text)
     if restated and all(negated(text) != negated(s) for s in restated):
         return Verdict(False, "polarity")
+    if not _faithful_copy(text, ctx):
+        return Verdict(False, "copy")
     if not _roles_agree(text, ctx):
         return Verdict(False, "role")
     if not _values_belong(text, ctx) or not _options_match(text, ctx):
@@ -347,6 +349,22 @@ def _echoes_the_question(text: str, ctx: ClaimContext) -> bool:
 
 
 _FILLER_STEMS = {"sure", "happy", "help", "thank", "thanks", "great", "question", "good"}
+
+
+def _faithful_copy(text: str, ctx: ClaimContext) -> bool:
+    """A sentence that copies a fact sentence copies its words ("lithium power bars" for
+    the facts' "power banks" is a new claim in a copied sentence)."""
+    mine = {w for w in _WORDS.findall(text.lower()) if len(w) > 3}
+    if len(mine) < 10:
+        return True  # a short sentence rephrases rather than copies
+    facts = {w for w in _WORDS.findall(ctx.fact_text.lower())}
+    for sentence in ctx.restated(text):
+        theirs = {w for w in _WORDS.findall(sentence.lower()) if len(w) > 3}
+        if len(mine & theirs) >= 0.8 * len(mine):
+            # the facts' words, allowing plural/singular and "'s"
+            new = {w for w in mine - facts if w.rstrip("s") not in facts and w + "s" not in facts}
+            return not new
+    return True
 
 
 def _eligibility_agrees(text: str, ctx: ClaimContext) -> bool:

@@ -604,8 +604,8 @@ def eligibility(status: str) -> str:
 
 
 def stock_fact(product: Any, query: str) -> Fact | None:
-    """Stock of the variants of ``product`` that ``query`` names ("Storm Blue ... in L"):
-    one line per variant, computed from the database, never guessed.
+    """Price and stock of the variants of ``product`` that ``query`` names ("Storm Blue
+    ... in L"): one line per variant, computed from the database, never guessed.
 
     None when the query names no option value of the product.
     """
@@ -619,12 +619,14 @@ def stock_fact(product: Any, query: str) -> Fact | None:
         label = variant.title or " / ".join(str(v) for v in (variant.options or {}).values())
         in_stock = variant.available and (variant.inventory is None or variant.inventory > 0)
         state = "in stock" if in_stock else "out of stock"
-        lines.append(f"{label}: {state}")
-        said.append(f"The {title} in {label} is {state}.")
+        price = money(variant.price) if variant.price is not None else ""
+        lines.append(f"{label}: {price + ', ' if price else ''}{state}")
+        costs = f" costs {price} and" if price else ""
+        said.append(f"The {title} in {label}{costs} is {state}.")
     return Fact(
         kind="product",
         id=product.source_id,
-        text=f"{title} stock: " + "; ".join(lines),
+        text=f"{title} variants: " + "; ".join(lines),
         title=title,
         url=getattr(product, "url", "") or "",
         sentences=tuple(said),

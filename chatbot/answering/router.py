@@ -233,6 +233,11 @@ _BARE_ORDER = re.compile(
     r"(order\s*)?#?\s?[A-Za-z]{0,3}\d{3,10}\W*$",
     re.IGNORECASE,
 )
+# A short order question that names no other order (not "all my orders", "the other one").
+_ABOUT_THE_ORDER = re.compile(
+    r"^(?!.*\b(orders|all|other|another|every|each|any|new|second|first)\b)(?:\S+\s+){0,9}\S+$",
+    re.IGNORECASE,
+)
 _OTHER_ORDER = re.compile(r"\b(the )?(other|another|previous|first|second) (one|order)\b", re.I)
 
 
@@ -276,6 +281,9 @@ def route(
         # that topic, not about an order nobody has named.)
         if not numbers and state is None and history and _is_order_follow_up(text, history):
             numbers = _recent_order_numbers(history)
+        if not numbers and state is not None and state.order and _ABOUT_THE_ORDER.search(text):
+            # "and the tracking number?" with an order in focus: that order.
+            numbers = (state.order,)
         topics = order_topics(text)
         carry = state is not None and numbers and topics == ("status",) and state.order_topics
         if carry and state is not None and _BARE_ORDER.search(text):

@@ -51,6 +51,12 @@ STOCK = Fact(
     title="Men's Ridgeline Rain Jacket",
     sentences=("The Men's Ridgeline Rain Jacket in Storm Blue / L is out of stock.",),
 )
+ABROAD = Fact(
+    "policy",
+    "international-shipping",
+    "International shipping: Some items cannot ship abroad: fuel canisters, bear spray, lithium "
+    "power banks over 100 Wh, and knives to the UK and Australia.",
+)
 AGENT_POLICY = Fact(
     "policy",
     "returns",
@@ -86,6 +92,9 @@ def ctx(*facts: Fact, question: str = "", previous: str = "") -> ClaimContext:
             (JACKET, KIDS),
             "product",
         ),
+        # A copied sentence with a word of its own ("bars" for the facts' "banks").
+        ("Some items cannot ship abroad: fuel canisters, bear spray, lithium power bars over "
+         "100 Wh, and knives to the UK and Australia.", (ABROAD,), "copy"),
         # Sizes given as the answer to a colours question.
         ("The Kids' Puddle Jacket comes in colours 4T, 5T.", (KIDS,), "product"),
         # Policy written for the agent, read out to the shopper.
