@@ -449,10 +449,15 @@ class Pipeline:
         # Sentences are picked for this message's own words when it has some of its own
         # ("and expedited?" picks the expedited sentence, not the overnight one).
         pick = message if _content_words(message) else query
+        # "how much is that one?" means the variant the last message named.
+        variant_text = (
+            f"{state.last_message} {message}"
+            if focus and _REFERS_BACK.search(message) and state.last_message
+            else asked
+        )
+        wants_variant = _STOCK_QUESTION.search(asked) or _PRICE_QUESTION.search(message)
         stock = (
-            stock_fact(product, asked)
-            if product is not None and _STOCK_QUESTION.search(asked)
-            else None
+            stock_fact(product, variant_text) if product is not None and wants_variant else None
         )
         facts = [
             hit_fact(h, pick, 2 if i == 0 else 1, embedder=embedder, stock=stock is None)
@@ -816,6 +821,7 @@ _STOCK_QUESTION = re.compile(
     r"can i (get|buy|order)|right now|which sizes|what sizes)\b",
     re.IGNORECASE,
 )
+_PRICE_QUESTION = re.compile(r"\b(how much|price|cost|costs|expensive|cheap)\b", re.I)
 _CARE_QUESTION = re.compile(
     r"\b(wash\w*|clean\w*|care|dry\w*|dryer|iron\w*|bleach|re-?proof\w*|store it|"
     r"machine|detergent)\b",
@@ -907,6 +913,9 @@ def next_state(
             after.focus_order(fact.id)
             after.order_topics = list(decision.topics)
             break
+    if decision.intent is Intent.ORDER and decision.order_numbers and not plan.facts:
+        # (An action turn about an order: "and #W6310710?" next asks the same of another.)
+        after.order_topics = list(decision.topics)
     if plan.reason == "choose_order":
         after.pending = "choose_order"
     if plan.reason in ("verify_needed", "verify_failed"):
