@@ -75,8 +75,8 @@ _DEFAULT_ADDRESS = re.compile(
     r"(account|profile)\b", re.IGNORECASE,
 )
 _PAYMENT = re.compile(
-    r"\b(chang\w*|switch\w*|updat\w*|modif\w*|use|pay)\b.{0,50}\b(payment( method)?|pay(ing)? "
-    r"with|paypal|gift ?card|credit card|card ending)\b",
+    r"\bpay(ing)? (with|by|using|through)\b|\bpayment method\b|\b(chang\w*|switch\w*|updat\w*|"
+    r"modif\w*|use)\b.{0,50}\b(payment|paypal|gift ?card|credit card|card|visa|mastercard|amex)\b",
     re.IGNORECASE,
 )
 _REMOVE = re.compile(r"\b(remove|take (out|off)|drop|delete)\b", re.IGNORECASE)
@@ -272,7 +272,25 @@ def pick_items(order: Any, message: str) -> list[str] | None:
             chosen.append(item)
     if not chosen:
         return None
-    return [i.variant_source_id for i in chosen for _ in range(max(i.quantity, 1))]
+    return [i.variant_source_id for i in chosen
+            for _ in range(min(_count_named(i, message) or i.quantity, max(i.quantity, 1)))]
+
+
+_COUNTS = {"a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def _count_named(item: Any, message: str) -> int | None:
+    """How many units of a line the message asks for ("one water bottle", "2 of the
+    mugs"); None when it does not say (then every unit of the line)."""
+    words = [w for w in re.findall(r"[a-z0-9]+", item.name.lower()) if w not in _STOP]
+    if not words or item.quantity <= 1:
+        return None
+    found = re.search(r"\b(\d+|a|an|one|single|two|three|four|five)\s+(?:of\s+(?:the|my)\s+)?"
+                      r"(?:[a-z0-9'-]+\s+){0,3}?" + re.escape(words[0]), message.lower())
+    if found is None:
+        return None
+    raw = found.group(1)
+    return int(raw) if raw.isdigit() else _COUNTS[raw]
 
 
 def variant_choices(product: Any) -> dict[str, list[str]]:
@@ -581,13 +599,18 @@ class ActionFlow:
         if kind in ITEM_KINDS and "items" not in params:
             picked = pick_items(order, message)
             if picked is None:
-                names = "; ".join(dict.fromkeys(describe(i.name, i.options)
-                                                for i in order.items))
+                names = "; ".join(dict.fromkeys(
+                    (f"{i.quantity} x " if i.quantity > 1 else "") + describe(i.name, i.options)
+                    for i in order.items))
                 return ask(ASK_ITEMS.format(order=number, verb=VERBS[kind], items=names),
                            "items")
             params["items"] = picked
-            # The variants are asked for next: this message named the old items.
-            message = "" if kind in VARIANT_KINDS else message
+            # This message named the old items ("the Espresso Machine (19 bar, 1L)"): it
+            # names a new option only where it says one the item does not have yet
+            # ("change the gloves to size L").
+            naming = kind in VARIANT_KINDS
+        else:
+            naming = False
         if kind in VARIANT_KINDS:
             new_items = list(params.get("new_items") or [])
             lines = {i.variant_source_id: i for i in order.items}
@@ -598,6 +621,8 @@ class ActionFlow:
                     return None
                 variant, why = pick_variant(product, dict(item.options or {}), message)
                 label = describe(item.name, item.options)
+                if naming and (variant is None or variant.source_id == item.variant_source_id):
+                    variant, why = None, "none"
                 if variant is None:
                     params["new_items"] = new_items
                     if why == "unavailable":
@@ -607,8 +632,11 @@ class ActionFlow:
                     return ask(ASK_VARIANT.format(item=label, options=options_text(product)),
                                "variant")
                 new_items.append(variant.source_id)
-                message = ""  # one answer per item
+                if not naming:
+                    message = ""  # one answer per item
             params["new_items"] = new_items
+            if naming:
+                message = ""
         # A payment method is read from the message that answers that question (or the
         # request itself), never from an item's name ("Digital Camera (SD card)").
         paying = message if (first or step in ("payment", "refund")) else ""

@@ -209,7 +209,7 @@ class Pipeline:
             identified = self._identify(request, decision, state)
             if identified is not None:
                 return identified
-            started = self._start_account_action(request)
+            started = self._start_account_action(request, decision, state)
             if started is not None:
                 return started
         return self.plan(request, decision, state)
@@ -311,14 +311,29 @@ class Pipeline:
         follow.acted = ActionPlan("", "identified", extra={"customer_id": customer.id})
         return follow
 
-    def _start_account_action(self, request: AnswerRequest) -> Plan | None:
-        """An action on the account, not an order (the default address)."""
-        if request.customer_id is None or requested_kind(request.message) != (
-                MODIFY_DEFAULT_ADDRESS):
+    def _start_account_action(
+        self, request: AnswerRequest, decision: Route, state: DialogueState
+    ) -> Plan | None:
+        """An action on the account (the default address), or on the order in focus when
+        the message names none ("please change the gloves to size L" after the order was
+        shown; the router may read that as a product question)."""
+        kind = requested_kind(request.message)
+        if kind is None:
             return None
+        if kind == MODIFY_DEFAULT_ADDRESS:
+            if request.customer_id is None:
+                return None
+            with self.db.sessions() as session:
+                acted = self._advance(session, request, kind, None, {}, "", first=True)
+            return _acted_plan(acted) if acted is not None else None
+        if decision.intent is Intent.ORDER or decision.order_numbers or not state.order:
+            return None  # _plan_order finds the order (or asks which one)
         with self.db.sessions() as session:
-            acted = self._advance(session, request, MODIFY_DEFAULT_ADDRESS, None, {}, "",
-                                  first=True)
+            order = self._order_for(session, request, state.order)
+            if order is None:
+                return None
+            acted = self._advance(session, request, kind_for_order(kind, order), order, {},
+                                  "", first=True)
         return _acted_plan(acted) if acted is not None else None
 
     def _order_for(self, session: Any, request: AnswerRequest, number: str) -> Any:

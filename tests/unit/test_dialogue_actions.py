@@ -383,3 +383,62 @@ def test_state_keeps_the_new_fields_and_tolerates_bad_ones() -> None:
                                    "action_step": "launch", "pending": "identify"})
     assert odd.customer_id == 0 and odd.action_params == {} and odd.action_step == ""
     assert odd.pending == "identify"
+
+
+# -- the demo store's articles stay true ------------------------------------------------------
+
+
+@pytest.fixture()
+def demo(tmp_path: Path) -> Iterator[tuple[Database, Pipeline]]:
+    from knowledge_base.demo import ensure_demo_store
+
+    database = Database(f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    ensure_demo_store(database)
+    settings = Settings.from_env({}, data_dir=tmp_path, adapter_path="none")
+    yield database, Pipeline(database, KeywordRetriever({}), FakeEngine(), settings)
+    database.dispose()
+
+
+async def test_what_the_demo_articles_promise_the_assistant_does(demo: Any) -> None:
+    """orders.yaml: while pending, change the address, the size or colour, the payment
+    method, remove an item, cancel; a guest with order number + email does the same."""
+    db, pipeline = demo
+    with db.session() as s:
+        store = int(s.scalar(select(Store.id).where(Store.name == "demo")) or 0)
+    chat = Chat.__new__(Chat)
+    chat.pipeline, chat.store, chat.state, chat.verified = pipeline, store, None, frozenset()
+    chat.key = f"c_{uuid.uuid4().hex[:12]}"
+    asked = await chat.say("I want to change my order #NW10967")
+    assert asked.text == replies.VERIFY_NEED_EMAIL
+    await chat.say("mia.patel21@example.org")
+    assert "#NW10967" in chat.verified
+
+    def demo_order() -> Order:
+        with db.session() as s:
+            row = s.scalars(select(Order).where(Order.number == "#NW10967")).one()
+            _ = (row.items, row.payments)
+            return row
+
+    # (The payment first: after an item change the order has two payment rows, and the
+    # policy changes the payment of an order with exactly one.)
+    proposed = await chat.say("I'd like to pay with my Visa ending in 8511 instead")
+    assert "Visa ending in 8511" in proposed.text
+    await chat.say("yes")
+    asked = await chat.say("Please change the gloves to size L")
+    assert "Which payment method" in asked.text
+    proposed = await chat.say("the Visa")
+    assert "Summit Insulated Ski Gloves (Black, L)" in proposed.text
+    await chat.say("yes")
+    assert "NW-SIG-BLA-L" in [i.variant_source_id for i in demo_order().items]
+    proposed = await chat.say(
+        "Please change the shipping address to 1 Harbor Way, Seattle, WA 98101, USA")
+    assert proposed.text.startswith("Ship order #NW10967 to 1 Harbor Way")
+    await chat.say("yes")
+    proposed = await chat.say("Please remove the kids' down jacket from the order")
+    assert proposed.text.startswith("Remove from order #NW10967: Kids' Cascade Down Jacket")
+    await chat.say("yes")
+    proposed = await chat.say("Actually, please cancel the whole order")
+    assert proposed.text.startswith("Cancel order #NW10967")
+    done = await chat.say("yes")
+    assert done.action is not None and done.action["status"] == "executed"
+    assert demo_order().status == "cancelled"
