@@ -24,7 +24,7 @@ EVAL_STORES = ("demo", "tau")
 
 @click.command("eval")
 @click.argument("mode", required=False, default="questions",
-                type=click.Choice(["questions", "dialogues"]))
+                type=click.Choice(["questions", "dialogues", "actions"]))
 @click.option("--store", "stores", type=click.Choice([*EVAL_STORES, "all"]), multiple=True,
               help="Store(s) to evaluate (repeatable; default: both).")
 @click.option("--limit", type=click.IntRange(1), default=120, show_default=True,
@@ -52,6 +52,15 @@ EVAL_STORES = ("demo", "tau")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0,
               help="Torch CPU threads for the engine (0: settings; 1 is fastest on a busy CPU).")
+@click.option("--split", type=click.Choice(["dev", "train"]), default="dev", show_default=True,
+              help="Actions mode: the τ-bench task split.")
+@click.option("--sample", type=click.IntRange(1), default=None,
+              help="Actions mode: a random sample of this many tasks (with --seed).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Actions mode: the sample's seed.")
+@click.option("--no-model", is_flag=True,
+              help="Actions mode: no language model (replies that would be generated restate "
+                   "the facts); for quick checks of the flow, not for the reported figures.")
 @click.pass_context
 def eval_command(
     ctx: click.Context,
@@ -69,6 +78,10 @@ def eval_command(
     concurrency: int,
     threads: int,
     keyword: str | None,
+    split: str,
+    sample: int | None,
+    seed: int,
+    no_model: bool,
 ) -> None:
     """Score replies on held-out questions with expected facts.
 
@@ -93,6 +106,11 @@ def eval_command(
       chatbot eval dialogues --systems adapter --store demo -k stock
     """
     stores = tuple(EVAL_STORES) if "all" in stores else stores
+    if mode == "actions":
+        explicit = ctx.get_parameter_source("limit") != click.core.ParameterSource.DEFAULT
+        _actions(ctx, split, limit if explicit else None, sample, seed, adapter, tau_dir,
+                 eval_dir, out, threads, no_model)
+        return
     if mode == "dialogues":
         if ctx.get_parameter_source("systems") == click.core.ParameterSource.DEFAULT:
             systems = "adapter,base,retrieval"
@@ -265,6 +283,81 @@ def make_pipeline_no_engine(settings: Settings, db: Any, retriever: Any) -> Any:
     from chatbot.training.build import _PlanOnlyEngine, load_tokenizer
 
     return Pipeline(db, retriever, _PlanOnlyEngine(load_tokenizer(settings.model_path)), settings)
+
+
+def _actions(
+    ctx: click.Context, split: str, limit: int | None, sample: int | None, seed: int,
+    adapter: Path | None, tau_dir: Path | None, eval_dir: Path | None, out: Path,
+    threads: int, no_model: bool,
+) -> None:
+    """``chatbot eval actions``: scripted τ customers over the socket (issue #19)."""
+    import platform
+    import subprocess
+
+    from chatbot.evaluation import actions as A
+    from chatbot.replay.environment import REPLAY_LIMITS
+
+    settings: Settings = ctx.obj.settings
+    if threads:
+        settings = settings.replace(engine_threads=threads)
+        import torch
+
+        torch.set_num_threads(threads)
+    tau = tau_dir or DEFAULT_TAU_DIR
+    # Its own scratch folder: the τ store's index must not replace another eval's store 1.
+    scratch = eval_dir or settings.data_dir / "eval-actions"
+    adapter_dir = adapter or settings.adapter_path or default_adapter_path()
+    eval_settings = dataclasses.replace(
+        settings, data_dir=scratch, database_url=f"sqlite:///{scratch / 'actions.db'}",
+        limits=REPLAY_LIMITS, adapter_path=adapter_dir,
+    )
+    scratch.mkdir(parents=True, exist_ok=True)
+    tasks = A.select_tasks(tau, split, limit=limit, sample=sample, seed=seed)
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
+            if line.startswith("Model name")), platform.processor())
+    except OSError:
+        cpu = platform.processor()
+
+    async def run() -> list[A.TaskResult]:
+        if no_model:
+            from chatbot.training.build import load_tokenizer
+
+            engine: Any = A.SilentEngine(load_tokenizer(eval_settings.model_path))
+        else:
+            from chatbot.engine.engine import Engine
+
+            engine = await asyncio.to_thread(Engine.load, eval_settings)
+        start = getattr(engine, "start", None)
+        if start is not None:
+            await start()
+        results = []
+        try:
+            runner = A.ActionEval(eval_settings, tau, engine, scratch / "actions")
+            for task in tasks:
+                result = await runner.run_task(task)
+                results.append(result)
+                click.echo(f"task {result.index:3} {'PASS' if result.reward == 1.0 else 'fail'}"
+                           f" {','.join(result.kinds) or 'no_action':40} "
+                           f"{','.join(result.outcomes):24} {result.seconds:6.1f} s"
+                           f"{'  ' + result.error if result.error else ''}", err=True)
+        finally:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                await close()
+        return results
+
+    started = time.monotonic()
+    results = asyncio.run(run())
+    meta = {"split": split, "limit": limit, "sample": sample, "seed": seed,
+            "model": None if no_model else str(eval_settings.model_path),
+            "adapter": None if no_model or adapter_dir is None else str(adapter_dir),
+            "cpu": cpu, "wall_seconds": round(time.monotonic() - started, 1),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    path, summary = A.write_report(out, split, results, meta)
+    click.echo(A.format_summary(split, summary))
+    click.echo(f"report written to {path}", err=True)
 
 
 def _dialogues(
