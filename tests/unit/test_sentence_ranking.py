@@ -33,7 +33,7 @@ class KeywordEmbedder:
 
 
 POLICY = (
-    "The user needs to confirm the order id and the reason (no longer needed) for "
+    "A user gives the order id and the reason (no longer needed) for "
     "cancellation. An order can only be cancelled if its status is 'pending'. "
     "After cancellation the total is refunded in 5 to 7 business days."
 )
@@ -42,7 +42,7 @@ POLICY = (
 def test_embedder_meaning_outranks_shared_words() -> None:
     question = "As a user, what order status allows cancellation?"
     lexical_only = best_sentences(POLICY, question, 1)
-    assert lexical_only.startswith("The user needs")  # ties on shared words, comes first
+    assert lexical_only.startswith("A user gives")  # ties on shared words, comes first
     ranked = best_sentences(POLICY, question, 2, embedder=KeywordEmbedder())
     assert ranked.startswith("An order can only be cancelled if its status is 'pending'.")
 
@@ -119,3 +119,12 @@ def test_sentence_scenarios_are_off_by_default_and_stay_off_when_scaled() -> Non
     assert Quotas().sentence == 0
     assert Quotas().scaled(0.5).sentence == 0
     assert Quotas(sentence=10).scaled(0.5).sentence == 5
+
+
+def test_sentences_written_for_the_agent_are_never_picked() -> None:
+    policy = (
+        "The user needs to confirm the order id. An order can only be cancelled if its "
+        "status is 'pending', and you should check its status before taking the action."
+    )
+    picked = best_sentences(policy, "can the user cancel an order?", 2)
+    assert picked == "An order can only be cancelled if its status is 'pending'."
