@@ -46,6 +46,9 @@ class AnswerRequest:
     # The dialogue state the previous reply left (chatbot.answering.dialogue, as JSON);
     # None for a new conversation. Opaque to the server, which only stores it.
     state: dict[str, Any] | None = None
+    # The shopper's answer to a proposed order action from a ``confirm`` frame:
+    # (action id, accept); the message is then only what the transcript shows.
+    confirm: tuple[str, bool] | None = None
     # A suggestion for an agent (the console's copilot), not a reply to the shopper:
     # never a handoff message; says plainly when no grounded answer exists.
     for_agent: bool = False

@@ -202,6 +202,15 @@ class Pipeline:
         if request.customer_id is None and state.customer_id:
             # Identified earlier in this conversation (store policy): acts as signed in.
             request = dataclasses.replace(request, customer_id=state.customer_id)
+        if request.confirm is not None and not request.for_agent:
+            # A confirm frame: the shopper pressed Confirm / Keep my order on a proposal.
+            action_id, accept = request.confirm
+            return _acted_plan(
+                self.actions.answer(
+                    request.store_id, action_id, accept,
+                    conversation_id=request.conversation_key or "",
+                )
+            )
         if not request.for_agent:
             acted = self._answer_pending_action(request, decision, state)
             if acted is not None:

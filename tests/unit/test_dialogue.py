@@ -242,3 +242,26 @@ async def test_another_question_while_a_detail_is_asked_is_answered(
     other = await chat2.say("how long does standard shipping take?")
     assert other.text != asked.text and other.action is None
     assert chat2.state["pending"] is None
+
+
+async def test_a_confirm_frame_answers_the_proposal_by_its_id(
+    world: World, pipeline: Pipeline
+) -> None:
+    chat = Chat(pipeline, world.shop, customer=world.alice)
+    proposed = await chat.say("I want to return the shoes")
+    assert proposed.action is not None
+    done = await collect(
+        pipeline.answer(
+            AnswerRequest(world.shop, "Confirm", customer_id=world.alice, state=chat.state,
+                          confirm=(proposed.action["id"], True))
+        )
+    )
+    assert done.action is not None and done.action["status"] == "executed"
+    assert _order_status(world, "#W1000002") == "return requested"
+    forged = await collect(
+        pipeline.answer(
+            AnswerRequest(world.shop, "Confirm", customer_id=world.alice,
+                          confirm=("act_forged", True))
+        )
+    )
+    assert forged.action is None and "nothing was changed" in forged.text
