@@ -605,10 +605,13 @@ class ActionFlow:
                 return ask(ASK_ITEMS.format(order=number, verb=VERBS[kind], items=names),
                            "items")
             params["items"] = picked
-            # This message named the old items ("the Espresso Machine (19 bar, 1L)"): it
-            # names a new option only where it says one the item does not have yet
-            # ("change the gloves to size L").
+            # This message named the old items ("the Espresso Machine (19 bar, 1L)"). A
+            # request about one item may name its new option too ("change the gloves to
+            # size L": one the item does not have yet); an answer listing several items
+            # names only those (the options of one are not the new options of another).
             naming = kind in VARIANT_KINDS
+            if naming and not (first and len(set(picked)) == 1):
+                message = ""
         else:
             naming = False
         if kind in VARIANT_KINDS:

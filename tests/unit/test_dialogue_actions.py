@@ -203,6 +203,18 @@ async def test_modify_items_with_same_but_in_another_colour(
     assert "1151293680" in [i["item_id"] for i in row["items"]]
 
 
+async def test_the_options_of_one_named_item_are_not_the_new_options_of_another(
+    db: Database, pipeline: Pipeline
+) -> None:
+    chat = Chat(pipeline, db)
+    await chat.say("Hi, my email is harper.johansson4006@example.com")
+    await chat.say("I want to change items in my pending order #W4866703")
+    asked = await chat.say("The Electric Kettle and the Office Chair (fabric, black, fixed, "
+                           "standard) and the Office Chair (fabric, black, none, high-back)")
+    assert "instead of the Office Chair (fabric, black, fixed, standard)" in asked.text
+    assert not asked.text.endswith(CONFIRM_QUESTION)
+
+
 async def test_order_address_asks_for_the_missing_parts(db: Database, pipeline: Pipeline
                                                          ) -> None:
     chat = Chat(pipeline, db)
