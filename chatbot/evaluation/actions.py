@@ -134,6 +134,10 @@ class ScriptedCustomer:
                       for a in task.get("actions") or []
                       if a["name"] not in READ_ONLY_TOOLS and a["name"] in TOOL_KINDS]
         self._email_at = 0
+        # Every third task changes its mind once: it says no to the first proposal of its
+        # first action, then asks again (the "no" path inside the scored run: the state
+        # must still end up exactly as expected).
+        self.detour = int(task.get("task_index", 1)) % 3 == 0 and bool(self.steps)
         self.yes_count = 0
         self.no_count = 0
         self.outcomes: list[str] = []  # per step: executed / declined / refused / stuck
@@ -377,6 +381,9 @@ class TaskResult:
     outputs: list[str] = field(default_factory=list)
     outputs_found: list[str] = field(default_factory=list)
     turns: int = 0
+    # The customer's yes and no answers to proposals.
+    yes: int = 0
+    no: int = 0
     seconds: float = 0.0
     error: str = ""
     transcript: list[list[str]] = field(default_factory=list)
@@ -415,6 +422,15 @@ async def play(sock: Socket, customer: ScriptedCustomer, transcript: list[list[s
         reply = await say(customer.request(step))
         outcome = "stuck"
         for _ in range(MAX_TURNS_PER_ACTION):
+            if reply.rstrip().endswith(CONFIRM_QUESTION) and customer.detour:
+                customer.detour = False
+                customer.no_count += 1
+                reply = await say("No, wait. I changed my mind.")
+                if not reply.startswith("Okay, I haven't changed"):
+                    break
+                customer.outcomes.append("declined")
+                reply = await say("Sorry, actually I do want it. " + customer.request(step))
+                continue
             if reply.rstrip().endswith(CONFIRM_QUESTION):
                 if customer.summary_matches(step, reply):
                     customer.yes_count += 1
@@ -548,6 +564,7 @@ class ActionEval:
         replies = " ".join(t for role, t in result.transcript if role == "bot")
         result.outputs_found = [o for o in result.outputs if o and o in replies]
         result.outcomes = list(customer.outcomes)
+        result.yes, result.no = customer.yes_count, customer.no_count
         result.turns = sum(1 for role, _ in result.transcript if role == "customer")
         result.seconds = round(time.monotonic() - started, 1)
         return result
@@ -588,6 +605,8 @@ def summarize(results: list[TaskResult]) -> dict[str, Any]:
         "outputs_expected": sum(len(r.outputs) for r in results),
         "outputs_found": sum(len(r.outputs_found) for r in results),
         "step_outcomes": dict(sorted(outcomes.items())),
+        "customer_yes": sum(r.yes for r in results),
+        "customer_no": sum(r.no for r in results),
         "errors": sum(1 for r in results if r.error),
         "customer_turns": sum(r.turns for r in results),
         "seconds": round(sum(r.seconds for r in results), 1),
@@ -613,6 +632,8 @@ def format_summary(split: str, summary: dict[str, Any]) -> str:
         f"{summary['writes_without_yes']}, cross-customer writes "
         f"{summary['cross_customer_writes']}, outputs found {summary['outputs_found']}/"
         f"{summary['outputs_expected']}, errors {summary['errors']}, {summary['seconds']} s",
+        f"  the customer said yes {summary['customer_yes']} and no {summary['customer_no']} "
+        f"times; step outcomes {summary['step_outcomes']}",
     ]
     for kind, row in summary["per_kind"].items():
         lines.append(f"  {kind:24} {row['passed']}/{row['tasks']}  ({row['pass_rate']:.3f})")
