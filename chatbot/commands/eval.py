@@ -98,12 +98,19 @@ def eval_command(
     repeats, handoff accuracy and guard firings per store and system, in
     bench/results/eval-dialogues.json and .md (docs/evaluation.md).
 
+    ``chatbot eval actions --split dev|train`` plays scripted τ-bench customers over the
+    chat socket of an in-process server, one fresh τ store per task, and scores each task
+    as τ-bench does (the exported state must equal the replay of the expected actions);
+    writes bench/results/eval-actions-<split>.json (docs/evaluation.md).
+
     \b
     Examples:
       chatbot eval
       chatbot eval --store tau --limit 60 --systems adapter,retrieval
       chatbot eval --store demo --adapter /tmp/adapter --threads 1
       chatbot eval dialogues --systems adapter --store demo -k stock
+      chatbot eval actions --split dev
+      chatbot eval actions --split train --sample 100 --seed 0
     """
     stores = tuple(EVAL_STORES) if "all" in stores else stores
     if mode == "actions":
