@@ -239,7 +239,9 @@ class ClaimContext:
         question = _ASKING.sub(" ", _ORDER_CODE.sub(" ", self.question))
         if self._answers is not None:
             return self._answers
-        scores = sentence_scores(sentences, question, self.embedder if question.strip() else None)
+        # ("and #W6310710?" has no words to mean anything: code's order of facts decides.)
+        embedder = self.embedder if _stems(question) else None
+        scores = sentence_scores(sentences, question, embedder)
         # The first fact leads: code ranked it first for this question.
         # Ties: the sentence with less beside the answer (a clause before its whole
         # sentence), then the earlier one (code put the most relevant fact first).
@@ -271,6 +273,26 @@ def statuses(text: str) -> set[str]:
             # "out of stock" must not also count as "in stock".
             rest = pattern.sub(" ", rest)
     return found
+
+
+def _inverts(text: str, fact_sentence: str) -> bool:
+    """Whether ``text`` says the opposite of ``fact_sentence``: a "not" the fact lacks, or
+    the fact's negated clause said without its "not" ("Order #W1 is processed." only
+    restates the part of "Order #W1 is processed, so it can no longer be cancelled" that
+    has no "not": that is not an inversion; "you can cancel it" is)."""
+    mine, theirs = negated(text), negated(fact_sentence)
+    if mine == theirs:
+        return False
+    if mine:
+        return True
+    clauses = [c for c in re.split(r"[,;:]\s+|\s+-\s+", fact_sentence) if negated(c)]
+    negated_words = set().union(*(_stems(c) for c in clauses)) if clauses else _stems(
+        fact_sentence
+    )
+    return bool(_stems(text) & negated_words - _POLARITY_NEUTRAL)
+
+
+_POLARITY_NEUTRAL = {"order", "longer", "status"}
 
 
 def negated(text: str) -> bool:
@@ -326,7 +348,7 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     if not _eligibility_agrees(text, ctx):
         return Verdict(False, "eligibility")
     restated = ctx.restated(text)
-    if restated and all(negated(text) != negated(s) for s in restated):
+    if restated and all(_inverts(text, s) for s in restated):
         return Verdict(False, "polarity")
     if not _faithful_copy(text, ctx):
         return Verdict(False, "copy")
@@ -548,6 +570,20 @@ class SentenceGuard:
             return ""
         if not best.rstrip().endswith((".", "!", "?")):
             best += "."
+        for said in split_sentences(self.text):
+            # "Order #W1 is processed." said: add only ", so it can no longer be ...".
+            core = _key(said)
+            if core and _key(best).startswith(core + " "):
+                words = len(core.split())
+                rest = re.split(r"\s+", best.strip())
+                kept = 0
+                for i, word in enumerate(rest):
+                    kept += len(_WORDS.findall(word.lower()))
+                    if kept >= words:
+                        best = " ".join(rest[i + 1 :]).lstrip(" ,;")
+                        break
+                best = best[:1].upper() + best[1:]
+                break
         self.reasons["incomplete"] += 1
         return self._emit(best)
 

@@ -661,6 +661,12 @@ def _named_variants(variants: Sequence[Any], query: str) -> list[Any]:
                     for w in _SIZE_WORDS
                     if len(w) > 2
                 )
+            if not hit and value.lower() in ("yes", "no"):
+                # "with water resistance" -> water resistance: yes ("without ...": no)
+                said = " ".join(re.findall(r"[a-z0-9.]+", name.lower()))
+                if f" {said} " in lowered:
+                    negative = re.search(rf" (no|without|non|not) {re.escape(said)} ", lowered)
+                    hit = (value.lower() == "no") == bool(negative)
             if hit:
                 wanted.setdefault(name, set()).add(value)
     if not wanted:

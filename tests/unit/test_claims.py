@@ -240,3 +240,9 @@ def test_a_failed_sentence_after_the_answer_is_dropped_not_padded() -> None:
                          "I can't find anything else."])
     assert out == "Expedited shipping takes 2-3 business days for $14.95."
     assert guard.reasons == {"refusal": 1}
+
+
+def test_restating_the_positive_half_of_a_negative_fact_is_no_inversion() -> None:
+    assert check_sentence("Order #W2611340 is processed.", ctx(ORDER)).ok
+    verdict = check_sentence("Order #W2611340 is processed, so you can cancel it.", ctx(ORDER))
+    assert not verdict.ok
