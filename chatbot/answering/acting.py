@@ -510,6 +510,47 @@ def return_items(order: Any, message: str) -> list[str] | None:
     return pick_items(order, message)
 
 
+def precheck(kind: str, order: Any, config: Any, today: Any = None) -> ActionRefused | None:
+    """What the policy refuses before any detail is asked (the store turned the kind off,
+    the order's status does not allow it, the return window is over), so the bot never
+    asks "which items?" for an order it cannot act on. The full check runs at proposal."""
+    from types import SimpleNamespace
+
+    from chatbot.actions import kinds as action_kinds
+    from chatbot.actions.policy import OFF
+    from chatbot.storage.clock import utcnow
+
+    if config is None:
+        return None
+    if config.mode(kind) == OFF:
+        return ActionRefused("I can't do that in this chat for this store.",
+                             alternatives=["a member of our team can help: ask for a human "
+                                           "agent"], code="action_off")
+    if order is None:
+        return None
+    policy = config.policy
+    statuses = {
+        CANCEL_ORDER: (policy.cancel_statuses, "cancel"),
+        MODIFY_ORDER_ADDRESS: (policy.modify_statuses, "change"),
+        MODIFY_ORDER_PAYMENT: (policy.modify_statuses, "change"),
+        MODIFY_ORDER_ITEMS: (policy.modify_statuses, "change"),
+        REMOVE_ORDER_ITEMS: (policy.modify_statuses, "change"),
+        RETURN_ITEMS: (policy.return_statuses, "return"),
+        EXCHANGE_ITEMS: (policy.exchange_statuses, "exchange"),
+    }
+    if kind not in statuses:
+        return None
+    allowed, verb = statuses[kind]
+    try:
+        action_kinds._require_status(order, allowed, verb, policy)
+        if kind in (RETURN_ITEMS, EXCHANGE_ITEMS):
+            ctx = SimpleNamespace(policy=policy, today=today, now=utcnow())
+            action_kinds._check_window(ctx, order, verb)  # type: ignore[arg-type]
+    except ActionRefused as refused:
+        return refused
+    return None
+
+
 @dataclass
 class Who:
     """Who acts: the store, the customer (or the guest's proven orders), the conversation."""
@@ -547,6 +588,8 @@ class ActionFlow:
         reason_required: bool,
         products: Any = None,
         first: bool = False,
+        config: Any = None,
+        today: Any = None,
     ) -> ActionPlan | None:
         """Take what ``message`` says for the detail asked (``step``), then ask for the
         next missing one or propose. ``order`` is None for ``modify_default_address``;
@@ -560,6 +603,10 @@ class ActionFlow:
         params = dict(params)
         number = order.number if order is not None else ""
         methods = list(getattr(customer, "payment_methods", None) or [])
+        refused = precheck(kind, order, config, today)
+        if refused is not None:
+            return ActionPlan(_refusal(refused), "action_refused", sources_order=number,
+                              handoff=refused.code == "action_off")
 
         def ask(text: str, next_step: str, **more: Any) -> ActionPlan:
             return ActionPlan(text, "action_detail", pending="action_detail", action_kind=kind,

@@ -370,10 +370,13 @@ class Pipeline:
         from sqlalchemy import select
         from sqlalchemy.orm import selectinload
 
-        from chatbot.actions.service import get_config
-        from knowledge_base.models import Customer, Product
+        from chatbot.actions.service import _reference_time, get_config
+        from knowledge_base.models import Customer, Product, Store
 
-        policy = get_config(self.db, request.store_id).policy
+        config = get_config(self.db, request.store_id)
+        policy = config.policy
+        store = session.get(Store, request.store_id)
+        today = _reference_time(store) if store is not None else None
         customer = None
         if request.customer_id is not None:
             customer = session.get(Customer, request.customer_id)
@@ -392,7 +395,7 @@ class Pipeline:
         return self.actions.advance(
             who, kind, order, customer, request.message, params, step,
             reason_required=policy.cancel_reasons is not None, products=products,
-            first=first,
+            first=first, config=config, today=today,
         )
 
     def plan(

@@ -304,6 +304,22 @@ async def test_a_refused_request_gets_the_reason_and_what_is_possible(
     assert order(db, "#W7273336")["status"] == "delivered"
 
 
+async def test_a_refusal_comes_before_any_question(db: Database, pipeline: Pipeline) -> None:
+    """No "which items?" or "what is the new address?" for an order the policy does not
+    let this action touch: the reason and what is possible, at once."""
+    chat = Chat(pipeline, db)
+    await chat.say("My name is Olivia Ito and my zip code is 80218")
+    address = await chat.say("Please change the shipping address of my order #W5353646")
+    assert address.reason == "action_refused" and "new address" not in address.text
+    assert "processed" in address.text and "What I can do" in address.text
+    items = await chat.say("I want to exchange items from order #W5442520")
+    assert items.reason == "action_detail"  # pending: an item change, asked for
+    returned = await chat.say("I want to return items from order #W3657213")
+    assert returned.reason == "action_refused" and "Which items" not in returned.text
+    assert "while it is pending you can still change or cancel it" in returned.text
+    assert DialogueState.from_json(returned.state).pending is None
+
+
 async def test_the_order_changed_between_proposal_and_yes(db: Database, pipeline: Pipeline
                                                          ) -> None:
     chat = Chat(pipeline, db)
