@@ -21,6 +21,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatbot.types import AnswerRequest, ReplyDone, ReplyEvent, ReplyToken, Source
 
@@ -42,6 +43,8 @@ class Script:
     pause_at: int | None = None
     # ReplyDone.text, when it should differ from the joined tokens.
     done_text: str | None = None
+    # ReplyDone.action: a proposal's wire dict or an outcome event (issue #19).
+    action: dict[str, Any] | None = None
 
 
 class FakeAnswerer:
@@ -114,6 +117,7 @@ class FakeAnswerer:
                 handoff=script.handoff,
                 verified_orders=script.verified_orders,
                 reason=script.reason,
+                action=script.action,
             )
             self.finished += 1
         except (GeneratorExit, asyncio.CancelledError):

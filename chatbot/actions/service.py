@@ -55,6 +55,7 @@ from chatbot.actions.policy import (
     load_config,
 )
 from chatbot.errors import ChatbotError
+from chatbot.protocol import chat
 from chatbot.storage.clock import utcnow
 from chatbot.storage.db import Database
 from knowledge_base.models import Customer, Store
@@ -114,9 +115,13 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_event(self) -> dict[str, Any]:
-        """The stored ``action`` event."""
-        return {"type": "action", "id": self.id, "kind": self.kind, "status": self.status,
-                "summary": self.summary, "reason": self.reason}
+        """The stored ``action`` event: its wire ``type`` and fields, built by the protocol
+        (``{"type": "action", "id", "kind", "status", "summary", "reason"}``)."""
+        kind, fields = chat.body(chat.ActionEvent(
+            id=self.id, kind=self.kind, status=self.status, summary=self.summary,
+            reason=self.reason,
+        ))
+        return {"type": kind, **fields}
 
 
 def _outcome(p: ActionProposal, status: str | None = None, reason: str | None = None

@@ -17,7 +17,7 @@ import asyncio
 import hmac
 import secrets
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,6 +47,7 @@ from chatbot.conversations.models import (
     Conversation,
     ConversationEvent,
     GuestVerification,
+    new_public_id,
 )
 from chatbot.conversations.writer import GroupWriter
 from chatbot.errors import ConflictError, NotFoundError
@@ -376,13 +377,23 @@ class ConversationService:
         interrupted: bool = False,
         reason: str = "",
         dialogue: dict[str, Any] | None = None,
+        action: Mapping[str, Any] | None = None,
     ) -> StoredEvent:
         """Store the reply's final text and its ``done`` event (and, for a complete reply,
         the dialogue state it leaves, in the same transaction).
 
         An interrupted reply's ``done`` is stored even under an agent: it is the marker
         that closes the partial text the shopper saw, not new bot speech.
+
+        ``action`` is the reply's order action (``ReplyDone.action``, issue #19): a
+        proposal goes into ``done.action`` (so a resume shows the card again); an outcome
+        is stored as an ``action`` event just before the ``done``, in the same
+        transaction. The outcome is a fact about the order, stored even when the reply is
+        interrupted; a proposal is only offered by a complete reply.
         """
+        outcome = chat.action_event(action)
+        proposal = None if interrupted else chat.proposed_action(action)
+        outcome_event = NewEvent.of(outcome, reply_id=reply_id) if outcome is not None else None
         event = NewEvent.of(
             chat.Done(
                 reply_id=reply_id,
@@ -392,12 +403,18 @@ class ConversationService:
                 interrupted=interrupted,
                 in_reply_to=in_reply_to,
                 at=now_iso(),
+                action=proposal,
             ),
             reply_id=reply_id,
         )
         srcs = event.payload["sources"]
 
         def fn(session: Session) -> tuple[StoredEvent, list[StoredEvent]]:
+            before = (
+                append_events(session, conv.id, [outcome_event])
+                if outcome_event is not None
+                else []
+            )
             done = append_events(
                 session,
                 conv.id,
@@ -429,7 +446,35 @@ class ConversationService:
                     .values(dialogue=dialogue)
                     .execution_options(synchronize_session=False)
                 )
-            return done, [done]
+            return done, [*before, done]
+
+        return (await self.write(conv, fn))[0]
+
+    async def add_action_outcome(
+        self, conv: ConversationRef, action: Mapping[str, Any], text: str
+    ) -> list[StoredEvent]:
+        """Tell the shopper what became of an action outside a reply (an agent approved or
+        rejected it, issue #19): its ``action`` event and a short bot message (a complete
+        ``done`` answering nothing), in one transaction. Stored whoever owns the
+        conversation: it reports what the team did, it is not the bot joining in."""
+        outcome = chat.action_event(action)
+        if outcome is None:
+            raise ValueError(f"not an action outcome: {action!r}")
+        reply_id = new_public_id("r")
+        events = [NewEvent.of(outcome)]
+        if text:
+            events.append(NewEvent.of(
+                chat.Done(reply_id=reply_id, text=text, at=now_iso()), reply_id=reply_id
+            ))
+
+        def fn(session: Session) -> tuple[list[StoredEvent], list[StoredEvent]]:
+            stored = append_events(session, conv.id, events)
+            if text:
+                session.add(ChatMessage(
+                    conversation_id=conv.id, public_id=reply_id, role="bot", text=text,
+                    status="complete", seq=stored[-1].seq, reason=f"action_{outcome.status}",
+                ))
+            return stored, stored
 
         return (await self.write(conv, fn))[0]
 

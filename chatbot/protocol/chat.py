@@ -25,6 +25,7 @@ from chatbot.protocol.common import (
     opt_bool,
     opt_int,
     opt_str,
+    req_bool,
     req_int,
     req_str,
 )
@@ -90,7 +91,16 @@ class End:
     comment: str = ""
 
 
-ClientMessage = Hello | Message | Typing | Handoff | Feedback | Stop | End
+@dataclass(frozen=True)
+class Confirm:
+    """The shopper's answer to a proposed order action (a ``done`` with ``action``):
+    ``accept`` true runs it ("Confirm"), false declines it ("Keep my order")."""
+
+    action_id: str
+    accept: bool
+
+
+ClientMessage = Hello | Message | Typing | Handoff | Feedback | Stop | End | Confirm
 
 MAX_COMMENT_CHARS = 2000
 # Hard cap on message text in the protocol itself; the per-store limit
@@ -138,6 +148,9 @@ _CLIENT: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
         rating=opt_int(o, "rating", lo=1, hi=5),
         comment=opt_str(o, "comment", max_chars=MAX_COMMENT_CHARS) or "",
     ),
+    "confirm": lambda o: Confirm(
+        action_id=req_str(o, "action_id", max_chars=MAX_ID_CHARS), accept=req_bool(o, "accept")
+    ),
 }
 
 CLIENT_TYPES = frozenset(_CLIENT)
@@ -169,6 +182,7 @@ _CLIENT_NAMES: dict[type, str] = {
     Feedback: "feedback",
     Stop: "stop",
     End: "end",
+    Confirm: "confirm",
 }
 
 # ---- server -> client -------------------------------------------------------------------
@@ -217,6 +231,28 @@ class Done:
     interrupted: bool = False
     in_reply_to: str | None = None
     at: str = ""
+    # An order action this reply proposes: {"id", "kind", "status": "proposed", "summary",
+    # "details"}; the client shows it as a confirmation card. Left out of the frame when
+    # the reply proposes nothing.
+    action: dict[str, Any] | None = None
+
+
+# What became of a proposed action (the ``status`` of an ``action`` event).
+ACTION_STATUSES = frozenset({"executed", "declined", "failed", "awaiting_approval", "expired"})
+
+
+@dataclass(frozen=True)
+class ActionEvent:
+    """A stored ``action`` event: what became of proposal ``id`` (the shopper's yes or no,
+    an agent's approval or rejection, an expiry). ``reason`` says why (a failure, a
+    rejection); the bot's reply follows it."""
+
+    seq: int = field(default=0, kw_only=True)
+    id: str
+    kind: str
+    status: str
+    summary: str = ""
+    reason: str = ""
 
 
 # Status kinds. Stored: agent_joined, agent_left, handoff_requested, resolved, reopened,
@@ -293,7 +329,7 @@ class Note:
     at: str = ""
 
 
-ServerEvent = Ack | Token | Done | Status | AgentMessage | Error | Welcome
+ServerEvent = Ack | Token | Done | Status | AgentMessage | Error | Welcome | ActionEvent
 
 _SERVER_NAMES: dict[type, str] = {
     Ack: "ack",
@@ -303,12 +339,13 @@ _SERVER_NAMES: dict[type, str] = {
     AgentMessage: "agent_message",
     Error: "error",
     Welcome: "welcome",
+    ActionEvent: "action",
 }
 
 
 # Every event the conversation log may hold: the shopper's events and the console's notes.
 _LOG_NAMES: dict[type, str] = {**_SERVER_NAMES, Note: "note"}
-LoggedEvent = Ack | Token | Done | Status | AgentMessage | Error | Note
+LoggedEvent = Ack | Token | Done | Status | AgentMessage | Error | Note | ActionEvent
 
 
 def _fields(event: ServerEvent | Note) -> dict[str, Any]:
@@ -318,6 +355,8 @@ def _fields(event: ServerEvent | Note) -> dict[str, Any]:
             value = [s.__dict__ for s in value]
         elif key == "events":
             value = [event_fields(e) for e in value]
+        elif key == "action" and value is None:
+            continue  # a done that proposes nothing: no ``action`` field
         out[key] = value
     return out
 
@@ -353,6 +392,34 @@ def encode_logged(kind: str, seq: int, payload: Mapping[str, Any]) -> str:
 def logged(kind: str, seq: int, payload: Mapping[str, Any]) -> ServerEvent:
     """A logged shopper event as its typed event (e.g. for ``welcome.events``)."""
     return event_from_fields({"type": kind, "seq": seq, **payload})
+
+
+def proposed_action(action: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``done.action`` for a reply's action (``ReplyDone.action``): the proposal's wire
+    dict, or None when the reply proposes nothing (no action, or an outcome)."""
+    if not action or action.get("type") == "action" or action.get("status") != "proposed":
+        return None
+    return {
+        "id": str(action["id"]),
+        "kind": str(action.get("kind", "")),
+        "status": "proposed",
+        "summary": str(action.get("summary", "")),
+        "details": dict(action.get("details") or {}),
+    }
+
+
+def action_event(action: Mapping[str, Any] | None) -> ActionEvent | None:
+    """The ``action`` event of an outcome (``Outcome.to_event()``), or None when
+    ``action`` is no outcome (nothing, or a proposal)."""
+    if not action or action.get("status") not in ACTION_STATUSES:
+        return None
+    return ActionEvent(
+        id=str(action["id"]),
+        kind=str(action.get("kind", "")),
+        status=str(action["status"]),
+        summary=str(action.get("summary", "")),
+        reason=str(action.get("reason") or ""),
+    )
 
 
 def event_from_fields(obj: dict[str, Any]) -> ServerEvent:

@@ -54,6 +54,12 @@ class ErrorCode:
     # only POST is allowed (405).
     BUSY = "busy"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    # Order actions (issue #19): a ``confirm`` (or an agent's approve / reject) for an id
+    # that is unknown (or another store's or conversation's), expired, or already answered.
+    # Nothing changes. The same codes as ``chatbot.actions.service.ActionIdError.code``.
+    UNKNOWN_ACTION = "unknown_action"
+    ACTION_EXPIRED = "action_expired"
+    ACTION_USED = "action_used"
 
 
 class CloseCode:
@@ -189,6 +195,14 @@ def opt_int(
     if obj.get(name) is None:
         return None
     return req_int(obj, name, lo=lo, hi=hi)
+
+
+def req_bool(obj: Mapping[str, Any], name: str) -> bool:
+    """A required boolean field (``true`` or ``false``; 0 and 1 are refused)."""
+    value = obj.get(name)
+    if not isinstance(value, bool):
+        raise _bad(name, "true or false")
+    return value
 
 
 def opt_bool(obj: Mapping[str, Any], name: str, default: bool = False) -> bool:

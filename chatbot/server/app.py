@@ -39,6 +39,7 @@ from chatbot.conversations.recovery import interrupt_orphaned_replies
 from chatbot.conversations.service import ConversationService
 from chatbot.protocol.common import CloseCode
 from chatbot.security import counters as security_counters
+from chatbot.server.actions import ActionDesk
 from chatbot.server.chat_socket import ChatSocket, remote_ip
 from chatbot.server.http import (
     HttpRequest,
@@ -98,6 +99,8 @@ class ChatServer:
         self.static_dir = static_dir or STATIC_DIR
         self.hub = ConversationHub()
         self.conversations = ConversationService(db, self.hub, group_commit=group_commit)
+        # Order actions (issue #19): the shopper's confirm, the console's approval queue.
+        self.actions = ActionDesk(self.conversations)
         self.metrics = ServerMetrics()
         limits = settings.limits
         self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)

@@ -30,6 +30,7 @@ from chatbot.protocol import chat
 from chatbot.protocol.common import CloseCode, ErrorCode
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket, per_minute
 from chatbot.server.replies import PendingMessage
+from chatbot.session.chat import CONFIRM_TEXT, confirm_message_id
 from chatbot.server.store_lookup import StoreInfo, find_customer, find_store_info
 
 if TYPE_CHECKING:
@@ -289,9 +290,9 @@ class ChatSocket:
 
     async def _handle(self, msg: chat.ClientMessage) -> None:
         service, replies = self.app.conversations, self.app.replies
-        if isinstance(msg, chat.Handoff | chat.End | chat.Feedback | chat.Stop) and not (
-            self.message_bucket.allow() and self.app.ip_messages.allow(self.ip)
-        ):
+        if isinstance(
+            msg, chat.Handoff | chat.End | chat.Feedback | chat.Stop | chat.Confirm
+        ) and not (self.message_bucket.allow() and self.app.ip_messages.allow(self.ip)):
             # Issue #18: every action a shopper can take spends from the message limits
             # (per connection and per address), not only messages.
             await self.send_error(ErrorCode.RATE_LIMITED, "too many requests; wait a few seconds",
@@ -303,6 +304,8 @@ class ChatSocket:
             await self.send_error(ErrorCode.ALREADY_STARTED, "this connection already said hello")
         elif isinstance(msg, chat.Handoff):
             await self._on_handoff(msg)
+        elif isinstance(msg, chat.Confirm):
+            await self._on_confirm(msg)
         elif self.conv is None:
             # Nothing stored yet: no reply to rate or stop, nothing to close, nobody
             # watching the typing indicator.
@@ -350,6 +353,33 @@ class ChatSocket:
             return
         self.app.metrics.messages.inc()
         self.app.replies.submit(conv, PendingMessage(msg.id, msg.text, ack.seq, ip=self.ip))
+
+    async def _on_confirm(self, msg: chat.Confirm) -> None:
+        """Confirm / Keep my order (issue #19): as ``ChatSession._confirm``, which the
+        session pump (issue #17) runs instead of this."""
+        if self.conv is None:
+            await self.send_error(ErrorCode.UNKNOWN_ACTION, "unknown action id", msg.action_id)
+            return
+        try:
+            await self.app.actions.check_confirm(self.conv, msg.action_id)
+        except ChatbotError as exc:
+            await self.send_error(exc.code, exc.message, msg.action_id)
+            return
+        if not self.app.replies.can_accept(self.conv.id):
+            await self.send_error(ErrorCode.QUEUE_FULL,
+                                  "please wait for the answer before sending more", msg.action_id)
+            return
+        text = CONFIRM_TEXT[msg.accept]
+        ack, duplicate = await self.app.conversations.add_shopper_message(
+            self.conv, confirm_message_id(msg.action_id), text
+        )
+        if duplicate:
+            await self.conn.send(chat.encode_logged(ack.kind, ack.seq, ack.payload))
+            return
+        self.app.metrics.messages.inc()
+        self.app.replies.submit(self.conv, PendingMessage(
+            ack.payload["id"], text, ack.seq, ip=self.ip, confirm=(msg.action_id, msg.accept)
+        ))
 
     async def _on_handoff(self, msg: chat.Handoff) -> None:
         # A handoff makes a waiting conversation in the agents' inbox: at most

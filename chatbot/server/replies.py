@@ -52,6 +52,9 @@ class PendingMessage:
     seq: int
     stored_at: float = field(default_factory=time.monotonic)
     ip: str = ""  # the shopper's address, for per-address limits in the answerer
+    # A ``confirm`` frame's answer to a proposed order action: (action id, accept); the
+    # text is then only what the transcript shows ("Confirm" / "Keep my order").
+    confirm: tuple[str, bool] | None = None
 
 
 class TokenBatcher:
@@ -254,6 +257,7 @@ class ReplyManager:
             conversation_key=conv.public_id,
             client_ip=message.ip,
             state=ctx.dialogue,
+            confirm=message.confirm,
         )
         worker.reply_id, worker.stop, worker.stop_reason = reply_id, asyncio.Event(), ""
         self.service.publish_ephemeral(
@@ -360,6 +364,9 @@ class ReplyManager:
                 if interrupted
                 else (done.reason if done else ""),
                 dialogue=done.state if done is not None and not interrupted else None,
+                # An outcome (executed, declined ...) is stored even for an interrupted
+                # reply: the order changed whatever happened to the words.
+                action=done.action if done is not None else None,
             )
         except BotSilencedError:
             # Taken over between the last token and done: close the reply as interrupted.
@@ -371,6 +378,7 @@ class ReplyManager:
                 in_reply_to=message.client_id,
                 interrupted=True,
                 reason="takeover",
+                action=done.action if done is not None else None,
             )
         if done is not None:
             for check in done.guard_reasons:

@@ -38,6 +38,7 @@ from chatbot.protocol import chat
 from chatbot.protocol.common import CloseCode, ErrorCode
 from chatbot.session.effects import (
     CanQueue,
+    CheckAction,
     Close,
     CreateConversation,
     Effect,
@@ -66,6 +67,14 @@ log = logging.getLogger(__name__)
 
 _PUBLIC_ID = re.compile(r"c_[A-Za-z0-9_-]{16}")
 _TOKEN = re.compile(r"r_[A-Za-z0-9_-]{32}")
+# What the transcript shows for a ``confirm`` frame (issue #19), and the id of that
+# shopper message: one per action, so a second confirm of the same proposal (a double
+# click, another tab) is acknowledged again instead of answered twice.
+CONFIRM_TEXT = {True: "Confirm", False: "Keep my order"}
+
+
+def confirm_message_id(action_id: str) -> str:
+    return f"k_{action_id}"
 
 
 class Phase(enum.Enum):
@@ -313,9 +322,9 @@ class ChatSession:
     # ---- messages after hello ------------------------------------------------------------
 
     def _handle(self, msg: chat.ClientMessage) -> Steps:
-        if isinstance(msg, chat.Handoff | chat.End | chat.Feedback | chat.Stop) and not (
-            yield MessageAllowed()
-        ):
+        if isinstance(
+            msg, chat.Handoff | chat.End | chat.Feedback | chat.Stop | chat.Confirm
+        ) and not (yield MessageAllowed()):
             # Issue #18: every action a shopper can take spends from the message limits
             # (per connection and per address), not only messages.
             yield self.error(
@@ -329,6 +338,8 @@ class ChatSession:
             yield self.error(ErrorCode.ALREADY_STARTED, "this connection already said hello")
         elif isinstance(msg, chat.Handoff):
             yield from self._handoff(msg)
+        elif isinstance(msg, chat.Confirm):
+            yield from self._confirm(msg)
         elif self.conv is None:
             # Nothing stored yet: no reply to rate or stop, nothing to close, nobody
             # watching the typing indicator.
@@ -372,6 +383,33 @@ class ChatSession:
             yield Send(chat.encode_logged(ack.kind, ack.seq, ack.payload))
             return
         yield SubmitReply(conv, msg.id, msg.text, ack.seq)
+
+    def _confirm(self, msg: chat.Confirm) -> Steps:
+        """The shopper's Confirm / Keep my order on a proposed action (issue #19): an open
+        proposal of this conversation is answered by a bot reply, like a message; any
+        other id (unknown, another store's or conversation's, expired, answered) gets an
+        ``error`` and nothing changes."""
+        if self.conv is None:
+            yield self.error(ErrorCode.UNKNOWN_ACTION, "unknown action id", msg.action_id)
+            return
+        try:
+            yield CheckAction(self.conv, msg.action_id)
+        except ChatbotError as exc:
+            yield self.error(exc.code, exc.message, msg.action_id)
+            return
+        if not (yield CanQueue(self.conv)):
+            yield self.error(
+                ErrorCode.QUEUE_FULL, "please wait for the answer before sending more",
+                msg.action_id,
+            )
+            return
+        text = CONFIRM_TEXT[msg.accept]
+        ack, duplicate = yield StoreMessage(self.conv, confirm_message_id(msg.action_id), text)
+        if duplicate:
+            yield Send(chat.encode_logged(ack.kind, ack.seq, ack.payload))
+            return
+        yield SubmitReply(self.conv, ack.payload["id"], text, ack.seq,
+                          confirm=(msg.action_id, msg.accept))
 
     def _handoff(self, msg: chat.Handoff) -> Steps:
         # A handoff makes a waiting conversation in the agents' inbox: at most so many per

@@ -119,6 +119,19 @@ class SubmitReply:
     id: str
     text: str
     seq: int
+    # A ``confirm`` frame's (action id, accept): the reply answers that proposal
+    # (``AnswerRequest.confirm``); ``text`` is what the transcript shows.
+    confirm: tuple[str, bool] | None = None
+
+
+@dataclass(frozen=True)
+class CheckAction:
+    """Is ``action_id`` a proposal of this conversation the shopper can still answer?
+    -> None; raises ``ActionIdError`` (``unknown_action``, ``action_expired``,
+    ``action_used``) otherwise. Reads only: nothing changes."""
+
+    conv: ConversationRef
+    action_id: str
 
 
 @dataclass(frozen=True)
@@ -193,5 +206,5 @@ Effect = (
     FrameAllowed | FindStore | FindCustomer | FindConversation | IdTaken | CreateConversation
     | Follow | Replay | Fresh | MessageAllowed | HandoffAllowed | CanQueue | StoreMessage
     | SubmitReply | PublishTyping | RecordFeedback | StopReply | EndConversation | Transition
-    | Send | Close | StartPump
+    | CheckAction | Send | Close | StartPump
 )

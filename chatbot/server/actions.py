@@ -1,0 +1,208 @@
+"""Order actions at the sockets (issue #19): the shopper's confirm and the console's side.
+
+:class:`ActionDesk` is the narrow service both sockets use. For the shopper socket it
+checks a ``confirm`` frame's id before anything is stored (an id of another store or
+conversation reads as unknown; an expired or answered one gets its code; nothing
+changes). For the console it lists a store's approval queue and modes, approves and
+rejects (the shopper is told: an ``action`` event and a short bot message in the
+conversation), sets the modes (admins), lists a conversation's actions for the customer
+panel, and runs an action for the customer on an agent's own preview and confirmation.
+
+The domain rules (policy, idempotency, audit) are :class:`chatbot.actions.service.
+ActionService`'s; this module only calls it from the database thread and tells the
+conversation what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+
+from chatbot.actions.models import AWAITING_APPROVAL, EXPIRED, PROPOSED, ActionProposal
+from chatbot.actions.policy import KINDS
+from chatbot.actions.service import ActionIdError, ActionService, Outcome, Proposal, get_config
+from chatbot.actions.service import set_modes as store_set_modes
+from chatbot.conversations.history import verified_orders
+from chatbot.conversations.log import ConversationRef
+from chatbot.conversations.service import ConversationService
+from chatbot.storage.clock import utcnow
+
+T = TypeVar("T")
+
+# The console's rows are capped: a queue longer than this is a problem of its own.
+MAX_QUEUE_ROWS = 200
+
+
+def proposal_row(p: Proposal | ActionProposal) -> dict[str, Any]:
+    """A proposal as the console shows it (queue rows, the customer panel)."""
+    if isinstance(p, ActionProposal):
+        order, public_id = p.order_number, p.public_id
+    else:
+        order, public_id = p.order_number, p.id
+    return {
+        "id": public_id,
+        "kind": p.kind,
+        "status": p.status,
+        "summary": p.summary,
+        "details": dict(p.details or {}),
+        "reason": p.reason or "",
+        "conversation_id": p.conversation_id,
+        "order": order,
+        "expires_at": p.expires_at.isoformat(timespec="seconds") if p.expires_at else None,
+    }
+
+
+def shopper_text(outcome: Outcome, *, by_agent: str) -> str:
+    """What the shopper reads after an agent's decision (``by_agent``: approved,
+    rejected, ran)."""
+    from chatbot.answering.acting import outcome_plan  # the bot's own wording
+
+    text = outcome_plan(outcome).text
+    if outcome.status == "declined" and by_agent == "rejected":
+        reason = outcome.reason or "A member of our team did not approve this request."
+        return f"Our team did not approve your request, so nothing was changed. {reason}"
+    if by_agent == "approved":
+        return f"Our team approved your request. {text}"
+    return text
+
+
+class ActionDesk:
+    """Order actions for the sockets; every call runs in the database thread."""
+
+    def __init__(self, conversations: ConversationService,
+                 actions: ActionService | None = None) -> None:
+        self.conversations = conversations
+        self.db = conversations.db
+        self.actions = actions or ActionService(self.db)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.conversations.executor, functools.partial(fn, *args, **kwargs)
+        )
+
+    # ---- the shopper's confirm --------------------------------------------------------
+
+    def _check(self, conv: ConversationRef, action_id: str) -> None:
+        p = self.actions.get(action_id, store_id=conv.store_id)  # ActionIdError if unknown
+        if p.conversation_id != conv.public_id:
+            raise ActionIdError("unknown action id", code="unknown_action")
+        if p.status == EXPIRED or (p.status == PROPOSED and p.expires_at <= utcnow()):
+            raise ActionIdError("this action has expired", code="action_expired")
+        if p.status != PROPOSED:
+            raise ActionIdError(f"this action was already answered ({p.status})",
+                                code="action_used")
+
+    async def check_confirm(self, conv: ConversationRef, action_id: str) -> None:
+        """None if the shopper can still answer ``action_id`` in ``conv``; else
+        ``ActionIdError``. Reads only."""
+        await self._call(self._check, conv, action_id)
+
+    # ---- the console: queue, decisions, modes -------------------------------------------
+
+    def _queue(self, store_id: int) -> dict[str, Any]:
+        pending = self.actions.awaiting_approval(store_id)[:MAX_QUEUE_ROWS]
+        config = get_config(self.db, store_id)
+        return {
+            "pending": [proposal_row(p) for p in pending],
+            "modes": {kind: config.mode(kind) for kind in KINDS},
+        }
+
+    async def queue(self, store_id: int) -> dict[str, Any]:
+        """``{"pending": [rows awaiting approval, oldest first], "modes": {kind: mode}}``."""
+        return await self._call(self._queue, store_id)
+
+    async def _tell(self, store_id: int, outcome: Outcome, conversation_id: str,
+                    by_agent: str) -> None:
+        if not conversation_id:
+            return  # proposed outside a conversation (CLI): nobody to tell
+        conv = await self.conversations.run(_find_conversation, store_id, conversation_id)
+        if conv is None:
+            return
+        await self.conversations.add_action_outcome(
+            conv, outcome.to_event(), shopper_text(outcome, by_agent=by_agent)
+        )
+
+    async def approve(self, store_id: int, action_id: str, agent: str) -> Outcome:
+        """Approve (checked again, then executed); the shopper is told."""
+        p = await self._call(self.actions.get, action_id, store_id=store_id)
+        outcome = await self._call(self.actions.approve, action_id, store_id=store_id,
+                                   agent=agent)
+        await self._tell(store_id, outcome, p.conversation_id, "approved")
+        return outcome
+
+    async def reject(self, store_id: int, action_id: str, agent: str, reason: str) -> Outcome:
+        """Reject (``declined`` with the reason); the shopper is told."""
+        p = await self._call(self.actions.get, action_id, store_id=store_id)
+        outcome = await self._call(self.actions.reject, action_id, store_id=store_id,
+                                   agent=agent, reason=reason)
+        await self._tell(store_id, outcome, p.conversation_id, "rejected")
+        return outcome
+
+    async def set_modes(self, store_id: int, modes: dict[str, str], agent: str) -> None:
+        await self._call(store_set_modes, self.db, store_id, modes, actor="agent",
+                         actor_id=agent)
+
+    # ---- the console: one conversation ------------------------------------------------
+
+    def _of_conversation(self, store_id: int, public_id: str) -> list[dict[str, Any]]:
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(ActionProposal)
+                .where(ActionProposal.store_id == store_id,
+                       ActionProposal.conversation_id == public_id)
+                .order_by(ActionProposal.id)
+            )
+            return [proposal_row(p) for p in rows]
+
+    async def of_conversation(self, conv: ConversationRef) -> list[dict[str, Any]]:
+        """The conversation's proposals with their status, oldest first."""
+        return await self._call(self._of_conversation, conv.store_id, conv.public_id)
+
+    async def propose(self, conv: ConversationRef, kind: str, params: dict[str, Any],
+                      agent: str) -> Proposal:
+        """An agent proposes ``kind`` for the conversation's customer (or the orders the
+        guest proved); raises ``ActionRefused`` with the policy's reason."""
+        orders = await self.conversations.run(verified_orders, conv.id)
+        return await self._call(
+            self.actions.propose, conv.store_id, kind, params, customer_id=conv.customer_id,
+            verified_orders=sorted(orders), conversation_id=conv.public_id, actor="agent",
+            actor_id=agent,
+        )
+
+    async def answer(self, conv: ConversationRef, action_id: str, accept: bool,
+                     agent: str) -> Outcome:
+        """The agent's own yes / no to a proposal they made for the customer; the shopper
+        is told what was done."""
+        p = await self._call(self.actions.get, action_id, store_id=conv.store_id)
+        if p.conversation_id != conv.public_id:
+            raise ActionIdError("unknown action id", code="unknown_action")
+        if accept:
+            outcome = await self._call(self.actions.execute, action_id, store_id=conv.store_id,
+                                       conversation_id=conv.public_id, actor="agent",
+                                       actor_id=agent)
+        else:
+            outcome = await self._call(self.actions.decline, action_id, store_id=conv.store_id,
+                                       conversation_id=conv.public_id, actor="agent",
+                                       actor_id=agent)
+        if accept:
+            await self._tell(conv.store_id, outcome, conv.public_id, "ran")
+        return outcome
+
+
+def _find_conversation(session: Any, store_id: int, public_id: str) -> ConversationRef | None:
+    from chatbot.conversations.log import to_ref
+    from chatbot.conversations.models import Conversation
+
+    row = session.scalars(
+        select(Conversation).where(Conversation.store_id == store_id,
+                                   Conversation.public_id == public_id)
+    ).first()
+    return to_ref(row) if row is not None else None
+
+
+__all__ = ["AWAITING_APPROVAL", "ActionDesk", "proposal_row", "shopper_text"]
