@@ -20,7 +20,7 @@
   var MAX_STORED_ITEMS = 200;
   // Stored events advance last_seq and are deduplicated by it; ephemeral ones
   // (thinking/typing/idle status, error) repeat the last stored seq and must still apply.
-  var STORED_TYPES = { ack: 1, token: 1, done: 1, agent_message: 1 };
+  var STORED_TYPES = { ack: 1, token: 1, done: 1, agent_message: 1, action: 1 };
   var STORED_STATUS = {
     handoff_requested: 1, agent_joined: 1, agent_left: 1, resolved: 1, reopened: 1, verified: 1
   };
@@ -59,7 +59,13 @@
       e_generic: "Something went wrong. Please try again.",
       kind_faq: "FAQ", kind_policy: "Policy", kind_product: "Product", kind_order: "Order",
       kind_shipment: "Shipment", kind_other: "Source",
-      newTab: "(opens in a new tab)"
+      newTab: "(opens in a new tab)",
+      actionTitle: "Please confirm", actionConfirm: "Confirm", actionKeep: "Keep my order",
+      actionHint: "Choose Confirm or Keep my order below the message, or answer yes or no.",
+      actionSending: "Sending your answer\u2026", action_executed: "Done",
+      action_declined: "Nothing was changed", action_failed: "This could not be done",
+      action_awaiting_approval: "Waiting for approval by our team", action_expired: "This offer has expired",
+      action_used: "This was already answered", action_unknown: "This offer is no longer open"
     },
     es: {
       open: "Abrir chat", close: "Cerrar chat", unread: "{n} sin leer",
@@ -92,7 +98,13 @@
       e_generic: "Algo sali\u00f3 mal. Int\u00e9ntalo de nuevo.",
       kind_faq: "Preguntas", kind_policy: "Pol\u00edtica", kind_product: "Producto", kind_order: "Pedido",
       kind_shipment: "Env\u00edo", kind_other: "Fuente",
-      newTab: "(se abre en una pesta\u00f1a nueva)"
+      newTab: "(se abre en una pesta\u00f1a nueva)",
+      actionTitle: "Confirma, por favor", actionConfirm: "Confirmar", actionKeep: "Mantener mi pedido",
+      actionHint: "Elige Confirmar o Mantener mi pedido debajo del mensaje, o responde s\u00ed o no.",
+      actionSending: "Enviando tu respuesta\u2026", action_executed: "Hecho",
+      action_declined: "No se ha cambiado nada", action_failed: "No se ha podido hacer",
+      action_awaiting_approval: "Pendiente de aprobaci\u00f3n por nuestro equipo", action_expired: "Esta oferta ha caducado",
+      action_used: "Ya se respondi\u00f3", action_unknown: "Esta oferta ya no est\u00e1 abierta"
     },
     de: {
       open: "Chat \u00f6ffnen", close: "Chat schlie\u00dfen", unread: "{n} ungelesen",
@@ -125,7 +137,13 @@
       e_generic: "Etwas ist schiefgelaufen. Bitte versuche es erneut.",
       kind_faq: "FAQ", kind_policy: "Richtlinie", kind_product: "Produkt", kind_order: "Bestellung",
       kind_shipment: "Sendung", kind_other: "Quelle",
-      newTab: "(\u00f6ffnet in neuem Tab)"
+      newTab: "(\u00f6ffnet in neuem Tab)",
+      actionTitle: "Bitte best\u00e4tigen", actionConfirm: "Best\u00e4tigen", actionKeep: "Bestellung behalten",
+      actionHint: "W\u00e4hle unter der Nachricht Best\u00e4tigen oder Bestellung behalten, oder antworte mit ja oder nein.",
+      actionSending: "Deine Antwort wird gesendet\u2026", action_executed: "Erledigt",
+      action_declined: "Es wurde nichts ge\u00e4ndert", action_failed: "Das war leider nicht m\u00f6glich",
+      action_awaiting_approval: "Wartet auf Freigabe durch unser Team", action_expired: "Dieses Angebot ist abgelaufen",
+      action_used: "Wurde schon beantwortet", action_unknown: "Dieses Angebot ist nicht mehr offen"
     }
   };
 
@@ -177,6 +195,10 @@
     stop: function (replyId) { return clientFrame("stop", { reply_id: replyId }); },
     end: function (rating, comment) {
       return clientFrame("end", { rating: rating || undefined, comment: comment || undefined });
+    },
+    // ``accept`` is always sent (false is a real answer: "Keep my order").
+    confirm: function (actionId, accept) {
+      return { v: PROTOCOL_VERSION, type: "confirm", action_id: actionId, accept: !!accept };
     }
   };
 
@@ -220,6 +242,9 @@
     this.maxChars = saved.maxChars || 4000;
     this.customer = saved.customer || null;
     this.activity = null; // ephemeral {kind: "thinking"|"typing", agent}
+    // An answer sent before a page load may never have left: the card can be used again
+    // (the server answers a repeat with the first ack, or action_used).
+    this.items.forEach(function (it) { if (it.action) it.action.answering = null; });
   }
 
   Conversation.prototype.toJSON = function () {
@@ -263,7 +288,44 @@
     return this.add({ role: "shopper", id: id, text: text, pending: true });
   };
 
-  function effects() { return { items: [], reset: false, finished: [], activity: false, state: false, error: null, welcome: false }; }
+  function effects() { return { items: [], reset: false, finished: [], activity: false, state: false, error: null, welcome: false, actions: [] }; }
+
+  // Outcomes of a proposed action (the status of an ``action`` event), and what a refused
+  // confirm (its error code) makes of the card.
+  var ACTION_STATUSES = { executed: 1, declined: 1, failed: 1, awaiting_approval: 1, expired: 1 };
+  var ACTION_ERRORS = { unknown_action: "unknown", action_expired: "expired", action_used: "used" };
+
+  /** The bot reply whose card proposes action `id`, if any. */
+  Conversation.prototype.findAction = function (id) {
+    for (var i = this.items.length - 1; i >= 0; i--) {
+      var it = this.items[i];
+      if (it.action && it.action.id === id) return it;
+    }
+    return null;
+  };
+
+  /** An ``action`` event: the outcome goes on its card (or, without one, a status line). */
+  Conversation.prototype.actionOutcome = function (ev, fx) {
+    if (!ACTION_STATUSES[ev.status]) return;
+    var it = this.findAction(str(ev.id));
+    if (!it) {
+      it = this.add({ role: "system", id: "a" + ev.seq, kind: "action", text: str(ev.summary), agent: null });
+      it.action = { id: str(ev.id), kind: str(ev.kind), summary: str(ev.summary), status: "proposed", reason: "", answering: null };
+    }
+    it.action.status = ev.status;
+    it.action.reason = str(ev.reason);
+    it.action.answering = null;
+    fx.items.push(it);
+    fx.actions.push(it);
+  };
+
+  /** The shopper pressed Confirm (true) or Keep my order (false): the frame to send, or
+   *  null when the card is already answered (or an answer is on its way). */
+  Conversation.prototype.answerAction = function (it, accept) {
+    if (!it || !it.action || it.action.status !== "proposed" || it.action.answering !== null) return null;
+    it.action.answering = !!accept;
+    return frames.confirm(it.action.id, !!accept);
+  };
 
   /** Apply one decoded server event; returns the effects (see effects()). */
   Conversation.prototype.apply = function (ev, fx) {
@@ -302,8 +364,18 @@
         it.handoff = !!ev.handoff;
         it.interrupted = !!ev.interrupted;
         it.at = str(ev.at);
+        var a = ev.action;
+        if (a && typeof a === "object" && a.status === "proposed" && typeof a.id === "string" && a.id) {
+          // A proposed order action: shown as a confirmation card under the reply.
+          it.action = it.action && it.action.id === a.id ? it.action : {
+            id: a.id, kind: str(a.kind), summary: str(a.summary), status: "proposed", reason: "", answering: null
+          };
+        }
         this.activity = null; fx.activity = true;
         fx.items.push(it); fx.finished.push(it);
+        break;
+      case "action":
+        this.actionOutcome(ev, fx);
         break;
       case "agent_message":
         it = this.find("agent", ev.id) || this.add({ role: "agent", id: str(ev.id), text: "" });
@@ -319,6 +391,12 @@
         if (ev.ref && (it = this.find("shopper", ev.ref)) && it.pending) {
           it.pending = false; it.failed = true; it.error = str(ev.code);
           fx.items.push(it);
+        } else if (ev.ref && (it = this.findAction(ev.ref)) && ACTION_ERRORS[ev.code]) {
+          // A confirm the server refused: nothing changed, and the card cannot be answered.
+          it.action.answering = null;
+          if (it.action.status === "proposed") it.action.status = ACTION_ERRORS[ev.code];
+          fx.items.push(it);
+          fx.actions.push(it);
         }
         fx.error = { code: str(ev.code), message: str(ev.message), ref: ev.ref || null };
         break;
@@ -948,6 +1026,19 @@
     if (s) this.sendFrame(frames.stop(s.id));
   };
 
+  W.answerAction = function (it, accept) {
+    var frame = this.conv.answerAction(it, accept);
+    if (!frame) return;
+    this.sendFrame(frame, true);
+    this.render({ items: [it] });
+    // The pressed button is disabled now: keep the keyboard on the card's status line.
+    var row = this.shadow.getElementById(rowId(it));
+    var status = row && row.querySelector(".action-status");
+    if (status) status.focus();
+    this.announce(this.tr("actionSending"));
+    this.emit("action_answer", { id: it.action.id, accept: !!accept });
+  };
+
   W.rate = function (it, rating) {
     if (it.rating === rating) return;
     it.rating = rating;
@@ -1014,9 +1105,16 @@
       self.announced[it.key] = true;
       if (fx.reset) return; // history, not news
       var who = it.role === "agent" ? (it.agent || self.tr("team")) : self.tr("assistant");
-      self.announce(who + ": " + it.text);
+      var hint = it.action && it.action.status === "proposed" ? " " + self.tr("actionHint") : "";
+      self.announce(who + ": " + it.text + hint);
       if (!self.isOpen) { self.unread++; self.renderBadge(); self.emit("unread", self.unread); }
       self.emit(it.role === "agent" ? "agent_message" : "reply", { id: it.id, text: it.text, sources: it.sources || [] });
+    });
+    (fx.actions || []).forEach(function (it) {
+      if (fx.reset || it.action.status === "proposed") return;
+      var text = self.actionStatusText(it.action);
+      self.announce(text + (it.action.summary ? ": " + it.action.summary : ""));
+      self.emit("action", { id: it.action.id, kind: it.action.kind, status: it.action.status, reason: it.action.reason });
     });
     this.nodes.stopBtn.hidden = !this.conv.streaming() || !this.ready;
     this.save();
@@ -1073,6 +1171,11 @@
   W.buildItem = function (it) {
     var self = this, t = this.tr.bind(this);
     var row = el("li", { id: rowId(it), class: "row " + it.role });
+    if (it.role === "system" && it.action) {
+      // An outcome whose card is not in the transcript (e.g. history cut off).
+      row.appendChild(this.buildActionStatus(it));
+      return row;
+    }
     if (it.role === "system") {
       var key = { handoff_requested: "handoffRequested", agent_joined: "agentJoined", agent_left: "agentLeft",
         resolved: "resolved", reopened: "reopened", verified: "verified" }[it.kind];
@@ -1119,6 +1222,7 @@
       });
       row.appendChild(ul);
     }
+    if (it.action) row.appendChild(this.buildActionCard(it));
     if (it.handoff && this.conv.state === "bot") {
       row.appendChild(el("div", { class: "suggest" }, [
         el("span", { text: t("suggestHandoff") }),
@@ -1135,6 +1239,46 @@
       rateBtn(1, "up", t("helpful")), rateBtn(-1, "down", t("notHelpful"))
     ]));
     return row;
+  };
+
+  /** The status line of an action: what became of it (the server's reason, as text). */
+  W.actionStatusText = function (a) {
+    if (a.answering !== null && a.answering !== undefined && a.status === "proposed") return this.tr("actionSending");
+    if (a.status === "proposed") return "";
+    var text = this.tr("action_" + a.status);
+    return a.reason && a.status !== "expired" ? text + ": " + a.reason : text;
+  };
+
+  W.buildActionStatus = function (it) {
+    var a = it.action;
+    return el("p", { class: "action-status s-" + a.status, text: this.actionStatusText(a) + (a.summary ? " \u00b7 " + a.summary : "") });
+  };
+
+  /** A proposed action: its summary, Confirm / Keep my order (real buttons), its outcome. */
+  W.buildActionCard = function (it) {
+    var self = this, a = it.action, t = this.tr.bind(this);
+    var base = rowId(it) + "-act";
+    var open = a.status === "proposed" && (a.answering === null || a.answering === undefined);
+    var status = this.actionStatusText(a);
+    var button = function (accept, name, cls, label) {
+      return el("button", {
+        type: "button", class: cls, "data-f": name, disabled: !open, "aria-describedby": base + "-sum",
+        "aria-pressed": a.answering === accept ? "true" : null,
+        onclick: function () { self.answerAction(it, accept); }
+      }, [label]);
+    };
+    return el("div", {
+      class: "action-card s-" + a.status, role: "group", "aria-labelledby": base + "-title",
+      "data-action": a.id
+    }, [
+      el("p", { id: base + "-title", class: "action-title", text: t("actionTitle") }),
+      el("p", { id: base + "-sum", class: "action-summary", text: a.summary }),
+      el("div", { class: "action-buttons" }, [
+        button(true, "confirm", "primary", t("actionConfirm")),
+        button(false, "keep", "secondary", t("actionKeep"))
+      ]),
+      el("p", { class: "action-status", "data-f": "status", tabindex: "-1", hidden: !status, text: status })
+    ]);
   };
 
   /** "14:05" in the shopper's language, for a server timestamp; "" when there is none. */
@@ -1313,6 +1457,14 @@
     ".pill{display:inline-flex;align-items:center;gap:6px;padding:6px 12px;border:1px solid var(--sc-border);border-radius:999px;",
     "background:var(--sc-bg);font-size:13px;font-weight:550}.pill:hover{border-color:var(--sc-link);color:var(--sc-link)}.pill .i{width:16px;height:16px}",
     ".primary{margin-top:10px;padding:9px 16px;border:0;border-radius:10px;background:var(--sc-accent);color:var(--sc-on-accent);font-weight:600}",
+    ".action-card{max-width:86%;width:100%;margin-top:8px;padding:12px 14px;border:1px solid var(--sc-border);border-radius:14px;background:var(--sc-bg)}",
+    ".action-card p{margin:0}.action-title{font-size:12.5px;font-weight:700;color:var(--sc-muted)}.action-summary{margin-top:4px!important;overflow-wrap:anywhere}",
+    ".action-buttons{display:flex;flex-wrap:wrap;gap:8px;margin-top:10px}.action-buttons .primary{margin:0}",
+    ".secondary{padding:9px 16px;border:1px solid var(--sc-border);border-radius:10px;background:var(--sc-bg);color:var(--sc-fg);font-weight:600}",
+    ".action-buttons button:disabled{opacity:.55;cursor:default}.action-buttons [aria-pressed=true]{outline:2px solid var(--sc-muted);outline-offset:1px}",
+    ".action-status{margin-top:8px!important;font-size:13px;font-weight:600;color:var(--sc-fg)}.action-status:focus-visible{outline-offset:2px}",
+    ".s-executed .action-status,.action-status.s-executed{color:#1a7f37}.s-failed .action-status,.action-status.s-failed{color:#b42318}",
+    ":host([data-theme=dark]) .s-executed .action-status{color:#6fdd8b}:host([data-theme=dark]) .s-failed .action-status{color:#ff8a80}",
     ".composer{display:flex;align-items:flex-end;gap:8px;padding:10px 12px 12px;border-top:1px solid var(--sc-border)}",
     "textarea{flex:1;min-height:42px;max-height:140px;resize:none;padding:10px 14px;border:1px solid var(--sc-border);border-radius:21px;",
     "font:inherit;color:var(--sc-fg);background:var(--sc-bg);line-height:1.4}textarea::placeholder{color:var(--sc-muted);opacity:1}",
