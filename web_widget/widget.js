@@ -964,6 +964,8 @@
       // The server follows with a welcome for a new conversation; nothing to show.
     } else if (ev.ref && (this.conv.find("shopper", ev.ref) || {}).failed) {
       // Shown beside the message itself, with a retry button.
+    } else if (ev.ref && ACTION_ERRORS[code] && this.conv.findAction(ev.ref)) {
+      // A refused confirm: shown on its card.
     } else if (code !== "shutting_down") {
       var key = "e_" + code;
       this.notice(this.t[key] ? this.tr(key) : str(ev.message) || this.tr("e_generic"));

@@ -1,0 +1,199 @@
+"""Order actions in real headless Chromium (issue #19): the widget's confirmation card.
+
+The replies come from the FakeAnswerer (a scripted proposal, then a scripted outcome for
+the confirm); the proposals are real rows in the database, so the server's check of the
+confirm's id, the stored shopper message, the ``action`` event and its seq are all real.
+Screenshots are saved to ``tests/browser/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from widget_support import ARTIFACTS, LiveServer
+
+from chatbot.actions.models import ActionProposal
+from chatbot.storage.clock import utcnow
+from knowledge_base.models import Store
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+W = "storefront-chat"
+INPUT = f"{W} textarea"
+CARD = f"{W} .action-card"
+SHADOW = "document.querySelector('storefront-chat').shadowRoot"
+CANCEL = ("Cancel order #W5442520 (reason: no longer needed). $54.04 will be refunded to "
+          "your Visa ending in 4242 today.")
+ADDRESS = ('Ship order #W5442520 to <img src=x onerror="alert(1)"> 12 Elm St, Springfield '
+           "instead.")
+
+
+def add_proposal(live: LiveServer, conversation_id: str, summary: str, *,
+                 kind: str = "cancel_order", status: str = "proposed") -> str:
+    with live.db.transaction() as session:
+        store_id = session.scalars(select(Store.id).where(Store.name == "demo")).one()
+        p = ActionProposal(
+            store_id=store_id, conversation_id=conversation_id, kind=kind,
+            params={"order": "#W5442520"}, order_number="#W5442520", summary=summary,
+            details={"order": "#W5442520"}, status=status,
+            expires_at=utcnow() + timedelta(minutes=30),
+        )
+        session.add(p)
+        session.flush()
+        return p.public_id
+
+
+def proposal(action_id: str, summary: str, kind: str = "cancel_order") -> dict[str, Any]:
+    return {"id": action_id, "kind": kind, "status": "proposed", "summary": summary,
+            "details": {"order": "#W5442520"}}
+
+
+def outcome(action_id: str, status: str, summary: str, kind: str = "cancel_order",
+            reason: str = "") -> dict[str, Any]:
+    return {"type": "action", "id": action_id, "kind": kind, "status": status,
+            "summary": summary, "reason": reason}
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+async def ask(page: Any, text: str) -> None:
+    await page.fill(INPUT, text)
+    await page.press(INPUT, "Enter")
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def start_chat(page: Any, live: LiveServer) -> str:
+    """Open the widget on the demo page and store the conversation; its public id."""
+    await page.goto(live.url + "/demo")
+    await page.wait_for_function("() => !!window.StorefrontChat")
+    await page.click(f"{W} .launcher")
+    await ask(page, "Hi, I need help with an order")
+    await page.locator(f"{W} .items .row.bot:not(:has(.streaming))").first.wait_for()
+    return str(await page.evaluate("() => StorefrontChat.conversationId()"))
+
+
+async def test_confirmation_card_confirm_by_click_and_keep_by_keyboard(
+    page: Any, live: LiveServer
+) -> None:
+    conv_id = await start_chat(page, live)
+    await page.evaluate(
+        f"""() => {{
+        const live = {SHADOW}.querySelector('[aria-live=polite]');
+        window.__announced = [];
+        new MutationObserver(() => {{
+          if (live.textContent) window.__announced.push(live.textContent);
+        }}).observe(live, {{childList: true, characterData: true, subtree: true}});
+    }}"""
+    )
+
+    # 1. The bot proposes a cancellation: a card with the summary and two real buttons.
+    first = add_proposal(live, conv_id, CANCEL)
+    live.fake.queue([CANCEL, " Shall I go ahead?"], action=proposal(first, CANCEL))
+    await ask(page, "Please cancel order #W5442520")
+    card = page.locator(CARD).last
+    await card.wait_for()
+    assert await card.get_attribute("role") == "group"
+    assert await card.locator(".action-summary").inner_text() == CANCEL
+    confirm = card.get_by_role("button", name="Confirm")
+    keep = card.get_by_role("button", name="Keep my order")
+    assert await confirm.is_enabled() and await keep.is_enabled()
+    # The group is named by its title; each button is described by the summary.
+    labelled = await card.evaluate(
+        "c => c.getRootNode().getElementById(c.getAttribute('aria-labelledby')).textContent")
+    assert labelled == "Please confirm"
+    assert await confirm.evaluate(
+        "b => b.getRootNode().getElementById(b.getAttribute('aria-describedby')).textContent"
+    ) == CANCEL
+    await page.wait_for_function("() => window.__announced.some(t => t.includes('Keep my order'))")
+    await shot(page, "widget-action-card")
+
+    # 2. Confirm with the mouse: one confirm frame, the card locks, the outcome shows.
+    live.fake.queue(["Done. Order #W5442520 is cancelled. $54.04 will be refunded today."],
+                    delay_s=0.05, action=outcome(first, "executed", CANCEL))
+    await confirm.click()
+    await page.locator(f"{W} .items .row.shopper", has_text="Confirm").wait_for()
+    status = card.locator(".action-status")
+    await page.wait_for_function(
+        f"() => {SHADOW}.querySelector('.action-card .action-status').textContent === 'Done'")
+    assert await confirm.is_disabled() and await keep.is_disabled()
+    await wait_until(lambda: live.fake.requests[-1].confirm == (first, True))
+    await page.wait_for_function(
+        "() => window.__announced.some(t => t.startsWith('Done: Cancel order'))")
+    assert await status.inner_text() == "Done"
+    await shot(page, "widget-action-executed")
+
+    # 3. A second proposal (its summary carries markup: it stays text), answered with the
+    #    keyboard only: Tab from Confirm to Keep my order, then Space.
+    second = add_proposal(live, conv_id, ADDRESS, kind="modify_order_address")
+    live.fake.queue([ADDRESS, " Shall I go ahead?"],
+                    action=proposal(second, ADDRESS, "modify_order_address"))
+    await ask(page, "Actually, change the address instead")
+    card2 = page.locator(CARD).nth(1)
+    await card2.wait_for()
+    assert await card2.locator(".action-summary").inner_text() == ADDRESS
+    assert await card2.locator("img").count() == 0
+    live.fake.queue(["Okay, I haven't changed anything."],
+                    action=outcome(second, "declined", ADDRESS, "modify_order_address"))
+    await card2.get_by_role("button", name="Confirm").focus()
+    await page.keyboard.press("Tab")
+    focused = await page.evaluate(f"() => {SHADOW}.activeElement.textContent")
+    assert focused == "Keep my order"
+    await page.keyboard.press("Space")
+    # The pressed button is disabled at once; the keyboard lands on the card's status line.
+    await page.wait_for_function(
+        f"() => {SHADOW}.activeElement && {SHADOW}.activeElement.classList.contains('action-status')")
+    await page.locator(f"{W} .items .row.shopper", has_text="Keep my order").wait_for()
+    await page.wait_for_function(
+        f"() => [...{SHADOW}.querySelectorAll('.action-card .action-status')]"
+        ".some(s => s.textContent === 'Nothing was changed')")
+    await wait_until(lambda: live.fake.requests[-1].confirm == (second, False))
+    assert await card2.get_by_role("button", name="Confirm").is_disabled()
+
+    # 4. A reload replays the cards with their outcomes, still answered.
+    await page.reload()
+    await page.wait_for_function("() => !!window.StorefrontChat")
+    await page.locator(CARD).nth(1).wait_for()
+    statuses = await page.locator(f"{CARD} .action-status").all_inner_texts()
+    assert statuses == ["Done", "Nothing was changed"]
+    assert await page.locator(f"{CARD} button:not([disabled])").count() == 0
+    assert live.dialogs == [] and page.errors == []
+
+
+async def test_enter_key_and_a_refused_confirm(page: Any, live: LiveServer) -> None:
+    """Enter on Confirm answers too; a proposal answered elsewhere meanwhile (another tab)
+    gets the server's error: the card says so and nothing runs."""
+    conv_id = await start_chat(page, live)
+    action_id = add_proposal(live, conv_id, CANCEL)
+    live.fake.queue([CANCEL, " Shall I go ahead?"], action=proposal(action_id, CANCEL))
+    await ask(page, "Cancel #W5442520 please")
+    card = page.locator(CARD).last
+    await card.wait_for()
+    with live.db.transaction() as session:  # answered in another tab
+        row = session.scalars(
+            select(ActionProposal).where(ActionProposal.public_id == action_id)).one()
+        row.status = "executed"
+    requests = len(live.fake.requests)
+    await card.get_by_role("button", name="Confirm").focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_function(
+        f"() => {SHADOW}.querySelector('.action-card .action-status').textContent"
+        " === 'This was already answered'")
+    assert len(live.fake.requests) == requests, "no reply ran"
+    assert await page.locator(f"{W} .notice").is_hidden(), "the card says it; no extra notice"
+    assert await page.locator(f"{W} .items .row.shopper", has_text="Confirm").count() == 0
+    assert live.dialogs == [] and page.errors == []
