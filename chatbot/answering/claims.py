@@ -87,7 +87,8 @@ _REFUSAL = re.compile(
 AGENT_TEXT = re.compile(
     r"\bthe user'?s?\b|\buser id\b|\bthe agent\b|\bagents? (must|should|can|need)\b|"
     r"\bexplicit (user )?confirmation\b|\btransfer (the user|to a human)|\btool calls?\b|"
-    r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)",
+    r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)|"
+    r"\b(this|the) action\b|\bcalled once\b|\bthe tool\b",
     re.IGNORECASE,
 )
 _MONEY = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?")
@@ -150,6 +151,7 @@ _GENERIC = {
     "each",
 }
 _ASKING = re.compile(r"\b(orders?|my|want|wants|need|needs|like|please|yes|hi|hello)\b", re.I)
+_LABEL = re.compile(r"\[(?:order|product|faq|policy)\s+[^\]]*\]\s*", re.IGNORECASE)
 _ORDER_CODE = re.compile(r"#?\b[A-Za-z]{0,3}\d{4,}\b")
 _PRICED_CLAUSES = re.compile(r",\s+and\s+|;\s+")
 _END = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
@@ -198,7 +200,8 @@ class ClaimContext:
         self._answers: list[str] | None = None
         text = "\n".join(f.line() for f in self.facts)
         self.fact_text = text
-        self.fact_lines = [f.line() for f in self.facts]
+        # An order's number is a claim a reply may make; a product's or article's id is not.
+        self.fact_lines = [f.line() if f.kind == "order" else f.text for f in self.facts]
         self.fact_statuses = statuses(text)
         self.has_order_fact = any(f.kind == "order" for f in self.facts)
         # What each order in the facts allows, from its status (see facts.eligibility).
@@ -226,6 +229,10 @@ class ClaimContext:
         closest fact sentence, or shares most of its words)."""
         if _key(said) == _key(fact_sentence.rstrip(".")):
             return True
+        if not statuses(fact_sentence) <= statuses(said):
+            return False  # "Yellow: $159.00." does not say "in stock"
+        if not _money(fact_sentence) <= _money(said):
+            return False
         mine, theirs = _stems(said), _stems(fact_sentence)
         return bool(theirs) and len(mine & theirs) >= 0.5 * len(theirs)
 
@@ -449,6 +456,10 @@ def _roles_agree(text: str, ctx: ClaimContext) -> bool:
     return True
 
 
+def _money(text: str) -> set[str]:
+    return {_amount(m) for m in _MONEY.findall(text)}
+
+
 def _amount(raw: str) -> str:
     numbers = extract_claims(raw).numbers
     return min(numbers, key=len) if numbers else raw
@@ -601,6 +612,8 @@ class SentenceGuard:
         return self._replacement(avoid_previous=bool(self.ctx.previous))
 
     def _release(self, sentence: str) -> str:
+        # "[product 9832717871] Tea Kettle ..." : a fact's label copied by the model
+        sentence = _LABEL.sub("", sentence)
         if not sentence.strip():
             return ""
         verdict = check_sentence(sentence, self.ctx)
@@ -616,7 +629,8 @@ class SentenceGuard:
         key = _key(sentence)
         if key in self._said or key in {_key(s) for s in self._held}:
             return ""
-        if key in self.ctx.previous:
+        if key in self.ctx.previous and len(_stems(sentence)) >= 2:
+            # ("Sure!" is no repeat: only sentences that say something are held)
             self._held.append(sentence.strip())
             return ""
         return self._emit(sentence)

@@ -93,7 +93,8 @@ _AGENT_TEXT = re.compile(
     r"\bthe user'?s?\b|\buser id\b|\bthe agent\b|\bagents? (must|should|can|need)\b|"
     r"\bexplicit (user )?confirmation\b|\btransfer (the user|to a human)|\btool calls?\b|"
     r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)|"
-    r"\b(taking|take) (the|this|any) action\b|\byou should (check|confirm|ask|verify)\b",
+    r"\b(taking|take) (the|this|any) action\b|\byou should (check|confirm|ask|verify)\b|"
+    r"\b(this|the) action\b|\bcalled once\b|\bthe tool\b",
     re.IGNORECASE,
 )
 _CLAUSE = re.compile(r",\s+(?:and|but)\s+|;\s+")
@@ -528,6 +529,9 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
         parts.append("items: " + ", ".join(dict.fromkeys(item.name for item in order.items)))
     if wanted & {"total", "cancel"}:
         parts.append(f"total {money(order.total, order.currency)}")
+        shipping = getattr(order, "shipping_cost", None)
+        if "total" in wanted and shipping is not None:
+            parts.append(f"shipping {money(shipping, order.currency)}")
     if "status" in wanted and not tracking_first:
         parts.append(_shipment_text(order))
     if "returns" in wanted or "total" in wanted:
@@ -544,13 +548,22 @@ def order_fact(order: Order, topics: Iterable[str] = ()) -> Fact:
         parts.append(possible)
     # The status and what it allows in one sentence: the answer to "can I cancel it?".
     lead = f"Order {order.number} is {order.status}"
-    said = [f"{lead}, so {possible}." if asks_what_is_possible and possible else f"{lead}."]
-    if tracking_first or "status" in wanted:
+    if asks_what_is_possible and possible:
+        said = [f"{lead}, so {possible}."]
+    elif tracking_first and any(s.tracking_number for s in order.shipments):
+        # "Where is it?" is answered by the status and the tracking together.
+        said = [f"{lead}: {_shipment_text(order)}."]
+    else:
+        said = [f"{lead}."]
+    if (tracking_first or "status" in wanted) and not said[0].startswith(f"{lead}:"):
         said.append(_capital(_shipment_text(order)) + ".")
     if wanted & {"items", "returns", "total", "cancel"}:
         said.append("Items: " + ", ".join(item_lines(order)) + ".")
     if wanted & {"total", "cancel"}:
         said.append(f"The total was {money(order.total, order.currency)}.")
+        shipping = getattr(order, "shipping_cost", None)
+        if "total" in wanted and shipping is not None:
+            said.append(f"Shipping was {money(shipping, order.currency)}.")
     return Fact(
         kind="order",
         id=order.number,

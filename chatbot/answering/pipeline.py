@@ -453,9 +453,12 @@ class Pipeline:
             mine = [h for h in hits if h.id == state.article]
             hits = mine + [h for h in hits if h.id != state.article]
         if policy:
-            # "Return window for an unworn jacket": the policy, not the jacket's page.
+            # "Return window for an unworn jacket": the policy, not the jacket's page; and
+            # "can I return worn boots?": the article about returns, not boot care.
             articles = [h for h in hits if h.kind != "product"]
-            hits = articles or hits
+            topic = {m.group(0)[:5] for m in _POLICY_QUESTION.finditer(asked.lower())}
+            about = [h for h in articles if topic & {t[:5] for t in _words_of(h.title)}]
+            hits = about + [h for h in articles if h not in about] or hits
         named = [h for h in hits if h.kind == "product" and _names_product(message, h.title)]
         if named and not policy:
             # "the men's Ridgeline rain jacket, what colours?": that product's card first.
@@ -467,6 +470,11 @@ class Pipeline:
         if product is not None and _CARE_QUESTION.search(asked):
             hits = self._same_kind_articles(request.store_id, hits, product)
         hits = hits[: self.settings.retrieval_k]
+        if not hits and state.question and state.last_kind == "article" and not on_topic:
+            # "what reason do I have to give?" after the cancellation policy: the topic
+            # the conversation is on, before giving up.
+            hits = self._search(request.store_id, f"{state.question} {message}")
+            hits = [h for h in hits if h.kind != "product"][: self.settings.retrieval_k]
         if not hits:
             return Plan(fixed=replies.NO_MATCH, handoff=True, reason="no_match")
         # Only hits close to the best one: every extra line is one more thing for a
@@ -486,6 +494,9 @@ class Pipeline:
         stock = (
             stock_fact(product, variant_text) if product is not None and wants_variant else None
         )
+        if stock is None and product is not None and wants_variant and focus:
+            # "price?" after naming a variant: the variant the last message named.
+            stock = stock_fact(product, f"{state.last_message} {message}")
         facts = [
             hit_fact(h, pick, 2 if i == 0 else 1, embedder=embedder, stock=stock is None)
             for i, h in enumerate(close)
@@ -829,7 +840,10 @@ def _query(request: AnswerRequest, state: DialogueState | None = None) -> str:
     """The retrieval query: the message, plus the last topical question for short
     follow-ups ("and expedited?" after "how much is overnight shipping?")."""
     message = request.message.strip()
-    if len(message.split()) >= 5 or len(_content_words(message) - _QUESTION_WORDS) >= 2:
+    fragment = bool(_FRAGMENT.search(message))
+    if not fragment and (
+        len(message.split()) >= 5 or len(_content_words(message) - _QUESTION_WORDS) >= 2
+    ):
         return message  # it says what it is about ("are returns free?")
     if state is not None and state.question and normalise(state.question) != normalise(message):
         return f"{state.question} {message}"
@@ -920,6 +934,8 @@ def _content_words(message: str) -> set[str]:
     return _words_of(message) - _FILLER
 
 
+# "for what order amounts?", "and once it is delivered?": the rest of the last question.
+_FRAGMENT = re.compile(r"^\W*(for|and|with|in|on|at|to|by|from|or|but|so|then)\b", re.I)
 _QUESTION_WORDS = {"are", "can", "will", "does", "did", "was", "were", "have", "has", "get"}
 _FILLER = {
     "and", "what", "about", "the", "how", "much", "does", "that", "this", "one", "for",

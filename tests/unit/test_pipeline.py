@@ -68,7 +68,9 @@ async def test_guard_removes_invented_tracking_number_and_counts_it(
     )
     assert "444455556666" not in done.text
     # The sentence with the made-up number is replaced by the fact's own words.
-    assert done.text == "Tracking 357962501027 (UPS, in transit). Thanks!"
+    assert done.text == (
+        "Order #W1000001 is processed: tracking 357962501027 (UPS, in transit). Thanks!"
+    )
     assert "(a detail" not in done.text
     assert done.guard_fired == 1
     assert pipeline.stats.guard_fired == 1 and pipeline.stats.replies_guarded == 1
