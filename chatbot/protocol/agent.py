@@ -13,6 +13,7 @@ The session token is never part of a URL: the socket authenticates with the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from chatbot.protocol.common import (
     encode_frame,
     opt_bool,
     opt_str,
+    req_bool,
     req_str,
 )
 
@@ -151,9 +153,71 @@ class SetAgentStores:
     stores: list[str]
 
 
+# ---- order actions (issue #19) ----
+
+# Per store and action kind: the shopper's yes runs it (auto), an agent approves it first
+# (approval), or the bot never offers it (off).
+ACTION_MODES = frozenset({"auto", "approval", "off"})
+MAX_ACTION_KINDS = 20
+MAX_ACTION_PARAMS_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class ListActions:
+    """One store's approval queue and action modes (answered with ``actions``)."""
+
+    store: str
+
+
+@dataclass(frozen=True)
+class ApproveAction:
+    """Approve a proposal awaiting approval: checked again, then run; the shopper is told."""
+
+    store: str
+    action_id: str
+
+
+@dataclass(frozen=True)
+class RejectAction:
+    """Reject a proposal awaiting approval (``declined`` with ``reason``); the shopper is
+    told."""
+
+    store: str
+    action_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SetActionModes:
+    """Admins: ``{kind: "auto" | "approval" | "off"}`` for one store."""
+
+    store: str
+    modes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ProposeAction:
+    """An agent runs an action for the conversation's customer: the same checks and
+    preview as the bot's proposal (answered with ``action_preview``)."""
+
+    conversation_id: str
+    kind: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConfirmAction:
+    """The agent's own yes / no to the preview they asked for."""
+
+    conversation_id: str
+    action_id: str
+    accept: bool
+
+
 ClientMessage = (
     Auth | SubscribeInbox | Open | Close | TakeOver | HandBack | Resolve | Reopen | Send | Note
     | Suggest | Typing | MarkRead | ListAgents | AddAgent | RemoveAgent | SetAgentStores
+    | ListActions | ApproveAction | RejectAction | SetActionModes | ProposeAction | ConfirmAction
 )
 MAX_STORES = 100
 
@@ -169,6 +233,33 @@ def _stores(o: dict[str, Any]) -> list[str]:
                             code=ErrorCode.BAD_MESSAGE)
     return list(dict.fromkeys(value))
 
+
+
+def _modes(o: dict[str, Any]) -> dict[str, str]:
+    value = o.get("modes")
+    if (
+        not isinstance(value, dict)
+        or not 0 < len(value) <= MAX_ACTION_KINDS
+        or not all(isinstance(k, str) and 0 < len(k) <= 40 for k in value)
+        or not all(v in ACTION_MODES for v in value.values())
+    ):
+        raise ProtocolError(
+            "field 'modes' must map action kinds to 'auto', 'approval' or 'off'",
+            code=ErrorCode.BAD_MESSAGE,
+        )
+    return dict(value)
+
+
+def _params(o: dict[str, Any]) -> dict[str, Any]:
+    value = o.get("params", {})
+    if not isinstance(value, dict):
+        raise ProtocolError("field 'params' must be an object", code=ErrorCode.BAD_MESSAGE)
+    if len(json.dumps(value)) > MAX_ACTION_PARAMS_CHARS:
+        raise ProtocolError(
+            f"field 'params' must be at most {MAX_ACTION_PARAMS_CHARS} characters of JSON",
+            code=ErrorCode.BAD_MESSAGE,
+        )
+    return value
 
 
 def _conversation_id(o: dict[str, Any]) -> str:
@@ -224,6 +315,24 @@ _CLIENT: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     ),
     "remove_agent": lambda o: RemoveAgent(req_str(o, "email", max_chars=320)),
     "set_agent_stores": lambda o: SetAgentStores(req_str(o, "email", max_chars=320), _stores(o)),
+    "list_actions": lambda o: ListActions(req_str(o, "store", max_chars=MAX_ID_CHARS)),
+    "approve_action": lambda o: ApproveAction(
+        req_str(o, "store", max_chars=MAX_ID_CHARS), req_str(o, "action_id", max_chars=MAX_ID_CHARS)
+    ),
+    "reject_action": lambda o: RejectAction(
+        req_str(o, "store", max_chars=MAX_ID_CHARS),
+        req_str(o, "action_id", max_chars=MAX_ID_CHARS),
+        (opt_str(o, "reason", max_chars=500) or "").strip(),
+    ),
+    "set_action_modes": lambda o: SetActionModes(
+        req_str(o, "store", max_chars=MAX_ID_CHARS), _modes(o)
+    ),
+    "propose_action": lambda o: ProposeAction(
+        _conversation_id(o), req_str(o, "kind", max_chars=40), _params(o)
+    ),
+    "confirm_action": lambda o: ConfirmAction(
+        _conversation_id(o), req_str(o, "action_id", max_chars=MAX_ID_CHARS), req_bool(o, "accept")
+    ),
 }
 
 CLIENT_TYPES = frozenset(_CLIENT)
@@ -233,7 +342,10 @@ _CLIENT_NAMES: dict[type, str] = {
     TakeOver: "take_over", HandBack: "hand_back", Resolve: "resolve", Reopen: "reopen",
     Send: "send", Note: "note", Suggest: "suggest", Typing: "typing", MarkRead: "mark_read",
     ListAgents: "list_agents", AddAgent: "add_agent", RemoveAgent: "remove_agent",
-    SetAgentStores: "set_agent_stores",
+    SetAgentStores: "set_agent_stores", ListActions: "list_actions",
+    ApproveAction: "approve_action", RejectAction: "reject_action",
+    SetActionModes: "set_action_modes", ProposeAction: "propose_action",
+    ConfirmAction: "confirm_action",
 }
 
 
@@ -344,6 +456,28 @@ class Agents:
 
 
 @dataclass(frozen=True)
+class Actions:
+    """One store's approval queue (``pending``: proposals awaiting approval, oldest
+    first: {id, kind, status, summary, details, reason, conversation_id, order,
+    expires_at}) and its action ``modes``; ``can_configure``: this agent may change them."""
+
+    store: str
+    pending: list[dict[str, Any]]
+    modes: dict[str, str]
+    can_configure: bool = False
+
+
+@dataclass(frozen=True)
+class ActionPreview:
+    """An agent's own action for the customer: the preview to confirm (``action.status``
+    ``proposed``), then what became of it (``executed``, ``declined``, ``failed``,
+    ``awaiting_approval``; ``reason``)."""
+
+    conversation_id: str
+    action: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Error:
     code: str
     message: str
@@ -354,13 +488,13 @@ class Error:
 
 ServerEvent = (
     Ready | Inbox | InboxUpdate | Conversation | Event | SuggestionToken | SuggestionDone | Agents
-    | Error
+    | Actions | ActionPreview | Error
 )
 
 _SERVER_NAMES: dict[type, str] = {
     Ready: "ready", Inbox: "inbox", InboxUpdate: "inbox_update", Conversation: "conversation",
     Event: "event", SuggestionToken: "suggestion_token", SuggestionDone: "suggestion_done",
-    Agents: "agents", Error: "error",
+    Agents: "agents", Actions: "actions", ActionPreview: "action_preview", Error: "error",
 }
 SERVER_TYPES = frozenset(_SERVER_NAMES.values())
 

@@ -41,6 +41,7 @@ from chatbot.server import console_copilot
 from chatbot.server.chat_socket import remote_ip
 from chatbot.server.console_http import ConsoleHttp, agent_json, session_token
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket
+from chatbot.session.agent import AgentSession
 
 if TYPE_CHECKING:
     from chatbot.server.app import ChatServer
@@ -114,6 +115,9 @@ class AgentSocket:
         self.delivered = 0
         self.suggestion: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        # The store whose approval queue this console shows (issue #19): (id, name).
+        self.actions_store: tuple[int, str] | None = None
+        self.actions_flush: asyncio.Task[None] | None = None
 
     # ---- the pump --------------------------------------------------------------------
 
@@ -323,6 +327,11 @@ class AgentSocket:
                 for peer in list(self.peers):
                     if peer is not self and peer.token is not None:
                         self._spawn(peer._check_session())
+        elif isinstance(msg, proto.ListActions | proto.ApproveAction | proto.RejectAction
+                        | proto.SetActionModes):
+            await self._store_actions(msg)
+        elif isinstance(msg, proto.ProposeAction | proto.ConfirmAction):
+            await self._agent_action(msg)
         elif isinstance(msg, proto.MarkRead):
             conv = await self._conversation(msg.conversation_id)
             assert self.principal is not None
@@ -394,6 +403,62 @@ class AgentSocket:
                               state=AGENT)
         )
 
+    # ---- order actions (issue #19) -------------------------------------------------------
+
+    async def _store_actions(
+        self,
+        msg: proto.ListActions | proto.ApproveAction | proto.RejectAction | proto.SetActionModes,
+    ) -> None:
+        store = await self.app.conversations.run(inbox.store_ref, msg.store)
+        if store is None:
+            raise ChatbotError(f"no store {msg.store!r}", code=ErrorCode.UNKNOWN_STORE)
+        principal = await self._authorize(store[0])
+        desk = self.app.actions
+        if isinstance(msg, proto.SetActionModes):
+            session = AgentSession()
+            session.principal = principal
+            session.check_configure_actions()
+            await desk.set_modes(store[0], msg.modes, principal.email)
+        elif isinstance(msg, proto.ApproveAction):
+            await desk.approve(store[0], msg.action_id, principal.email)
+        elif isinstance(msg, proto.RejectAction):
+            await desk.reject(store[0], msg.action_id, principal.email, msg.reason)
+        self.actions_store = store
+        await self._send_actions()
+
+    async def _send_actions(self) -> None:
+        if self.actions_store is None or self.principal is None:
+            return
+        store_id, name = self.actions_store
+        queue = await self.app.actions.queue(store_id)
+        await self.send(proto.Actions(name, queue["pending"], queue["modes"],
+                                      self.principal.is_admin))
+
+    def _queue_actions(self) -> None:
+        """An action event in the followed store: send the queue again (debounced)."""
+        if self.actions_store is None:
+            return
+        if self.actions_flush is None or self.actions_flush.done():
+            self.actions_flush = self._spawn(self._flush_actions())
+
+    async def _flush_actions(self) -> None:
+        await asyncio.sleep(INBOX_DEBOUNCE_S)
+        await self._send_actions()
+
+    async def _agent_action(self, msg: proto.ProposeAction | proto.ConfirmAction) -> None:
+        conv = await self._conversation(msg.conversation_id)
+        principal = self.principal
+        assert principal is not None
+        desk = self.app.actions
+        if isinstance(msg, proto.ProposeAction):
+            proposal = await desk.propose(conv, msg.kind, msg.params, principal.email)
+            await self.send(proto.ActionPreview(conv.public_id, proposal.to_wire()))
+            return
+        outcome = await desk.answer(conv, msg.action_id, msg.accept, principal.email)
+        await self.send(proto.ActionPreview(
+            conv.public_id, {**outcome.to_event(), "details": outcome.details}
+        ))
+
     # ---- inbox -----------------------------------------------------------------------
 
     async def _subscribe(self, msg: proto.SubscribeInbox) -> None:
@@ -444,6 +509,11 @@ class AgentSocket:
                 return
             if item.stored is not None and item.stored.kind in ROW_EVENTS:
                 self._queue_row(item.conversation_id)
+            if (
+                AgentSession.changes_action_queue(item) and self.actions_store is not None
+                and self.actions_store[0] == item.store_id
+            ):
+                self._queue_actions()
 
     def _queue_row(self, conversation_id: int) -> None:
         if self.inbox_store is None:
@@ -482,6 +552,9 @@ class AgentSocket:
         self.conv_sub = sub = self.app.hub.subscribe(conv.id)
         events, high = await self.app.conversations.replay(conv, 0, include_internal=True)
         details = await self.app.conversations.run(inbox.conversation_details, conv.id)
+        # The customer panel lists the conversation's order actions (issue #19).
+        details["customer"] = {**details["customer"],
+                               "actions": await self.app.actions.of_conversation(conv)}
         fresh = await self.app.conversations.get(conv.id)
         self.delivered = high
         self.app.hub.seen(conv.id, high)  # an event-log poller resumes from here

@@ -29,6 +29,9 @@ from chatbot.protocol.common import ErrorCode
 
 # Stored events that change an inbox row (tokens do not: the preview changes on ``done``).
 ROW_EVENTS = frozenset({"ack", "done", "agent_message", "note", "status"})
+# Stored events that change a store's approval queue (an action awaiting approval, an
+# agent's decision, an expiry).
+QUEUE_EVENTS = frozenset({"action"})
 # Auth errors after which the socket is closed (1008) instead of answering with an error.
 SESSION_ENDED = frozenset({ErrorCode.UNAUTHORIZED, "session_expired"})
 
@@ -100,6 +103,12 @@ class AgentSession:
                 code=ErrorCode.NOT_ALLOWED,
             )
 
+    def check_configure_actions(self) -> None:
+        """Only admins change a store's action modes (auto / approval / off, issue #19);
+        any agent of the store sees the queue, approves and rejects."""
+        if not self._me().is_admin:
+            raise AuthError("only admins change the action modes", code=ErrorCode.FORBIDDEN)
+
     def shows_typing(self, conv: ConversationRef, owner_id: int | None) -> bool:
         """Only the owner's typing is shown to the shopper (others': nothing to report)."""
         return conv.state == AGENT and owner_id == self._me().agent_id
@@ -145,3 +154,7 @@ class AgentSession:
     @staticmethod
     def changes_inbox_row(item: HubItem) -> bool:
         return item.stored is not None and item.stored.kind in ROW_EVENTS
+
+    @staticmethod
+    def changes_action_queue(item: HubItem) -> bool:
+        return item.stored is not None and item.stored.kind in QUEUE_EVENTS

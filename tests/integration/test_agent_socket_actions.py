@@ -1,0 +1,130 @@
+"""The console's side of order actions (issue #19) over the real /ws/agent socket.
+
+The approval queue follows the store live, a rejection tells the shopper (an ``action``
+event and a short bot message), modes are for admins, the customer panel lists the
+conversation's actions, and an agent's own action goes through the same policy checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from chatbot.actions.models import ActionProposal
+from tests.integration.agent_support import add_agent, agent_client, token_for
+from tests.integration.server_support import Running, running_server
+from tests.integration.test_server_actions import SUMMARY, add_proposal, outcome, wire
+
+
+@pytest.fixture
+async def srv(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with running_server(tmp_path) as running:
+        add_agent(running.db, "ana@shop.example", ["demo"], name="Ana")
+        add_agent(running.db, "root@shop.example", [], admin=True, name="Root")
+        yield running
+
+
+def set_status(srv: Running, action_id: str, status: str) -> None:
+    with srv.db.transaction() as session:
+        session.execute(update(ActionProposal).where(ActionProposal.public_id == action_id)
+                        .values(status=status))
+
+
+async def test_queue_follows_the_store_and_a_rejection_tells_the_shopper(srv: Running) -> None:
+    token = token_for(srv.db, "ana@shop.example")
+    async with agent_client(srv, token) as agent, srv.client() as shopper:
+        await agent.send(type="subscribe_inbox", store="demo")
+        await agent.until("inbox")
+        await agent.send(type="list_actions", store="demo")
+        first = (await agent.until("actions"))[-1]
+        assert first["pending"] == [] and first["can_configure"] is False
+        assert first["modes"]["cancel_order"] == "auto"
+        assert first["modes"]["remove_order_items"] == "off"
+
+        # The shopper says yes to a kind in approval mode: the queue updates by itself.
+        welcome = await shopper.hello()
+        conv_id = welcome["conversation_id"]
+        await shopper.ask("hello")
+        action_id = add_proposal(srv, conv_id)
+        srv.fake.queue(["Shall I?"], action=wire(action_id))
+        await shopper.ask("cancel my order")
+        srv.fake.queue(["I've sent this to our team for approval."], pause_at=0,
+                       action=outcome(action_id, "awaiting_approval",
+                                      "A member of our team will review it shortly."))
+        await shopper.send(type="confirm", action_id=action_id, accept=True)
+        await srv.fake.wait_paused()
+        set_status(srv, action_id, "awaiting_approval")  # what the pipeline's execute does
+        srv.fake.release()
+        await shopper.until("done")
+        queued = (await agent.until(lambda f: f["type"] == "actions" and f["pending"]))[-1]
+        (row,) = queued["pending"]
+        assert (row["id"], row["summary"], row["conversation_id"], row["order"]) == (
+            action_id, SUMMARY, conv_id, "#W5442520")
+
+        # Open it: the transcript has the card and the outcome; the panel lists the action.
+        await agent.send(type="open", conversation_id=conv_id)
+        opened = (await agent.until("conversation"))[-1]
+        assert any(e["type"] == "done" and e.get("action", {}).get("id") == action_id
+                   for e in opened["events"])
+        assert any(e["type"] == "action" and e["status"] == "awaiting_approval"
+                   for e in opened["events"])
+        assert [(a["id"], a["status"]) for a in opened["customer"]["actions"]] == [
+            (action_id, "awaiting_approval")]
+
+        # Reject with a reason: the shopper hears it, the queue empties.
+        await agent.send(type="reject_action", store="demo", action_id=action_id,
+                         reason="Please call us: this order is a gift.")
+        frames = await shopper.until("done")
+        event = next(f for f in frames if f["type"] == "action")
+        assert (event["status"], event["reason"]) == (
+            "declined", "Please call us: this order is a gift.")
+        assert frames[-1]["text"].startswith("Our team did not approve your request")
+        after = (await agent.until(lambda f: f["type"] == "actions" and not f["pending"]))[-1]
+        assert after["pending"] == []
+        if not any(f["type"] == "event" and "did not approve" in f["event"].get("text", "")
+                   for f in agent.frames):
+            await agent.until(lambda f: f["type"] == "event" and f["event"]["type"] == "done")
+        live = [f["event"] for f in agent.frames
+                if f["type"] == "event" and f["event"]["type"] == "action"]
+        assert [e["status"] for e in live] == ["declined"]
+
+        # Answered already / unknown: errors, nothing changes.
+        await agent.send(type="approve_action", store="demo", action_id=action_id)
+        assert (await agent.error())["code"] == "action_used"
+        await agent.send(type="reject_action", store="demo", action_id="act_forged")
+        assert (await agent.error())["code"] == "unknown_action"
+
+
+async def test_modes_are_for_admins_and_stores_are_checked(srv: Running) -> None:
+    async with agent_client(srv, token_for(srv.db, "ana@shop.example")) as ana:
+        await ana.send(type="set_action_modes", store="demo", modes={"cancel_order": "approval"})
+        assert (await ana.error())["code"] == "forbidden"
+        await ana.send(type="list_actions", store="locked")
+        assert (await ana.error())["code"] == "forbidden"
+        await ana.send(type="set_action_modes", store="demo", modes={"cancel_order": "maybe"})
+        assert (await ana.error())["code"] == "bad_message"
+    async with agent_client(srv, token_for(srv.db, "root@shop.example")) as root:
+        await root.send(type="set_action_modes", store="demo",
+                        modes={"cancel_order": "approval", "return_items": "off"})
+        got = (await root.until("actions"))[-1]
+        assert got["can_configure"] is True
+        assert (got["modes"]["cancel_order"], got["modes"]["return_items"]) == ("approval", "off")
+        await root.send(type="set_action_modes", store="demo", modes={"fly_to_moon": "auto"})
+        assert (await root.error())["code"] != "internal_error"
+
+
+async def test_an_agents_own_action_goes_through_the_policy(srv: Running) -> None:
+    async with srv.client() as shopper:
+        welcome = await shopper.hello()
+        await shopper.ask("hello")
+    async with agent_client(srv, token_for(srv.db, "ana@shop.example")) as ana:
+        await ana.send(type="propose_action", conversation_id=welcome["conversation_id"],
+                       kind="cancel_order", params={"order": "#W0000000", "reason": "no longer needed"})
+        err = await ana.error()
+        assert err["code"] in ("not_verified", "order_not_found")
+        assert err["ref"] == "propose_action"
+        await ana.send(type="confirm_action", conversation_id=welcome["conversation_id"],
+                       action_id="act_forged", accept=True)
+        assert (await ana.error())["code"] == "unknown_action"
