@@ -126,6 +126,7 @@ class Pipeline:
         self._synced: set[int] = set()
         self._sync_lock = threading.Lock()
         self._kinds: dict[int, set[str]] = {}
+        self._titles: dict[int, list[tuple[str, str]]] = {}
         self._flow: ActionFlow | None = None
 
     @property
@@ -424,6 +425,10 @@ class Pipeline:
         asked = f"{state.question} {message}" if again else message
         focus = _product_follow_up(message, state) or (asked != message and bool(state.product))
         focus = focus and state.last_kind != "article"
+        if focus and self._names_another_product(request.store_id, message, state.product):
+            # "and the men's Ridgeline rain jacket, what colours?" after the kids' jacket:
+            # a new product, asked the same question.
+            focus = False
         on_topic = (
             not focus
             and state.last_kind == "article"
@@ -555,6 +560,26 @@ class Pipeline:
         # product's card only says what it is.
         caring = [h for h in articles if _CARE_QUESTION.search(f"{h.title} {h.snippet}")]
         return caring or articles or card
+
+    def _names_another_product(self, store_id: int, message: str, current: str | None) -> bool:
+        """Whether ``message`` names a product of the store other than ``current``."""
+        titles = self._titles.get(store_id)
+        if titles is None:
+            from sqlalchemy import select
+
+            from knowledge_base.models import Product
+
+            with self.db.sessions() as session:
+                titles = [
+                    (sid, title)
+                    for sid, title in session.execute(
+                        select(Product.source_id, Product.title).where(
+                            Product.store_id == store_id
+                        )
+                    ).all()
+                ]
+            self._titles[store_id] = titles
+        return any(sid != current and _names_product(message, title) for sid, title in titles)
 
     def _kind_words(self, store_id: int) -> set[str]:
         cached = self._kinds.get(store_id)
