@@ -10,6 +10,29 @@
 
   var PROTOCOL_VERSION = 1;
   var STATE_LABELS = { bot: "Bot", waiting: "Waiting", agent: "Agent", resolved: "Resolved" };
+  // Order actions (issue #19): kinds, their modes, what became of a proposal.
+  var ACTION_KINDS = {
+    cancel_order: "Cancel order", modify_order_address: "Change shipping address",
+    modify_order_payment: "Change payment method", modify_order_items: "Change items",
+    return_items: "Return items", exchange_items: "Exchange items",
+    modify_default_address: "Change default address", remove_order_items: "Remove items"
+  };
+  var ACTION_TEMPLATES = {
+    cancel_order: { order: "#", reason: "no longer needed" },
+    modify_order_address: { order: "#", address: { address1: "", address2: "", city: "", state: "", country: "", zip: "" } },
+    modify_order_payment: { order: "#", payment_method: "" },
+    modify_order_items: { order: "#", items: [], new_items: [], payment_method: "" },
+    return_items: { order: "#", items: [], payment_method: "" },
+    exchange_items: { order: "#", items: [], new_items: [], payment_method: "" },
+    modify_default_address: { address: { address1: "", address2: "", city: "", state: "", country: "", zip: "" } },
+    remove_order_items: { order: "#", items: [] }
+  };
+  var MODE_LABELS = { auto: "Automatic (the shopper's yes)", approval: "Needs an agent's approval", off: "Off (offer a person)" };
+  var ACTION_STATUS = {
+    proposed: "Waiting for the shopper", executed: "Done", declined: "Declined", failed: "Failed",
+    awaiting_approval: "Awaiting approval", expired: "Expired"
+  };
+  var ACTION_REFS = { list_actions: 1, approve_action: 1, reject_action: 1, set_action_modes: 1 };
 
   var state = {
     ws: null,
@@ -25,6 +48,8 @@
     conv: null, // {id, state, owner, lastSeq, replies: Map(reply_id -> {li, bubble, text})}
     suggestion: null, // {id, text, sources, done}
     mode: "reply",
+    actions: null, // the store's approval queue: {store, pending, modes, can_configure}
+    preview: null, // the agent's own action being previewed: {conversation_id, action}
     retry: 0,
     loggingOut: false,
     sendCounter: 0,
@@ -184,6 +209,8 @@
       case "suggestion_token": return onSuggestionToken(frame);
       case "suggestion_done": return onSuggestionDone(frame);
       case "agents": return renderTeam(frame.agents || []);
+      case "actions": return renderApprovals(frame);
+      case "action_preview": return renderPreview(frame);
       case "error": return onError(frame);
       default: return undefined; // newer server: ignore what we do not know
     }
@@ -219,6 +246,8 @@
       return;
     }
     send("subscribe_inbox", { store: state.store, filter: state.filter, q: state.q });
+    // The store's approval queue, kept up to date while its inbox is followed.
+    send("list_actions", { store: state.store });
   }
 
   function onInbox(frame) {
@@ -252,6 +281,22 @@
       var teamError = $("team-error");
       teamError.textContent = frame.message || code;
       teamError.hidden = false;
+      return;
+    }
+    if (ACTION_REFS[frame.ref]) {
+      var approvalsError = $("approvals-error");
+      approvalsError.textContent = frame.message || code;
+      approvalsError.hidden = false;
+      if (state.actions) renderApprovals(state.actions);
+      return;
+    }
+    if (frame.ref === "propose_action" || frame.ref === "confirm_action") {
+      var actionError = $("agent-action-error");
+      actionError.textContent = frame.message || code;
+      actionError.hidden = false;
+      $("agent-action-preview").disabled = false;
+      $("agent-action-confirm").disabled = false;
+      $("agent-action-cancel").disabled = false;
       return;
     }
     if (frame.ref === "suggest" && state.suggestion) {
@@ -415,6 +460,9 @@
         clearIndicator();
         replyBubble(ev.reply_id).finish(ev);
         break;
+      case "action":
+        onActionEvent(ev);
+        break;
       case "agent_message":
         list.appendChild(message("agent", ev.agent || "Agent", ev.text, ev.at));
         break;
@@ -501,11 +549,44 @@
             (ev.handoff ? " · suggested a handoff" : "");
           var sources = ev.sources || [];
           if (sources.length) li.appendChild(sourceList(sources));
+          if (ev.action && ev.action.status === "proposed") li.appendChild(proposalBox(ev.action));
         },
       };
       conv.replies.set(replyId, entry);
     }
     return entry;
+  }
+
+  /** The proposal a bot reply offered the shopper; its status follows the action events. */
+  function proposalBox(action) {
+    var box = el("div", "proposal");
+    box.dataset.actionId = action.id;
+    box.appendChild(el("div", "proposal-kind", "Proposed: " + (ACTION_KINDS[action.kind] || action.kind)));
+    box.appendChild(el("div", "proposal-summary", action.summary || ""));
+    var status = el("div", "action-state proposed", ACTION_STATUS.proposed);
+    box.appendChild(status);
+    return box;
+  }
+
+  function onActionEvent(ev) {
+    var label = ACTION_STATUS[ev.status] || ev.status;
+    document.querySelectorAll("#transcript .proposal").forEach(function (box) {
+      if (box.dataset.actionId !== ev.id) return;
+      var status = box.querySelector(".action-state");
+      status.className = "action-state " + ev.status;
+      status.textContent = label + (ev.reason ? ": " + ev.reason : "");
+    });
+    var line = el("li", "status-line action-line " + ev.status,
+      "Order action " + label.toLowerCase() + ": " + (ev.summary || ACTION_KINDS[ev.kind] || ev.kind) +
+      (ev.reason ? " (" + ev.reason + ")" : ""));
+    line.dataset.actionId = ev.id;
+    $("transcript").appendChild(line);
+    // The customer panel lists the conversation's actions with their current status.
+    var list = (state.customerPanel && state.customerPanel.actions) || [];
+    var row = list.filter(function (a) { return a.id === ev.id; })[0];
+    if (row) { row.status = ev.status; row.reason = ev.reason || ""; }
+    else list.push({ id: ev.id, kind: ev.kind, status: ev.status, summary: ev.summary, reason: ev.reason || "" });
+    if (state.customerPanel) { state.customerPanel.actions = list; renderCustomerActions(list); }
   }
 
   function sourceList(sources) {
@@ -592,6 +673,188 @@
     if (!(customer.orders || []).length) {
       orders.appendChild(el("li", "items", customer.verified ? "No orders." : "Orders are shown once the shopper is verified."));
     }
+    renderCustomerActions(customer.actions || []);
+    resetAgentAction();
+  }
+
+  // ---- order actions: the customer's, the agent's own, the approval queue ---------------------
+
+  function renderCustomerActions(actions) {
+    var list = $("customer-actions");
+    clear(list);
+    actions.forEach(function (a) {
+      var li = el("li", "customer-action");
+      li.dataset.actionId = a.id;
+      var head = el("div", "action-head");
+      head.appendChild(el("span", "num", ACTION_KINDS[a.kind] || a.kind));
+      head.appendChild(el("span", "action-state " + a.status, ACTION_STATUS[a.status] || a.status));
+      li.appendChild(head);
+      li.appendChild(el("div", "items", a.summary || ""));
+      if (a.reason && a.status !== "proposed") li.appendChild(el("div", "items reason", a.reason));
+      list.appendChild(li);
+    });
+    if (!actions.length) list.appendChild(el("li", "items", "None in this conversation."));
+  }
+
+  function resetAgentAction() {
+    var select = $("agent-action-kind");
+    if (!select.options.length) {
+      Object.keys(ACTION_KINDS).forEach(function (kind) {
+        var opt = el("option", "", ACTION_KINDS[kind]);
+        opt.value = kind;
+        select.appendChild(opt);
+      });
+    }
+    state.preview = null;
+    $("agent-action-card").hidden = true;
+    $("agent-action-error").hidden = true;
+    $("agent-action-preview").disabled = false;
+    fillActionTemplate();
+  }
+
+  function fillActionTemplate() {
+    var kind = $("agent-action-kind").value;
+    $("agent-action-params").value = JSON.stringify(ACTION_TEMPLATES[kind] || {});
+  }
+
+  function previewAgentAction(event) {
+    event.preventDefault();
+    if (!state.conv) return;
+    var error = $("agent-action-error");
+    error.hidden = true;
+    var params;
+    try {
+      params = JSON.parse($("agent-action-params").value || "{}");
+      if (!params || typeof params !== "object" || Array.isArray(params)) throw new Error("not an object");
+    } catch (e) {
+      error.textContent = "The details must be a JSON object, e.g. {\"order\": \"#W1234567\"}.";
+      error.hidden = false;
+      return;
+    }
+    if (send("propose_action", { conversation_id: state.conv.id, kind: $("agent-action-kind").value, params: params })) {
+      $("agent-action-preview").disabled = true;
+    }
+  }
+
+  function renderPreview(frame) {
+    if (!state.conv || frame.conversation_id !== state.conv.id) return;
+    var a = frame.action || {};
+    state.preview = frame;
+    var open = a.status === "proposed";
+    $("agent-action-card").hidden = false;
+    $("agent-action-summary").textContent = a.summary || "";
+    $("agent-action-confirm").hidden = !open;
+    $("agent-action-cancel").hidden = !open;
+    $("agent-action-confirm").disabled = false;
+    $("agent-action-cancel").disabled = false;
+    $("agent-action-preview").disabled = open;
+    var status = $("agent-action-status");
+    status.className = "action-state " + (a.status || "");
+    status.textContent = open ? "Confirm to run it for the customer." : (ACTION_STATUS[a.status] || a.status) + (a.reason ? ": " + a.reason : "");
+    if (open) $("agent-action-confirm").focus();
+  }
+
+  function answerAgentAction(accept) {
+    if (!state.conv || !state.preview || !state.preview.action) return;
+    if (send("confirm_action", { conversation_id: state.conv.id, action_id: state.preview.action.id, accept: accept })) {
+      $("agent-action-confirm").disabled = true;
+      $("agent-action-cancel").disabled = true;
+    }
+  }
+
+  function renderApprovals(frame) {
+    if (frame.store !== state.store) return;
+    state.actions = frame;
+    var pending = frame.pending || [];
+    var list = $("approvals-list");
+    clear(list);
+    pending.forEach(function (a) { list.appendChild(approvalItem(a)); });
+    $("approvals-empty").hidden = pending.length > 0;
+    var count = $("approvals-count");
+    count.hidden = !pending.length;
+    count.textContent = String(pending.length);
+    var rows = $("modes-rows");
+    clear(rows);
+    var modes = frame.modes || {};
+    Object.keys(modes).forEach(function (kind) {
+      var tr = el("tr");
+      var id = "mode-" + kind;
+      var th = el("th", "", "");
+      th.scope = "row";
+      var label = el("label", "", ACTION_KINDS[kind] || kind);
+      label.htmlFor = id;
+      th.appendChild(label);
+      tr.appendChild(th);
+      var select = el("select");
+      select.id = id;
+      select.dataset.kind = kind;
+      ["auto", "approval", "off"].forEach(function (m) {
+        var opt = el("option", "", MODE_LABELS[m]);
+        opt.value = m;
+        select.appendChild(opt);
+      });
+      select.value = modes[kind];
+      select.disabled = !frame.can_configure;
+      select.addEventListener("change", function () {
+        var change = {};
+        change[kind] = select.value;
+        $("approvals-error").hidden = true;
+        send("set_action_modes", { store: state.store, modes: change });
+      });
+      var td = el("td");
+      td.appendChild(select);
+      tr.appendChild(td);
+      rows.appendChild(tr);
+    });
+    $("modes-hint").textContent = frame.can_configure
+      ? "Per action: run it on the shopper's yes, hold it for an agent's approval, or never offer it."
+      : "Only admins change the modes.";
+  }
+
+  function approvalItem(a) {
+    var li = el("li", "approval");
+    li.dataset.actionId = a.id;
+    var head = el("div", "action-head");
+    head.appendChild(el("span", "num", ACTION_KINDS[a.kind] || a.kind));
+    if (a.order) head.appendChild(el("span", "tag", a.order));
+    li.appendChild(head);
+    var summaryId = "approval-" + a.id;
+    var summary = el("p", "summary", a.summary || "");
+    summary.id = summaryId;
+    li.appendChild(summary);
+    if (a.conversation_id) {
+      var link = el("button", "link", "Open conversation");
+      link.type = "button";
+      link.addEventListener("click", function () { openConversation(a.conversation_id); });
+      li.appendChild(link);
+    }
+    var reason = el("input", "reject-reason");
+    reason.type = "text";
+    reason.maxLength = 500;
+    reason.placeholder = "Reason for the shopper (if you reject)";
+    reason.setAttribute("aria-label", "Reason for the shopper if you reject " + (ACTION_KINDS[a.kind] || a.kind));
+    li.appendChild(reason);
+    var buttons = el("div", "row-buttons");
+    var approve = el("button", "btn btn-primary", "Approve");
+    approve.type = "button";
+    approve.setAttribute("aria-describedby", summaryId);
+    var reject = el("button", "btn", "Reject");
+    reject.type = "button";
+    reject.setAttribute("aria-describedby", summaryId);
+    approve.addEventListener("click", function () {
+      $("approvals-error").hidden = true;
+      if (send("approve_action", { store: state.store, action_id: a.id })) { approve.disabled = true; reject.disabled = true; }
+    });
+    reject.addEventListener("click", function () {
+      $("approvals-error").hidden = true;
+      if (send("reject_action", { store: state.store, action_id: a.id, reason: reason.value.trim() })) {
+        approve.disabled = true; reject.disabled = true;
+      }
+    });
+    buttons.appendChild(approve);
+    buttons.appendChild(reject);
+    li.appendChild(buttons);
+    return li;
   }
 
   function updateSummary(summary) {
@@ -832,6 +1095,10 @@
     $("btn-reopen").addEventListener("click", function () { action("reopen"); });
     $("btn-suggest").addEventListener("click", suggest);
     $("btn-insert").addEventListener("click", insertSuggestion);
+    $("agent-action").addEventListener("submit", previewAgentAction);
+    $("agent-action-kind").addEventListener("change", function () { fillActionTemplate(); $("agent-action-card").hidden = true; });
+    $("agent-action-confirm").addEventListener("click", function () { answerAgentAction(true); });
+    $("agent-action-cancel").addEventListener("click", function () { answerAgentAction(false); });
     $("composer").addEventListener("submit", submitComposer);
     $("composer-text").addEventListener("input", onComposerInput);
     $("composer-text").addEventListener("keydown", function (e) {

@@ -197,3 +197,99 @@ async def test_enter_key_and_a_refused_confirm(page: Any, live: LiveServer) -> N
     assert await page.locator(f"{W} .notice").is_hidden(), "the card says it; no extra notice"
     assert await page.locator(f"{W} .items .row.shopper", has_text="Confirm").count() == 0
     assert live.dialogs == [] and page.errors == []
+
+
+# ---- the console's approval queue ---------------------------------------------------------
+
+PASSWORD = "correct horse battery"
+
+
+async def log_in(page: Any, live: LiveServer) -> None:
+    await page.goto(live.url + "/console")
+    await page.locator("#login-form").wait_for()
+    await page.fill("#login-email", "ana@shop.example")
+    await page.fill("#login-password", PASSWORD)
+    await page.click("#login-submit")
+    await page.locator("#connection.live").wait_for()
+
+
+async def test_console_approval_queue_reject_by_keyboard_tells_the_shopper(
+    browser: Any, live: LiveServer
+) -> None:
+    from chatbot.agents import accounts
+    from widget_support import new_page
+
+    with live.db.transaction() as session:
+        accounts.add_agent(session, "ana@shop.example", PASSWORD, stores=["demo"], name="Ana")
+    console = await new_page(browser, live, viewport={"width": 1440, "height": 900})
+    shopper = await new_page(browser, live, viewport={"width": 1100, "height": 800})
+    await log_in(console, live)
+    await console.locator("#modes-rows select").first.wait_for(state="attached")
+    # Not an admin: the modes are shown, not changeable.
+    assert await console.locator("#modes-rows select").count() == 8
+    assert await console.locator("#modes-rows select:not([disabled])").count() == 0
+
+    # The shopper says yes to an action the store holds for approval.
+    conv_id = await start_chat(shopper, live)
+    action_id = add_proposal(live, conv_id, CANCEL)
+    live.fake.queue([CANCEL, " Shall I go ahead?"], action=proposal(action_id, CANCEL))
+    await ask(shopper, "Please cancel order #W5442520")
+    card = shopper.locator(CARD).last
+    await card.wait_for()
+    live.fake.queue(["I've sent this to our team for approval and will let you know here."],
+                    pause_at=0, action=outcome(action_id, "awaiting_approval", CANCEL,
+                                               reason="A member of our team will review it shortly."))
+    await card.get_by_role("button", name="Confirm").click()
+    await live.fake.wait_paused()
+    with live.db.transaction() as session:  # what the pipeline's execute does in approval mode
+        row = session.scalars(
+            select(ActionProposal).where(ActionProposal.public_id == action_id)).one()
+        row.status = "awaiting_approval"
+    live.fake.release()
+    await shopper.wait_for_function(
+        f"() => {SHADOW}.querySelector('.action-card .action-status').textContent"
+        ".startsWith('Waiting for approval')")
+
+    # The console's queue updates by itself.
+    item = console.locator(f".approval[data-action-id='{action_id}']")
+    await item.wait_for()
+    assert await console.locator("#approvals-count").inner_text() == "1"
+    assert await item.locator(".summary").inner_text() == CANCEL
+    assert "#W5442520" in await item.locator(".tag").inner_text()
+    await item.get_by_role("button", name="Open conversation").click()
+    proposal_box = console.locator(f"#transcript .proposal[data-action-id='{action_id}']")
+    await proposal_box.wait_for()
+    await console.locator("#transcript .action-line.awaiting_approval").wait_for()
+    panel_row = console.locator(f"#customer-actions [data-action-id='{action_id}']")
+    assert "Awaiting approval" in await panel_row.inner_text()
+    await shot(console, "console-approval-queue")
+
+    # Reject with the keyboard only: type the reason, Tab past Approve to Reject, Enter.
+    await item.locator(".reject-reason").focus()
+    await console.keyboard.type("Please call us: this order is a gift.")
+    await console.keyboard.press("Tab")
+    assert await console.evaluate("document.activeElement.textContent") == "Approve"
+    await console.keyboard.press("Tab")
+    assert await console.evaluate("document.activeElement.textContent") == "Reject"
+    await console.keyboard.press("Enter")
+    await console.locator("#approvals-empty").wait_for()
+    assert await console.locator("#approvals-count").is_hidden()
+    await console.locator("#transcript .action-line.declined").wait_for()
+    await console.wait_for_function(
+        f"() => document.querySelector(\"#customer-actions [data-action-id='{action_id}']\")"
+        ".textContent.includes('Declined')")
+    assert "Please call us" in await proposal_box.locator(".action-state").inner_text()
+
+    # The shopper is told: the card's status and a short message.
+    await shopper.wait_for_function(
+        f"() => {SHADOW}.querySelector('.action-card .action-status').textContent"
+        " === 'Nothing was changed: Please call us: this order is a gift.'")
+    await shopper.locator(f"{W} .items .row.bot", has_text="did not approve").wait_for()
+    await shot(shopper, "widget-action-rejected")
+    with live.db.session() as session:
+        status = session.scalars(select(ActionProposal.status).where(
+            ActionProposal.public_id == action_id)).one()
+    assert status == "declined"
+    assert live.dialogs == [] and console.errors == [] and shopper.errors == []
+    await console.context.close()
+    await shopper.context.close()
