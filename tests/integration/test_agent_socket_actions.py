@@ -7,12 +7,22 @@ conversation's actions, and an agent's own action goes through the same policy c
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from chatbot import identity
 from chatbot.actions.models import ActionProposal
+from chatbot.actions.service import audit_log
+from chatbot.server.app import ChatServer
+from chatbot.settings import Settings
+from chatbot.storage.db import Database
+from knowledge_base.demo import ensure_demo_store
+from knowledge_base.models import Order
+from tests.fakes import FakeAnswerer
 from tests.integration.agent_support import add_agent, agent_client, token_for
 from tests.integration.server_support import Running, running_server
 from tests.integration.test_server_actions import SUMMARY, add_proposal, outcome, wire
@@ -128,3 +138,80 @@ async def test_an_agents_own_action_goes_through_the_policy(srv: Running) -> Non
         await ana.send(type="confirm_action", conversation_id=welcome["conversation_id"],
                        action_id="act_forged", accept=True)
         assert (await ana.error())["code"] == "unknown_action"
+
+
+# ---- on the shipped demo store, with real orders ----------------------------------------------
+
+
+@asynccontextmanager
+async def demo_server(tmp_path: Path) -> AsyncIterator[Running]:
+    settings = Settings.from_env({"CHATBOT_HOME": str(tmp_path)},
+                                 database_url=f"sqlite:///{tmp_path / 'chat.db'}")
+    db = Database(settings.database_url)
+    store = ensure_demo_store(db)
+    fake = FakeAnswerer()
+    app = ChatServer(settings, db, fake, flush_interval_s=0.005, reply_grace_s=0.5)
+    port = await app.start(host="127.0.0.1", port=0)
+    try:
+        yield Running(app, port, fake, db, {"demo": store.identity_secret}, {})
+    finally:
+        await app.stop(drain_s=0)
+        db.dispose()
+
+
+async def test_an_agent_runs_an_action_for_the_customer_then_another_approves_it(
+    tmp_path: Path,
+) -> None:
+    async with demo_server(tmp_path) as srv:
+        add_agent(srv.db, "ana@shop.example", ["demo"], name="Ana")
+        add_agent(srv.db, "root@shop.example", [], admin=True, name="Root")
+        token = identity.sign(srv.secrets["demo"], "mei_nelson_9261")
+        async with srv.client() as shopper, \
+                agent_client(srv, token_for(srv.db, "ana@shop.example")) as ana, \
+                agent_client(srv, token_for(srv.db, "root@shop.example")) as root:
+            welcome = await shopper.hello(identity=token)
+            assert welcome["customer"]["verified"] is True
+            conv_id = welcome["conversation_id"]
+            await shopper.ask("I want to cancel my order")
+            # The store holds cancellations for an agent's approval.
+            await root.send(type="set_action_modes", store="demo",
+                            modes={"cancel_order": "approval"})
+            assert (await root.until("actions"))[-1]["modes"]["cancel_order"] == "approval"
+            await root.send(type="subscribe_inbox", store="demo")
+            await root.until("inbox")
+
+            # Ana previews the cancellation: the same summary the bot would show.
+            await ana.send(type="propose_action", conversation_id=conv_id, kind="cancel_order",
+                           params={"order": "#NW10966", "reason": "no longer needed"})
+            preview = (await ana.until("action_preview"))[-1]["action"]
+            assert preview["status"] == "proposed"
+            assert preview["summary"].startswith("Cancel order #NW10966 (reason: no longer needed).")
+            await ana.send(type="confirm_action", conversation_id=conv_id,
+                           action_id=preview["id"], accept=True)
+            held = (await ana.until("action_preview"))[-1]["action"]
+            assert held["status"] == "awaiting_approval"
+            assert order_status(srv.db, "#NW10966") == "pending"
+
+            # Root sees it in the queue and approves: checked again, executed, shopper told.
+            queued = (await root.until(lambda f: f["type"] == "actions" and f["pending"]))[-1]
+            assert [row["id"] for row in queued["pending"]] == [preview["id"]]
+            await root.send(type="approve_action", store="demo", action_id=preview["id"])
+            frames = await shopper.until(
+                lambda f: f["type"] == "done" and "approved" in f["text"])
+            event = next(f for f in frames if f["type"] == "action" and f["status"] == "executed")
+            assert event["id"] == preview["id"]
+            assert frames[-1]["text"].startswith("Our team approved your request. Done. "
+                                                 "Order #NW10966 is cancelled.")
+            assert order_status(srv.db, "#NW10966") == "cancelled"
+            await root.until(lambda f: f["type"] == "actions" and not f["pending"])
+        log = audit_log(srv.db, 1, action_id=preview["id"])
+        assert [(r["actor"], r["actor_id"], r["event"]) for r in log][-3:] == [
+            ("agent", "ana@shop.example", "proposed"),
+            ("agent", "ana@shop.example", "awaiting_approval"),
+            ("agent", "root@shop.example", "executed"),
+        ]
+
+
+def order_status(db: Database, number: str) -> str:
+    with db.session() as session:
+        return str(session.scalars(select(Order.status).where(Order.number == number)).one())
