@@ -391,12 +391,15 @@
         if (ev.ref && (it = this.find("shopper", ev.ref)) && it.pending) {
           it.pending = false; it.failed = true; it.error = str(ev.code);
           fx.items.push(it);
-        } else if (ev.ref && (it = this.findAction(ev.ref)) && ACTION_ERRORS[ev.code]) {
-          // A confirm the server refused: nothing changed, and the card cannot be answered.
+        } else if (ev.ref && (it = this.findAction(ev.ref))) {
+          // A confirm the server refused: nothing changed. For a bad id the card cannot be
+          // answered any more; otherwise (rate limit, an agent owns the chat) it can again.
           it.action.answering = null;
-          if (it.action.status === "proposed") it.action.status = ACTION_ERRORS[ev.code];
+          if (ACTION_ERRORS[ev.code] && it.action.status === "proposed") {
+            it.action.status = ACTION_ERRORS[ev.code];
+            fx.actions.push(it);
+          }
           fx.items.push(it);
-          fx.actions.push(it);
         }
         fx.error = { code: str(ev.code), message: str(ev.message), ref: ev.ref || null };
         break;

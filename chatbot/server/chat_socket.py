@@ -365,6 +365,13 @@ class ChatSocket:
         except ChatbotError as exc:
             await self.send_error(exc.code, exc.message, msg.action_id)
             return
+        if (await self.app.conversations.get(self.conv.id)).state == "agent":
+            await self.send_error(
+                ErrorCode.NOT_ALLOWED,
+                "a team member is handling this conversation; tell them your answer here",
+                msg.action_id,
+            )
+            return
         if not self.app.replies.can_accept(self.conv.id):
             await self.send_error(ErrorCode.QUEUE_FULL,
                                   "please wait for the answer before sending more", msg.action_id)

@@ -397,6 +397,15 @@ class ChatSession:
         except ChatbotError as exc:
             yield self.error(exc.code, exc.message, msg.action_id)
             return
+        if (yield Fresh(self.conv)).state == "agent":
+            # The bot is silent while a person owns the conversation: nobody would run
+            # the answer. The agent can run the action from the console.
+            yield self.error(
+                ErrorCode.NOT_ALLOWED,
+                "a team member is handling this conversation; tell them your answer here",
+                msg.action_id,
+            )
+            return
         if not (yield CanQueue(self.conv)):
             yield self.error(
                 ErrorCode.QUEUE_FULL, "please wait for the answer before sending more",

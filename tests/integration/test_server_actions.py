@@ -176,3 +176,23 @@ async def test_agent_rejection_tells_the_shopper(srv: Running) -> None:
     conv = conversation_ref(srv.app, srv.db, conv_id)
     rows = await srv.app.actions.of_conversation(conv)
     assert [(r["id"], r["status"]) for r in rows] == [(action_id, "declined")]
+
+
+async def test_a_confirm_while_an_agent_owns_the_conversation_is_refused(srv: Running) -> None:
+    from chatbot.conversations.ownership import Action
+
+    async with srv.client() as c:
+        welcome = await c.hello()
+        conv_id = welcome["conversation_id"]
+        await c.ask("hello")
+        action_id = add_proposal(srv, conv_id)
+        conv = conversation_ref(srv.app, srv.db, conv_id)
+        await srv.app.conversations.transition(conv, Action.TAKE_OVER, agent_id=None,
+                                               agent_name="Ana")
+        await c.send(type="confirm", action_id=action_id, accept=True)
+        err = (await c.until("error"))[-1]
+    assert (err["code"], err["ref"]) == ("not_allowed", action_id)
+    with srv.db.session() as session:
+        status = session.scalars(select(ActionProposal.status)
+                                 .where(ActionProposal.public_id == action_id)).one()
+    assert status == "proposed"

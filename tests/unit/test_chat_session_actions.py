@@ -30,10 +30,10 @@ def test_a_confirm_is_checked_stored_as_a_message_and_answered_by_a_reply() -> N
     world = World()
     sess = resumed(world)
     out = send(sess, world, type="confirm", action_id="act_1", accept=True)
-    assert kinds(out) == ["FrameAllowed", "MessageAllowed", "CheckAction", "CanQueue",
+    assert kinds(out) == ["FrameAllowed", "MessageAllowed", "CheckAction", "Fresh", "CanQueue",
                           "StoreMessage", "SubmitReply"]
     assert out[2] == s.CheckAction(sess.conv, "act_1")  # type: ignore[arg-type]
-    assert out[4] == s.StoreMessage(sess.conv, "k_act_1", "Confirm")  # type: ignore[arg-type]
+    assert out[5] == s.StoreMessage(sess.conv, "k_act_1", "Confirm")  # type: ignore[arg-type]
     assert out[-1] == s.SubmitReply(sess.conv, "k_act_1", "Confirm", 3,  # type: ignore[arg-type]
                                     confirm=("act_1", True))
     no = send(sess, world, type="confirm", action_id="act_2", accept=False)
@@ -87,3 +87,11 @@ def test_outcome_events_are_forwarded_like_other_stored_events() -> None:
     (sent,) = sess.forward(HubItem(7, 1, stored=event))
     assert '"type":"action"' in sent.frame and '"seq":5' in sent.frame
     assert sess.forward(HubItem(7, 1, stored=event)) == []
+
+
+def test_while_an_agent_owns_the_conversation_a_confirm_is_refused() -> None:
+    world = World(state="agent")
+    sess = resumed(world)
+    out = send(sess, world, type="confirm", action_id="act_1", accept=True)
+    assert [(f["code"], f["ref"]) for f in frames(out)] == [("not_allowed", "act_1")]
+    assert "StoreMessage" not in kinds(out)

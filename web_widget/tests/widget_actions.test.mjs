@@ -120,3 +120,13 @@ test("resume replays the card and its outcome; a stored 'answering' is cleared o
   }));
   assert.equal(fresh.find("bot", "r_Kp2x").action.status, "declined");
 });
+
+test("another refusal (an agent owns the chat, a rate limit) makes the card answerable again", () => {
+  const { c, reply } = proposed();
+  c.answerAction(reply, true);
+  const fx = c.apply(wire({ v: 1, type: "error", seq: 21, code: "not_allowed", message: "a team member is handling this conversation", ref: reply.action.id }));
+  assert.equal(reply.action.status, "proposed");
+  assert.equal(reply.action.answering, null);
+  assert.deepEqual(fx.items, [reply]);
+  assert.ok(c.answerAction(reply, true));
+});
