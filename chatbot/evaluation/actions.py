@@ -43,6 +43,7 @@ from typing import Any
 
 from chatbot.actions.tau import READ_ONLY_TOOLS, TOOL_KINDS, TauReplayer, export_state, load_tasks
 from chatbot.answering.acting import CONFIRM_QUESTION, describe, is_yes
+from chatbot.protocol import chat
 
 log = logging.getLogger(__name__)
 
@@ -339,8 +340,8 @@ class Socket:
         self.ws = ws
         self.frames: list[dict[str, Any]] = []
 
-    async def send(self, **fields: Any) -> None:
-        await self.ws.send(json.dumps({"v": 1, **fields}))
+    async def send(self, msg: chat.ClientMessage) -> None:
+        await self.ws.send(chat.encode_client(msg))
 
     async def until(self, pred: Callable[[dict[str, Any]], bool], timeout: float
                     ) -> dict[str, Any]:
@@ -355,12 +356,12 @@ class Socket:
                 return frame
 
     async def hello(self, store: str) -> dict[str, Any]:
-        await self.send(type="hello", store=store)
+        await self.send(chat.Hello(store=store))
         return await self.until(lambda f: f.get("type") == "welcome", 30)
 
     async def say(self, text: str) -> dict[str, Any]:
         msg_id = f"m_{uuid.uuid4().hex[:10]}"
-        await self.send(type="message", id=msg_id, text=text)
+        await self.send(chat.Message(id=msg_id, text=text))
         return await self.until(
             lambda f: f.get("type") == "done" and f.get("in_reply_to") == msg_id
             or (f.get("type") == "error" and f.get("ref") == msg_id), REPLY_TIMEOUT_S)
