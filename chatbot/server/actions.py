@@ -102,6 +102,21 @@ class ActionDesk:
         ``ActionIdError``. Reads only."""
         await self._call(self._check, conv, action_id)
 
+    def _outcome_event(self, conv: ConversationRef, action_id: str) -> dict[str, Any] | None:
+        try:
+            p = self.actions.get(action_id, store_id=conv.store_id)
+        except ActionIdError:
+            return None
+        if p.conversation_id != conv.public_id or p.status == PROPOSED:
+            return None
+        return Outcome(id=p.id, kind=p.kind, status=p.status, summary=p.summary,
+                       reason=p.reason).to_event()
+
+    async def outcome_event(self, conv: ConversationRef, action_id: str) -> dict[str, Any] | None:
+        """The ``action`` event of what became of a proposal of ``conv`` (None while it is
+        still open, or for an id that is not the conversation's)."""
+        return await self._call(self._outcome_event, conv, action_id)
+
     # ---- the console: queue, decisions, modes -------------------------------------------
 
     def _queue(self, store_id: int) -> dict[str, Any]:

@@ -120,6 +120,7 @@ class ChatServer:
             flush_interval_s=flush_interval_s,
             grace_s=reply_grace_s,
             handoff_gate=self.handoff_allowed,
+            action_outcome=self.actions.outcome_event,
         )
         # Several processes on one database: poll the log of followed conversations.
         self.poller = EventPoller(db, self.hub, poll_interval_s) if poll_interval_s else None

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatbot.conversations.hub import ConversationHub
 from chatbot.conversations.log import BotSilencedError, ConversationRef
@@ -128,8 +129,13 @@ class ReplyManager:
         flush_interval_s: float = 0.03,
         grace_s: float = 15.0,
         handoff_gate: Callable[[str], bool] | None = None,
+        action_outcome: Callable[[ConversationRef, str], Awaitable[dict[str, Any] | None]]
+        | None = None,
     ) -> None:
         self.service = service
+        # What became of a proposal (its ``action`` event), for a confirm whose reply was
+        # cut short before the answerer's ReplyDone (issue #19).
+        self.action_outcome = action_outcome
         # Whether an address may create one more waiting conversation (issue #18).
         self.handoff_gate = handoff_gate
         self.hub = hub
@@ -351,6 +357,14 @@ class ReplyManager:
     ) -> None:
         interrupted = done is None or failed or bool(worker.stop_reason)
         text = "".join(sent) if interrupted or done is None else done.text
+        action = done.action if done is not None else None
+        if action is None and message.confirm is not None and self.action_outcome is not None:
+            # Cut short before the answer's end: the order may have changed anyway, so
+            # the outcome is stored with the interrupted reply.
+            try:
+                action = await self.action_outcome(conv, message.confirm[0])
+            except Exception:
+                log.exception("reading the outcome of %s failed", message.confirm[0])
         try:
             await self.service.finish_reply(
                 conv,
@@ -366,7 +380,7 @@ class ReplyManager:
                 dialogue=done.state if done is not None and not interrupted else None,
                 # An outcome (executed, declined ...) is stored even for an interrupted
                 # reply: the order changed whatever happened to the words.
-                action=done.action if done is not None else None,
+                action=action,
             )
         except BotSilencedError:
             # Taken over between the last token and done: close the reply as interrupted.
@@ -378,7 +392,7 @@ class ReplyManager:
                 in_reply_to=message.client_id,
                 interrupted=True,
                 reason="takeover",
-                action=done.action if done is not None else None,
+                action=action,
             )
         if done is not None:
             for check in done.guard_reasons:

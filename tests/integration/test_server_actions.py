@@ -196,3 +196,23 @@ async def test_a_confirm_while_an_agent_owns_the_conversation_is_refused(srv: Ru
         status = session.scalars(select(ActionProposal.status)
                                  .where(ActionProposal.public_id == action_id)).one()
     assert status == "proposed"
+
+
+async def test_a_stopped_answer_still_stores_what_became_of_the_proposal(srv: Running) -> None:
+    async with srv.client() as c:
+        welcome = await c.hello()
+        await c.ask("hello")
+        action_id = add_proposal(srv, welcome["conversation_id"])
+        # The answer streams one piece, then hangs; the action has been run meanwhile.
+        srv.fake.queue(["Done. ", "Order #W5442520 is cancelled."], pause_at=1,
+                       action=outcome(action_id))
+        await c.send(type="confirm", action_id=action_id, accept=True)
+        token = (await c.until("token"))[-1]
+        await srv.fake.wait_paused()
+        set_status(srv, action_id, "executed")
+        await c.send(type="stop", reply_id=token["reply_id"])
+        frames = await c.until("done")
+        srv.fake.release()
+    event = next(f for f in frames if f["type"] == "action")
+    assert (event["id"], event["status"]) == (action_id, "executed")
+    assert frames[-1]["interrupted"] is True and event["seq"] == frames[-1]["seq"] - 1
