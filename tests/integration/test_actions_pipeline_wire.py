@@ -1,0 +1,100 @@
+"""Order actions end to end on the wire with the real answering pipeline (issue #19).
+
+The shipped demo store, the real ChatServer and the real Pipeline; the language model is
+replaced by ``SilentEngine`` (it generates nothing: every action turn is code's fixed
+reply, the same with the model), so this runs in seconds. A signed-in customer asks to
+cancel a pending order, gets ``done.action``, answers with a ``confirm`` frame (or in
+words), and the order changes exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from chatbot import identity
+from chatbot.settings import Settings
+from chatbot.storage.db import Database
+from knowledge_base.demo import ensure_demo_store
+from knowledge_base.models import Order
+from tests.integration.server_support import chat_client
+
+pytestmark = pytest.mark.slow
+
+
+@asynccontextmanager
+async def pipeline_server(tmp_path: Path) -> AsyncIterator[tuple[str, str, Database]]:
+    """(socket url, the demo store's identity secret, the database)."""
+    from chatbot.answering.pipeline import Pipeline
+    from chatbot.evaluation.actions import SilentEngine
+    from chatbot.server.app import ChatServer
+    from chatbot.training.build import load_tokenizer
+    from knowledge_base.retrieval import Retriever
+
+    base = Settings.from_env()
+    if not base.model_path.exists():
+        pytest.skip(f"no tokenizer: the model is not pulled ({base.model_path})")
+    settings = dataclasses.replace(base, data_dir=tmp_path,
+                                   database_url=f"sqlite:///{tmp_path / 'chat.db'}")
+    db = Database(settings.database_url)
+    store = ensure_demo_store(db)
+    engine = SilentEngine(load_tokenizer(settings.model_path))
+    app = ChatServer(settings, db, Pipeline(db, Retriever(db, settings.index_dir), engine, settings))
+    port = await app.start(host="127.0.0.1", port=0)
+    try:
+        yield f"ws://127.0.0.1:{port}/ws/chat", store.identity_secret, db
+    finally:
+        await app.stop(drain_s=0)
+        db.dispose()
+
+
+def status_of(db: Database, number: str) -> str:
+    with db.session() as session:
+        return str(session.scalars(select(Order.status).where(Order.number == number)).one())
+
+
+async def test_confirm_frame_runs_the_proposal_once(tmp_path: Path) -> None:
+    async with pipeline_server(tmp_path) as (url, secret, db), chat_client(url) as c:
+        await c.hello(identity=identity.sign(secret, "mei_nelson_9261"))
+        done = (await c.ask("Please cancel order #NW10966, I no longer need it."))[-1]
+        action = done["action"]
+        assert action["status"] == "proposed" and action["kind"] == "cancel_order"
+        assert done["text"].startswith(action["summary"])
+        assert status_of(db, "#NW10966") == "pending", "nothing changes before the yes"
+
+        await c.send(type="confirm", action_id=action["id"], accept=True)
+        frames = await c.until(lambda f: f["type"] == "done" and f["in_reply_to"] == f"k_{action['id']}")
+        event = next(f for f in frames if f["type"] == "action")
+        assert (event["id"], event["status"], event["seq"]) == (
+            action["id"], "executed", frames[-1]["seq"] - 1)
+        assert frames[-1]["text"].startswith("Done. Order #NW10966 is cancelled.")
+        assert status_of(db, "#NW10966") == "cancelled"
+
+        # The same id again: an error, nothing runs twice.
+        await c.send(type="confirm", action_id=action["id"], accept=True)
+        err = (await c.until("error"))[-1]
+        assert (err["code"], err["ref"]) == ("action_used", action["id"])
+
+
+async def test_keep_my_order_and_an_answer_in_words(tmp_path: Path) -> None:
+    async with pipeline_server(tmp_path) as (url, secret, db), chat_client(url) as c:
+        await c.hello(identity=identity.sign(secret, "mei_nelson_9261"))
+        first = (await c.ask("Please cancel order #NW10966, I no longer need it."))[-1]["action"]
+        await c.send(type="confirm", action_id=first["id"], accept=False)
+        frames = await c.until("done")
+        assert next(f for f in frames if f["type"] == "action")["status"] == "declined"
+        assert status_of(db, "#NW10966") == "pending"
+
+        # Asked again and answered in words: the same action event.
+        second = (await c.ask("Actually, please cancel order #NW10966, I no longer need it."))
+        action = second[-1]["action"]
+        assert action["id"] != first["id"]
+        frames = await c.ask("Yes, please go ahead.")
+        event = next(f for f in frames if f["type"] == "action")
+        assert (event["id"], event["status"]) == (action["id"], "executed")
+        assert status_of(db, "#NW10966") == "cancelled"
