@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from widget_support import ARTIFACTS, LiveServer
+from widget_support import ARTIFACTS, LiveServer, assert_contrast
 
 from chatbot.actions.models import ActionProposal
 from chatbot.storage.clock import utcnow
@@ -121,6 +121,7 @@ async def test_confirmation_card_confirm_by_click_and_keep_by_keyboard(
     ) == CANCEL
     await page.wait_for_function("() => window.__announced.some(t => t.includes('Keep my order'))")
     await shot(page, "widget-action-card")
+    await assert_contrast(page)
 
     # 2. Confirm with the mouse: one confirm frame, the card locks, the outcome shows.
     live.fake.queue(["Done. Order #W5442520 is cancelled. $54.04 will be refunded today."],
@@ -136,6 +137,7 @@ async def test_confirmation_card_confirm_by_click_and_keep_by_keyboard(
         "() => window.__announced.some(t => t.startsWith('Done: Cancel order'))")
     assert await status.inner_text() == "Done"
     await shot(page, "widget-action-executed")
+    await assert_contrast(page)
 
     # 3. A second proposal (its summary carries markup: it stays text), answered with the
     #    keyboard only: Tab from Confirm to Keep my order, then Space.
@@ -293,3 +295,65 @@ async def test_console_approval_queue_reject_by_keyboard_tells_the_shopper(
     assert live.dialogs == [] and console.errors == [] and shopper.errors == []
     await console.context.close()
     await shopper.context.close()
+
+
+# ---- the real answering pipeline (no model) on the shipped demo store ----------------------
+
+
+async def test_widget_card_with_the_real_pipeline_on_a_demo_order(
+    browser: Any, tmp_path: Any
+) -> None:
+    """No fakes but the model: the demo store's real order, the real pipeline (SilentEngine:
+    every action turn is code's fixed reply), a signed-in shopper in Chromium."""
+    import dataclasses
+
+    from chatbot import identity
+    from chatbot.answering.pipeline import Pipeline
+    from chatbot.evaluation.actions import SilentEngine
+    from chatbot.server.app import ChatServer
+    from chatbot.settings import Settings
+    from chatbot.storage.db import Database
+    from chatbot.training.build import load_tokenizer
+    from knowledge_base.demo import ensure_demo_store
+    from knowledge_base.models import Order
+    from knowledge_base.retrieval import Retriever
+    from widget_support import new_page
+
+    base = Settings.from_env()
+    if not base.model_path.exists():
+        pytest.skip(f"no tokenizer: the model is not pulled ({base.model_path})")
+    settings = dataclasses.replace(base, data_dir=tmp_path, port=0,
+                                   database_url=f"sqlite:///{tmp_path / 'chat.db'}")
+    db = Database(settings.database_url)
+    store = ensure_demo_store(db)
+    engine = SilentEngine(load_tokenizer(settings.model_path))
+    app = ChatServer(settings, db, Pipeline(db, Retriever(db, settings.index_dir), engine, settings))
+    port = await app.start(host="127.0.0.1", port=0)
+    live = LiveServer(f"http://127.0.0.1:{port}", port, app, db, None, store.identity_secret)  # type: ignore[arg-type]
+    page = await new_page(browser, live)
+    try:
+        token = identity.sign(store.identity_secret, "mei_nelson_9261")
+        await page.goto(live.url + "/demo")
+        await page.wait_for_function("() => !!window.StorefrontChat")
+        await page.evaluate("t => StorefrontChat.setIdentity(t)", token)
+        await page.click(f"{W} .launcher")
+        await ask(page, "Please cancel order #NW10966, I no longer need it.")
+        card = page.locator(CARD).last
+        await card.wait_for(timeout=20000)
+        summary = await card.locator(".action-summary").inner_text()
+        assert summary.startswith("Cancel order #NW10966")
+        await card.get_by_role("button", name="Confirm").focus()
+        await page.keyboard.press("Enter")
+        await page.wait_for_function(
+            f"() => {SHADOW}.querySelector('.action-card .action-status').textContent === 'Done'",
+            timeout=20000)
+        await page.locator(f"{W} .items .row.bot", has_text="Order #NW10966 is cancelled").wait_for()
+        with db.session() as session:
+            status = session.scalars(select(Order.status).where(Order.number == "#NW10966")).one()
+        assert status == "cancelled"
+        await shot(page, "widget-action-real-pipeline")
+        assert live.dialogs == [] and page.errors == []
+    finally:
+        await page.context.close()
+        await app.stop(drain_s=0)
+        db.dispose()
