@@ -575,7 +575,7 @@ class SentenceGuard:
         if not self.ctx.grounded or not answers or not self.text.strip():
             return ""
         best = answers[0]
-        if _key(best) in self._said:
+        if _key(best) in self._said or _key(best) in {_key(s) for s in self._held}:
             return ""
         if any(self.ctx.restates(said, best) for said in split_sentences(self.text)):
             return ""
@@ -640,6 +640,8 @@ class SentenceGuard:
         self._held = []
         out = ""
         for part in parts:
+            if _key(part) in self._said:
+                continue
             self._said.add(_key(part))
             out += (" " if self.text or out else "") + part
         self.text += out

@@ -98,6 +98,18 @@ _AGENT_TEXT = re.compile(
     re.IGNORECASE,
 )
 _CLAUSE = re.compile(r",\s+(?:and|but)\s+|;\s+")
+# Policy written to the agent about the user, said to the shopper ("The user needs to confirm
+# the order id and the reason" -> "You need to give the order id and the reason").
+_FOR_THE_SHOPPER = tuple(
+    (re.compile(p, re.IGNORECASE), r)
+    for p, r in (
+        (r"\bthe user needs to (confirm|provide|give)\b", "you need to give"),
+        (r"\bafter user confirmation\b", "after you confirm"),
+        (r"\bthe user'?s\b", "your"),
+        (r"\bthe user (will|can|may|must|needs|has|is)\b", r"you \1"),
+        (r"\buser confirmation\b", "your confirmation"),
+    )
+)
 
 
 def customer_facing(sentence: str) -> str | None:
@@ -105,8 +117,10 @@ def customer_facing(sentence: str) -> str | None:
     returned if its status is 'delivered', and you should check its status before taking
     the action" -> "An order can only be returned if its status is 'delivered'."); None
     when nothing is left for the shopper."""
+    for pattern, replacement in _FOR_THE_SHOPPER:
+        sentence = pattern.sub(replacement, sentence)
     if not _AGENT_TEXT.search(sentence):
-        return sentence
+        return sentence[:1].upper() + sentence[1:]
     kept = [c.strip() for c in _CLAUSE.split(sentence) if c.strip() and not _AGENT_TEXT.search(c)]
     if not kept:
         return None
@@ -407,9 +421,9 @@ def product_card_text(card: str, query: str, *, stock: bool = True) -> str:
         wanted = ["availability"]
     keys = [*wanted, "price"]
     if not stock:
-        # A stock fact for the asked variant stands beside this line: the card's
-        # product-wide availability would only blur it.
-        keys = [k for k in keys if k != "availability"]
+        # A fact for the asked variant (its price and stock) stands beside this line: the
+        # card's product-wide price range and availability would only blur it.
+        keys = [k for k in keys if k not in ("availability", "price")]
     picked += [labelled[key] for key in dict.fromkeys(keys) if key in labelled]
     return " ".join(picked)
 
@@ -616,7 +630,7 @@ def eligibility(status: str) -> str:
     return ""
 
 
-def stock_fact(product: Any, query: str) -> Fact | None:
+def stock_fact(product: Any, query: str | Sequence[str]) -> Fact | None:
     """Price and stock of the variants of ``product`` that ``query`` names ("Storm Blue
     ... in L"): one line per variant, computed from the database, never guessed.
 
@@ -652,8 +666,29 @@ _SIZE_WORDS = {
 }
 
 
-def _named_variants(variants: Sequence[Any], query: str) -> list[Any]:
-    """The variants whose option values the query names (every named option must match)."""
+def _named_variants(variants: Sequence[Any], query: str | Sequence[str]) -> list[Any]:
+    """The variants whose option values the query names (every named option must match).
+
+    ``query`` may be several messages, oldest first: for each option the newest message
+    that names a value of it decides ("glass, 1.5 liters, for induction?" then "and the
+    gas one?" means glass / 1.5 liters / gas).
+    """
+    texts = [query] if isinstance(query, str) else list(query)
+    wanted: dict[str, set[str]] = {}
+    for text in texts:
+        for name, values in _named_options(variants, text).items():
+            wanted[name] = values
+    if not wanted:
+        return []
+    return [
+        v
+        for v in variants
+        if all(str((v.options or {}).get(name)) in vals for name, vals in wanted.items())
+    ]
+
+
+def _named_options(variants: Sequence[Any], query: str) -> dict[str, set[str]]:
+    """The option values one message names, by option name."""
     lowered = " " + " ".join(re.findall(r"[a-z0-9.]+", query.lower())) + " "
     values: dict[str, set[str]] = {}
     for variant in variants:
@@ -682,13 +717,7 @@ def _named_variants(variants: Sequence[Any], query: str) -> list[Any]:
                     hit = (value.lower() == "no") == bool(negative)
             if hit:
                 wanted.setdefault(name, set()).add(value)
-    if not wanted:
-        return []
-    return [
-        v
-        for v in variants
-        if all(str((v.options or {}).get(name)) in vals for name, vals in wanted.items())
-    ]
+    return wanted
 
 
 def order_summary_fact(order: Order) -> Fact:

@@ -461,8 +461,8 @@ class Pipeline:
             # "Return window for an unworn jacket": the policy, not the jacket's page; and
             # "can I return worn boots?": the article about returns, not boot care.
             articles = [h for h in hits if h.kind != "product"]
-            topic = {m.group(0)[:5] for m in _POLICY_QUESTION.finditer(asked.lower())}
-            about = [h for h in articles if topic & {t[:5] for t in _words_of(h.title)}]
+            topic = {m.group(0)[:4] for m in _POLICY_TOPIC.finditer(asked.lower())}
+            about = [h for h in articles if topic & {t[:4] for t in _words_of(h.title)}]
             hits = about + [h for h in articles if h not in about] or hits
         named = [h for h in hits if h.kind == "product" and _names_product(message, h.title)]
         if named and not policy:
@@ -480,6 +480,9 @@ class Pipeline:
             # the conversation is on, before giving up.
             hits = self._search(request.store_id, f"{state.question} {message}")
             hits = [h for h in hits if h.kind != "product"][: self.settings.retrieval_k]
+            if not hits and state.article:
+                found = self._search(request.store_id, state.question, k=12)
+                hits = [h for h in found if h.id == state.article][:1]
         if not hits:
             return Plan(fixed=replies.NO_MATCH, handoff=True, reason="no_match")
         # Only hits close to the best one: every extra line is one more thing for a
@@ -489,19 +492,14 @@ class Pipeline:
         # Sentences are picked for this message's own words when it has some of its own
         # ("and expedited?" picks the expedited sentence, not the overnight one).
         pick = message if _content_words(message) else query
-        # "how much is that one?" means the variant the last message named.
-        variant_text = (
-            f"{state.last_message} {message}"
-            if focus and _REFERS_BACK.search(message) and state.last_message
-            else asked
+        # "how much is that one?" means the variant the conversation named, newest first.
+        variant_text: str | list[str] = (
+            [state.question, state.last_message, message] if focus else asked
         )
         wants_variant = _STOCK_QUESTION.search(asked) or _PRICE_QUESTION.search(message)
         stock = (
             stock_fact(product, variant_text) if product is not None and wants_variant else None
         )
-        if stock is None and product is not None and wants_variant and focus:
-            # "price?" after naming a variant: the variant the last message named.
-            stock = stock_fact(product, f"{state.last_message} {message}")
         facts = [
             hit_fact(h, pick, 2 if i == 0 else 1, embedder=embedder, stock=stock is None)
             for i, h in enumerate(close)
@@ -887,6 +885,8 @@ _STOCK_QUESTION = re.compile(
     r"can i (get|buy|order)|right now|which sizes|what sizes)\b",
     re.IGNORECASE,
 )
+# Policies whose own article should answer before any other ("return" -> Return policy).
+_POLICY_TOPIC = re.compile(r"\b(return\w*|refund\w*|exchang\w*|warrant\w*|guarantee|cancel\w*)")
 _PRICE_QUESTION = re.compile(r"\b(how much|price|cost|costs|expensive|cheap)\b", re.I)
 _CARE_QUESTION = re.compile(
     r"\b(wash\w*|clean\w*|care|dry\w*|dryer|iron\w*|bleach|re-?proof\w*|store it|"

@@ -263,6 +263,15 @@ def route(
             return Route(Intent.ORDER, (state.other_order() or "",), order_topics(text), email)
         if state.order and _refers_to_order(text, state.last_kind) and not _HANDOFF.search(text):
             return Route(Intent.ORDER, (state.order,), order_topics(text), email)
+        if (
+            state.order
+            and state.last_kind == "order"
+            and len(text.split()) <= 10
+            and any(p.search(text) for name, p in _TOPICS if name in ("total", "tracking"))
+            and not _GENERAL_QUESTION.search(text)
+        ):
+            # "so I paid nothing, right?" right after an order answer: that order.
+            return Route(Intent.ORDER, (state.order,), order_topics(text), email)
         if state.order and state.order_topics and _BARE_FOLLOW_UP.search(text):
             # "why not?" right after an order answer: the same order, the same question.
             return Route(Intent.ORDER, (state.order,), tuple(state.order_topics), email)

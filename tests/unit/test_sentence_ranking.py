@@ -121,10 +121,13 @@ def test_sentence_scenarios_are_off_by_default_and_stay_off_when_scaled() -> Non
     assert Quotas(sentence=10).scaled(0.5).sentence == 5
 
 
-def test_sentences_written_for_the_agent_are_never_picked() -> None:
+def test_sentences_written_for_the_agent_are_said_to_the_shopper_or_dropped() -> None:
     policy = (
         "The user needs to confirm the order id. An order can only be cancelled if its "
         "status is 'pending', and you should check its status before taking the action."
     )
     picked = best_sentences(policy, "can the user cancel an order?", 2)
-    assert picked == "An order can only be cancelled if its status is 'pending'."
+    assert picked == (
+        "An order can only be cancelled if its status is 'pending'. You need to give the "
+        "order id."
+    )
