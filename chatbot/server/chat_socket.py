@@ -30,8 +30,8 @@ from chatbot.protocol import chat
 from chatbot.protocol.common import CloseCode, ErrorCode
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket, per_minute
 from chatbot.server.replies import PendingMessage
-from chatbot.session.chat import CONFIRM_TEXT, confirm_message_id
 from chatbot.server.store_lookup import StoreInfo, find_customer, find_store_info
+from chatbot.session.chat import CONFIRM_TEXT, confirm_message_id
 
 if TYPE_CHECKING:
     from chatbot.server.app import ChatServer

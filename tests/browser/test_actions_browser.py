@@ -119,7 +119,8 @@ async def test_confirmation_card_confirm_by_click_and_keep_by_keyboard(
     assert await confirm.evaluate(
         "b => b.getRootNode().getElementById(b.getAttribute('aria-describedby')).textContent"
     ) == CANCEL
-    await page.wait_for_function("() => window.__announced.some(t => t.includes('Keep my order'))")
+    await page.wait_for_function(
+        "() => window.__announced.some(t => t.includes('Keep my order'))")
     await shot(page, "widget-action-card")
     await assert_contrast(page)
 
@@ -158,7 +159,8 @@ async def test_confirmation_card_confirm_by_click_and_keep_by_keyboard(
     await page.keyboard.press("Space")
     # The pressed button is disabled at once; the keyboard lands on the card's status line.
     await page.wait_for_function(
-        f"() => {SHADOW}.activeElement && {SHADOW}.activeElement.classList.contains('action-status')")
+        f"() => {SHADOW}.activeElement"
+        f" && {SHADOW}.activeElement.classList.contains('action-status')")
     await page.locator(f"{W} .items .row.shopper", has_text="Keep my order").wait_for()
     await page.wait_for_function(
         f"() => [...{SHADOW}.querySelectorAll('.action-card .action-status')]"
@@ -218,8 +220,9 @@ async def log_in(page: Any, live: LiveServer) -> None:
 async def test_console_approval_queue_reject_by_keyboard_tells_the_shopper(
     browser: Any, live: LiveServer
 ) -> None:
-    from chatbot.agents import accounts
     from widget_support import new_page
+
+    from chatbot.agents import accounts
 
     with live.db.transaction() as session:
         accounts.add_agent(session, "ana@shop.example", PASSWORD, stores=["demo"], name="Ana")
@@ -239,8 +242,9 @@ async def test_console_approval_queue_reject_by_keyboard_tells_the_shopper(
     card = shopper.locator(CARD).last
     await card.wait_for()
     live.fake.queue(["I've sent this to our team for approval and will let you know here."],
-                    pause_at=0, action=outcome(action_id, "awaiting_approval", CANCEL,
-                                               reason="A member of our team will review it shortly."))
+                    pause_at=0,
+                    action=outcome(action_id, "awaiting_approval", CANCEL,
+                                   reason="A member of our team will review it shortly."))
     await card.get_by_role("button", name="Confirm").click()
     await live.fake.wait_paused()
     with live.db.transaction() as session:  # what the pipeline's execute does in approval mode
@@ -307,6 +311,8 @@ async def test_widget_card_with_the_real_pipeline_on_a_demo_order(
     every action turn is code's fixed reply), a signed-in shopper in Chromium."""
     import dataclasses
 
+    from widget_support import new_page
+
     from chatbot import identity
     from chatbot.answering.pipeline import Pipeline
     from chatbot.evaluation.actions import SilentEngine
@@ -317,7 +323,6 @@ async def test_widget_card_with_the_real_pipeline_on_a_demo_order(
     from knowledge_base.demo import ensure_demo_store
     from knowledge_base.models import Order
     from knowledge_base.retrieval import Retriever
-    from widget_support import new_page
 
     base = Settings.from_env()
     if not base.model_path.exists():
@@ -327,9 +332,11 @@ async def test_widget_card_with_the_real_pipeline_on_a_demo_order(
     db = Database(settings.database_url)
     store = ensure_demo_store(db)
     engine = SilentEngine(load_tokenizer(settings.model_path))
-    app = ChatServer(settings, db, Pipeline(db, Retriever(db, settings.index_dir), engine, settings))
+    pipeline = Pipeline(db, Retriever(db, settings.index_dir), engine, settings)
+    app = ChatServer(settings, db, pipeline)
     port = await app.start(host="127.0.0.1", port=0)
-    live = LiveServer(f"http://127.0.0.1:{port}", port, app, db, None, store.identity_secret)  # type: ignore[arg-type]
+    live = LiveServer(f"http://127.0.0.1:{port}", port, app, db,
+                      None, store.identity_secret)  # type: ignore[arg-type]
     page = await new_page(browser, live)
     try:
         token = identity.sign(store.identity_secret, "mei_nelson_9261")
@@ -347,7 +354,8 @@ async def test_widget_card_with_the_real_pipeline_on_a_demo_order(
         await page.wait_for_function(
             f"() => {SHADOW}.querySelector('.action-card .action-status').textContent === 'Done'",
             timeout=20000)
-        await page.locator(f"{W} .items .row.bot", has_text="Order #NW10966 is cancelled").wait_for()
+        reply = page.locator(f"{W} .items .row.bot", has_text="Order #NW10966 is cancelled")
+        await reply.wait_for()
         with db.session() as session:
             status = session.scalars(select(Order.status).where(Order.number == "#NW10966")).one()
         assert status == "cancelled"

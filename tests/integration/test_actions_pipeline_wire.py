@@ -44,7 +44,8 @@ async def pipeline_server(tmp_path: Path) -> AsyncIterator[tuple[str, str, Datab
     db = Database(settings.database_url)
     store = ensure_demo_store(db)
     engine = SilentEngine(load_tokenizer(settings.model_path))
-    app = ChatServer(settings, db, Pipeline(db, Retriever(db, settings.index_dir), engine, settings))
+    pipeline = Pipeline(db, Retriever(db, settings.index_dir), engine, settings)
+    app = ChatServer(settings, db, pipeline)
     port = await app.start(host="127.0.0.1", port=0)
     try:
         yield f"ws://127.0.0.1:{port}/ws/chat", store.identity_secret, db
@@ -68,7 +69,8 @@ async def test_confirm_frame_runs_the_proposal_once(tmp_path: Path) -> None:
         assert status_of(db, "#NW10966") == "pending", "nothing changes before the yes"
 
         await c.send(type="confirm", action_id=action["id"], accept=True)
-        frames = await c.until(lambda f: f["type"] == "done" and f["in_reply_to"] == f"k_{action['id']}")
+        frames = await c.until(
+            lambda f: f["type"] == "done" and f["in_reply_to"] == f"k_{action['id']}")
         event = next(f for f in frames if f["type"] == "action")
         assert (event["id"], event["status"], event["seq"]) == (
             action["id"], "executed", frames[-1]["seq"] - 1)

@@ -131,7 +131,8 @@ async def test_an_agents_own_action_goes_through_the_policy(srv: Running) -> Non
         await shopper.ask("hello")
     async with agent_client(srv, token_for(srv.db, "ana@shop.example")) as ana:
         await ana.send(type="propose_action", conversation_id=welcome["conversation_id"],
-                       kind="cancel_order", params={"order": "#W0000000", "reason": "no longer needed"})
+                       kind="cancel_order",
+                       params={"order": "#W0000000", "reason": "no longer needed"})
         err = await ana.error()
         assert err["code"] in ("not_verified", "order_not_found")
         assert err["ref"] == "propose_action"
@@ -185,7 +186,8 @@ async def test_an_agent_runs_an_action_for_the_customer_then_another_approves_it
                            params={"order": "#NW10966", "reason": "no longer needed"})
             preview = (await ana.until("action_preview"))[-1]["action"]
             assert preview["status"] == "proposed"
-            assert preview["summary"].startswith("Cancel order #NW10966 (reason: no longer needed).")
+            assert preview["summary"].startswith(
+                "Cancel order #NW10966 (reason: no longer needed).")
             await ana.send(type="confirm_action", conversation_id=conv_id,
                            action_id=preview["id"], accept=True)
             held = (await ana.until("action_preview"))[-1]["action"]

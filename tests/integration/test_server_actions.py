@@ -76,7 +76,8 @@ async def test_proposal_confirm_and_outcome_event(srv: Running) -> None:
 
         srv.fake.queue(["Done. Order #W5442520 is cancelled."], action=outcome(action_id))
         await c.send(type="confirm", action_id=action_id, accept=True)
-        frames = await c.until(lambda f: f["type"] == "done" and f["in_reply_to"] == f"k_{action_id}")
+        frames = await c.until(
+            lambda f: f["type"] == "done" and f["in_reply_to"] == f"k_{action_id}")
     ack = frames[0]
     assert (ack["type"], ack["id"], ack["text"]) == ("ack", f"k_{action_id}", "Confirm")
     assert srv.fake.requests[-1].confirm == (action_id, True)
