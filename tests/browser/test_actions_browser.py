@@ -365,3 +365,86 @@ async def test_widget_card_with_the_real_pipeline_on_a_demo_order(
         await page.context.close()
         await app.stop(drain_s=0)
         db.dispose()
+
+
+async def test_console_agent_runs_an_action_for_the_customer(browser: Any, tmp_path: Any) -> None:
+    """An agent previews and confirms a cancellation for a signed-in shopper in the console;
+    the shopper's widget shows the outcome and the bot's short message (real pipeline, no
+    model)."""
+    import dataclasses
+
+    from chatbot import identity
+    from chatbot.agents import accounts
+    from chatbot.answering.pipeline import Pipeline
+    from chatbot.evaluation.actions import SilentEngine
+    from chatbot.server.app import ChatServer
+    from chatbot.settings import Settings
+    from chatbot.storage.db import Database
+    from chatbot.training.build import load_tokenizer
+    from knowledge_base.demo import ensure_demo_store
+    from knowledge_base.models import Order
+    from knowledge_base.retrieval import Retriever
+    from widget_support import new_page
+
+    base = Settings.from_env()
+    if not base.model_path.exists():
+        pytest.skip(f"no tokenizer: the model is not pulled ({base.model_path})")
+    settings = dataclasses.replace(base, data_dir=tmp_path, port=0,
+                                   database_url=f"sqlite:///{tmp_path / 'chat.db'}")
+    db = Database(settings.database_url)
+    store = ensure_demo_store(db)
+    with db.transaction() as session:
+        accounts.add_agent(session, "ana@shop.example", PASSWORD, stores=["demo"], name="Ana")
+    engine = SilentEngine(load_tokenizer(settings.model_path))
+    pipeline = Pipeline(db, Retriever(db, settings.index_dir), engine, settings)
+    app = ChatServer(settings, db, pipeline)
+    port = await app.start(host="127.0.0.1", port=0)
+    live = LiveServer(f"http://127.0.0.1:{port}", port, app, db,
+                      None, store.identity_secret)  # type: ignore[arg-type]
+    console = await new_page(browser, live, viewport={"width": 1440, "height": 900})
+    shopper = await new_page(browser, live)
+    try:
+        await shopper.goto(live.url + "/demo")
+        await shopper.wait_for_function("() => !!window.StorefrontChat")
+        await shopper.evaluate("t => StorefrontChat.setIdentity(t)",
+                               identity.sign(store.identity_secret, "mei_nelson_9261"))
+        await shopper.click(f"{W} .launcher")
+        # Straight to a person (no bot turn): the conversation waits in the inbox.
+        await shopper.get_by_role("button", name="Talk to a person").click()
+        await shopper.locator(f"{W} .items .row.system").first.wait_for()
+
+        await log_in(console, live)
+        await console.locator(".inbox-item").first.click()
+        await console.locator("#customer-actions").wait_for()
+        await console.select_option("#agent-action-kind", "cancel_order")
+        await console.fill("#agent-action-params",
+                           '{"order": "#NW10966", "reason": "no longer needed"}')
+        await console.click("#agent-action-preview")
+        summary = console.locator("#agent-action-summary")
+        await console.locator("#agent-action-card").wait_for()
+        assert (await summary.inner_text()).startswith("Cancel order #NW10966")
+        # The preview changed nothing yet.
+        with db.session() as session:
+            assert session.scalars(
+                select(Order.status).where(Order.number == "#NW10966")).one() == "pending"
+        await shot(console, "console-agent-action-preview")
+        await console.click("#agent-action-confirm")
+        await console.locator("#agent-action-status.executed").wait_for()
+        await console.locator("#transcript .action-line.executed").wait_for()
+        await console.wait_for_function(
+            "() => document.querySelector('#customer-actions').textContent.includes('Done')")
+
+        # The shopper sees what was done, without a card (they did not propose it).
+        await shopper.wait_for_function(
+            f"() => [...{SHADOW}.querySelectorAll('.row.system .action-status')]"
+            ".some(s => s.textContent.startsWith('Done'))")
+        await shopper.locator(f"{W} .items .row.bot", has_text="is cancelled").wait_for()
+        with db.session() as session:
+            assert session.scalars(
+                select(Order.status).where(Order.number == "#NW10966")).one() == "cancelled"
+        assert console.errors == [] and shopper.errors == [] and live.dialogs == []
+    finally:
+        await console.context.close()
+        await shopper.context.close()
+        await app.stop(drain_s=0)
+        db.dispose()
