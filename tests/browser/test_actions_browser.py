@@ -373,6 +373,8 @@ async def test_console_agent_runs_an_action_for_the_customer(browser: Any, tmp_p
     model)."""
     import dataclasses
 
+    from widget_support import new_page
+
     from chatbot import identity
     from chatbot.agents import accounts
     from chatbot.answering.pipeline import Pipeline
@@ -384,7 +386,6 @@ async def test_console_agent_runs_an_action_for_the_customer(browser: Any, tmp_p
     from knowledge_base.demo import ensure_demo_store
     from knowledge_base.models import Order
     from knowledge_base.retrieval import Retriever
-    from widget_support import new_page
 
     base = Settings.from_env()
     if not base.model_path.exists():
