@@ -188,6 +188,8 @@ class ClaimContext:
                 sentence = customer_facing(raw)
                 if not sentence or sentence.rstrip().endswith("?"):
                     continue
+                if len(_WORDS.findall(sentence)) < 3:
+                    continue  # "Bluetooth Speaker:" says nothing
                 self._fact_sentences.append((fact, sentence))
                 clauses = [c for c in _PRICED_CLAUSES.split(sentence) if c.strip()]
                 if len(clauses) > 1 and sum(bool(_MONEY.search(c)) for c in clauses) > 1:
@@ -552,9 +554,12 @@ class SentenceGuard:
         rest, self._buffer = self._buffer, ""
         out = self._release(rest)
         out += self._ensure_answer()
+        if self._held and not self._repeats_everything():
+            # Part of the last reply, for another question: that is an answer, not a repeat.
+            out += self._emit("")
         if self._held:
-            # Everything the model said was said last turn: answer with a sentence that
-            # is new if there is one, else say it again, marked as such.
+            # The whole last reply again: answer with a sentence that is new if there is
+            # one, else say it again, marked as such.
             fresh = self._replacement(avoid_previous=True)
             if fresh:
                 self.reasons["repeat"] += 1
@@ -566,6 +571,13 @@ class SentenceGuard:
                 out += self._emit("As I mentioned, " + _lower_first(" ".join(held)))
             self._held = []
         return out
+
+    def _repeats_everything(self) -> bool:
+        """Whether the held sentences are the whole previous reply (its sentences that say
+        something) and nothing new was said beside them."""
+        said_new = any(len(_stems(s)) >= 2 for s in split_sentences(self.text))
+        content = {k for k in self.ctx.previous if len(k.split()) >= 3}
+        return not said_new and content <= {_key(s) for s in self._held}
 
     def _ensure_answer(self) -> str:
         """Add the code's best answer sentence when no sentence said restates it, so the
@@ -640,7 +652,7 @@ class SentenceGuard:
         self._held = []
         out = ""
         for part in parts:
-            if _key(part) in self._said:
+            if not part or _key(part) in self._said:
                 continue
             self._said.add(_key(part))
             out += (" " if self.text or out else "") + part

@@ -37,6 +37,9 @@ MAX_REMEMBERED_ORDERS = 6
 # Longest stored reply / message (a fingerprint for repeats, not a transcript).
 MAX_STORED_CHARS = 600
 
+# Shopper messages kept in ``recent``.
+MAX_RECENT = 3
+
 PENDING_VALUES = ("verify_email", "verify_number", "choose_order", "action_detail",
                   "confirm_action", "identify")
 # Steps of an order action waiting for a detail (acting.py asks one question at a time).
@@ -74,6 +77,8 @@ class DialogueState:
     pending_request: str = ""
     last_reply: str = ""
     last_message: str = ""
+    # The last few shopper messages (a variant can be named across them).
+    recent: list[str] = field(default_factory=list)
     turns: int = 0
 
     @classmethod
@@ -112,6 +117,7 @@ class DialogueState:
         data["last_reply"] = self.last_reply[:MAX_STORED_CHARS]
         data["last_message"] = self.last_message[:MAX_STORED_CHARS]
         data["question"] = self.question[:MAX_STORED_CHARS]
+        data["recent"] = [m[:MAX_STORED_CHARS] for m in self.recent[-MAX_RECENT:]]
         data["pending_request"] = self.pending_request[:MAX_STORED_CHARS]
         return data
 

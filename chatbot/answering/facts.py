@@ -687,9 +687,14 @@ def _named_variants(variants: Sequence[Any], query: str | Sequence[str]) -> list
     ]
 
 
+def _singular(words: str) -> str:
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words.split())
+
+
 def _named_options(variants: Sequence[Any], query: str) -> dict[str, set[str]]:
-    """The option values one message names, by option name."""
-    lowered = " " + " ".join(re.findall(r"[a-z0-9.]+", query.lower())) + " "
+    """The option values one message names, by option name ("1.5 liter" names "1.5
+    liters": plurals are dropped on both sides)."""
+    lowered = " " + _singular(" ".join(re.findall(r"[a-z0-9.]+", query.lower()))) + " "
     values: dict[str, set[str]] = {}
     for variant in variants:
         for name, value in (variant.options or {}).items():
@@ -697,7 +702,7 @@ def _named_options(variants: Sequence[Any], query: str) -> dict[str, set[str]]:
     wanted: dict[str, set[str]] = {}
     for name, options in values.items():
         for value in options:
-            words = " ".join(re.findall(r"[a-z0-9.]+", value.lower()))
+            words = _singular(" ".join(re.findall(r"[a-z0-9.]+", value.lower())))
             if len(words) > 2:
                 hit = f" {words} " in lowered
             else:
@@ -711,7 +716,7 @@ def _named_options(variants: Sequence[Any], query: str) -> dict[str, set[str]]:
                 )
             if not hit and value.lower() in ("yes", "no"):
                 # "with water resistance" -> water resistance: yes ("without ...": no)
-                said = " ".join(re.findall(r"[a-z0-9.]+", name.lower()))
+                said = _singular(" ".join(re.findall(r"[a-z0-9.]+", name.lower())))
                 if f" {said} " in lowered:
                     negative = re.search(rf" (no|without|non|not) {re.escape(said)} ", lowered)
                     hit = (value.lower() == "no") == bool(negative)

@@ -445,6 +445,8 @@ class Pipeline:
             query = f"{state.question} {message}"
         else:
             query = _query(request, state)
+        if _ABROAD.search(message) and not focus:
+            query = f"{query} international"
         policy = bool(_POLICY_QUESTION.search(asked)) and not _STOCK_QUESTION.search(asked)
         hits = self._search(request.store_id, query, k=max(self.settings.retrieval_k, 12))
         if focus and state.product:
@@ -492,10 +494,10 @@ class Pipeline:
         # Sentences are picked for this message's own words when it has some of its own
         # ("and expedited?" picks the expedited sentence, not the overnight one).
         pick = message if _content_words(message) else query
+        if _ABROAD.search(message):
+            pick = f"{pick} international"
         # "how much is that one?" means the variant the conversation named, newest first.
-        variant_text: str | list[str] = (
-            [state.question, state.last_message, message] if focus else asked
-        )
+        variant_text: str | list[str] = [*state.recent, message] if focus else asked
         wants_variant = _STOCK_QUESTION.search(asked) or _PRICE_QUESTION.search(message)
         stock = (
             stock_fact(product, variant_text) if product is not None and wants_variant else None
@@ -512,6 +514,9 @@ class Pipeline:
         if focus:
             # The model reads "it" as the product the shopper means.
             plan.message = _name_the_product(message, state.product_title)
+        elif _ABROAD.search(message):
+            # "I live in Canada, is the return free for me too?" asks the international rule.
+            plan.message = f"{message} (international)"
         return plan
 
     def _with_focus_product(
@@ -887,6 +892,13 @@ _STOCK_QUESTION = re.compile(
 )
 # Policies whose own article should answer before any other ("return" -> Return policy).
 _POLICY_TOPIC = re.compile(r"\b(return\w*|refund\w*|exchang\w*|warrant\w*|guarantee|cancel\w*)")
+# A shopper abroad: the store's international rules apply (shipping, returns, duties).
+_ABROAD = re.compile(
+    r"\b(canada|canadian|uk|united kingdom|britain|england|europe|eu|germany|france|spain|"
+    r"italy|ireland|netherlands|norway|switzerland|australia|new zealand|japan|abroad|"
+    r"overseas|outside the us)\b",
+    re.IGNORECASE,
+)
 _PRICE_QUESTION = re.compile(r"\b(how much|price|cost|costs|expensive|cheap)\b", re.I)
 _CARE_QUESTION = re.compile(
     r"\b(wash\w*|clean\w*|care|dry\w*|dryer|iron\w*|bleach|re-?proof\w*|store it|"
@@ -1021,6 +1033,7 @@ def next_state(
         after.question = message
     after.last_reply = done.text
     after.last_message = message
+    after.recent = [*after.recent, message][-3:]
     return after
 
 
