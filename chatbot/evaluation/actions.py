@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 TAU_STORE = "tau"
 # How the τ store identifies a customer (its wiki.md): by email, or by name + zip code.
 TAU_IDENTIFY_BY = ["email", "name_zip"]
-MAX_TURNS_PER_ACTION = 12
+MAX_TURNS_PER_ACTION = 24
 REPLY_TIMEOUT_S = 300.0
 
 
