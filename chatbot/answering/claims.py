@@ -151,6 +151,12 @@ _GENERIC = {
     "each",
 }
 _ASKING = re.compile(r"\b(orders?|my|want|wants|need|needs|like|please|yes|hi|hello)\b", re.I)
+# The model talking about its instructions ("I can only go by the facts").
+_META = re.compile(
+    r"\b(the|these|my|given) facts\b|\bsystem prompt\b|\bmy instructions\b|"
+    r"\boffer a human agent\b|\bsay you don'?t know\b",
+    re.IGNORECASE,
+)
 _LABEL = re.compile(r"\[(?:order|product|faq|policy)\s+[^\]]*\]\s*", re.IGNORECASE)
 _ORDER_CODE = re.compile(r"#?\b[A-Za-z]{0,3}\d{4,}\b")
 _PRICED_CLAUSES = re.compile(r",\s+and\s+|;\s+")
@@ -249,7 +255,7 @@ class ClaimContext:
         if self._answers is not None:
             return self._answers
         # ("and #W6310710?" has no words to mean anything: code's order of facts decides.)
-        embedder = self.embedder if _stems(question) else None
+        embedder = self.embedder if _stems(question) - _QUESTION_WORDS else None
         scores = sentence_scores(sentences, question, embedder)
         # The first fact leads: code ranked it first for this question.
         # Ties: the sentence with less beside the answer (a clause before its whole
@@ -321,7 +327,7 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
         return Verdict(True)
     if find_unsupported(text, ctx.fact_lines):
         return Verdict(False, "number")
-    if AGENT_TEXT.search(text):
+    if AGENT_TEXT.search(text) or _META.search(text):
         return Verdict(False, "agent_text")
     if text.endswith("?") and _key(text) in ctx.questions:
         # A question copied from the facts (an article's title) is not an answer.
@@ -379,6 +385,11 @@ def _echoes_the_question(text: str, ctx: ClaimContext) -> bool:
     return mine <= _stems(ctx.question)
 
 
+# Words that ask without saying about what ("what about #NW10772?").
+_QUESTION_WORDS = {
+    "what", "about", "which", "when", "where", "does", "that", "this", "with", "from",
+    "have", "will", "would", "could", "should", "there", "then", "also", "okay", "right",
+}
 _FILLER_STEMS = {"sure", "happy", "help", "thank", "thanks", "great", "question", "good"}
 
 

@@ -208,8 +208,17 @@ _STOP = {
 
 def _stems(text: str) -> set[str]:
     # Five-letter prefixes are a crude stem that makes "returns"/"returned" and
-    # "shipping"/"shipped" meet, which is all sentence picking needs.
-    return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP}
+    # "shipping"/"shipped" meet, which is all sentence picking needs; a few store words
+    # that mean the same meet too ("change" / "modify", "money back" / "refund").
+    lowered = _SAME_MEANING.sub(lambda m: _SYNONYMS[m.group(0)], text.lower())
+    return {w[:5] for w in re.findall(r"[a-z0-9]+", lowered) if len(w) > 2 and w not in _STOP}
+
+
+_SYNONYMS = {
+    "change": "modify", "changed": "modified", "changing": "modifying", "edit": "modify",
+    "money back": "refund", "reimburse": "refund", "sent back": "returned",
+}
+_SAME_MEANING = re.compile(r"\b(" + "|".join(sorted(_SYNONYMS, key=len, reverse=True)) + r")\b")
 
 
 def split_sentences(text: str) -> list[str]:

@@ -483,8 +483,7 @@ class Pipeline:
             hits = self._search(request.store_id, f"{state.question} {message}")
             hits = [h for h in hits if h.kind != "product"][: self.settings.retrieval_k]
             if not hits and state.article:
-                found = self._search(request.store_id, state.question, k=12)
-                hits = [h for h in found if h.id == state.article][:1]
+                hits = self._article_hit(request.store_id, state.article)
         if not hits:
             return Plan(fixed=replies.NO_MATCH, handoff=True, reason="no_match")
         # Only hits close to the best one: every extra line is one more thing for a
@@ -563,6 +562,22 @@ class Pipeline:
         # product's card only says what it is.
         caring = [h for h in articles if _CARE_QUESTION.search(f"{h.title} {h.snippet}")]
         return caring or articles or card
+
+    def _article_hit(self, store_id: int, source_id: str) -> list[Any]:
+        """The article the conversation is about, read from the store (as a hit)."""
+        from sqlalchemy import select
+
+        from knowledge_base.models import Article
+        from knowledge_base.retrieval import Hit
+
+        with self.db.sessions() as session:
+            row = session.scalars(
+                select(Article).where(Article.store_id == store_id, Article.source_id == source_id)
+            ).first()
+            if row is None:
+                return []
+            return [Hit(row.kind, row.source_id, row.title, row.body,
+                        self.settings.retrieval_min_score, row.url)]
 
     def _names_another_product(self, store_id: int, message: str, current: str | None) -> bool:
         """Whether ``message`` names a product of the store other than ``current``."""
