@@ -57,7 +57,7 @@ _ASKS_TO_ACT = re.compile(
 )
 _QUESTION_ONLY = re.compile(r"\b(how|when|where|what|policy|window|why)\b", re.IGNORECASE)
 _CANCEL = re.compile(r"\bcancel\w*", re.IGNORECASE)
-_RETURN = re.compile(r"\b(return|send (it|them|this|these) back|refund)\w*", re.IGNORECASE)
+_RETURN = re.compile(r"\b(return|send\b.{0,30}\bback|refund)\w*", re.IGNORECASE)
 _EXCHANGE = re.compile(
     r"\b(exchang\w*|swap\w*|replace\w*)\b|\b(chang\w*|modif\w*|switch\w*)\b.{0,60}"
     r"\b(items?|size|colou?r|variant|option|version|model|to an? |for an? |into)\b|"
@@ -75,8 +75,9 @@ _DEFAULT_ADDRESS = re.compile(
     r"(account|profile)\b", re.IGNORECASE,
 )
 _PAYMENT = re.compile(
-    r"\bpay(ing)? (with|by|using|through)\b|\bpayment method\b|\b(chang\w*|switch\w*|updat\w*|"
-    r"modif\w*|use)\b.{0,50}\b(payment|paypal|gift ?card|credit card|card|visa|mastercard|amex)\b",
+    r"\bpay(ing)?\b.{0,40}\b(with|by|using|through)\b|\bpayment method\b|"
+    r"\b(chang\w*|switch\w*|updat\w*|modif\w*|use)\b.{0,50}"
+    r"\b(payment|paypal|gift ?card|credit card|card|visa|mastercard|amex)\b",
     re.IGNORECASE,
 )
 _REMOVE = re.compile(r"\b(remove|take (out|off)|drop|delete)\b", re.IGNORECASE)
@@ -86,8 +87,9 @@ _YES = re.compile(
     re.IGNORECASE,
 )
 _NO = re.compile(
-    r"^\W*(no|nope|nah|don'?t|do not|never ?mind|keep (it|my order|the order)|stop|wait|"
-    r"hold on|not now|changed my mind|n)\b|\b(changed my mind|never ?mind|forget it|"
+    r"^\W*(no(?!\s+longer)|nope|nah|don'?t(?!\s+(need|want))|do not(?!\s+(need|want))|"
+    r"never ?mind|keep (it|my order|the order)|stop|wait|hold on|not now|changed my mind|"
+    r"n)\b|\b(changed my mind|never ?mind|forget it|"
     r"don'?t (do|change|cancel|return|exchange) (it|anything|that)|keep (it|everything) "
     r"(as it is|anyway))\b",
     re.IGNORECASE,
@@ -603,10 +605,10 @@ class ActionFlow:
         params = dict(params)
         number = order.number if order is not None else ""
         methods = list(getattr(customer, "payment_methods", None) or [])
-        refused = precheck(kind, order, config, today)
-        if refused is not None:
-            return ActionPlan(_refusal(refused), "action_refused", sources_order=number,
-                              handoff=refused.code == "action_off")
+        early = precheck(kind, order, config, today)
+        if early is not None:
+            return ActionPlan(_refusal(early), "action_refused", sources_order=number,
+                              handoff=early.code == "action_off")
 
         def ask(text: str, next_step: str, **more: Any) -> ActionPlan:
             return ActionPlan(text, "action_detail", pending="action_detail", action_kind=kind,

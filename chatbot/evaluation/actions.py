@@ -135,6 +135,7 @@ class ScriptedCustomer:
                       for a in task.get("actions") or []
                       if a["name"] not in READ_ONLY_TOOLS and a["name"] in TOOL_KINDS]
         self._email_at = 0
+        self.rng = random.Random(f"{task.get('split', '')}:{task.get('task_index', 0)}")
         # Every third task changes its mind once: it says no to the first proposal of its
         # first action, then asks again (the "no" path inside the scored run: the state
         # must still end up exactly as expected).
@@ -178,25 +179,46 @@ class ScriptedCustomer:
 
     # -- requests and answers -------------------------------------------------------------
 
+    def say(self, *variants: str) -> str:
+        """One of several phrasings, chosen by the task's own seeded generator (the same
+        run gives the same conversation; tasks differ)."""
+        return self.rng.choice(variants)
+
     def request(self, step: Step) -> str:
         a, order = step.args, step.args.get("order_id", "")
         if step.kind == "cancel_order":
-            return f"I want to cancel order {order}."
+            return self.say(f"I want to cancel order {order}.",
+                            f"Please cancel my order {order}.",
+                            f"Can you cancel {order} for me?")
         if step.kind == "return_items":
-            return f"I want to return items from order {order}."
+            return self.say(f"I want to return items from order {order}.",
+                            f"I'd like to send back some things from my order {order}.",
+                            f"Can I return stuff from order {order}?")
         if step.kind == "exchange_items":
-            return f"I want to exchange items from order {order}."
+            return self.say(f"I want to exchange items from order {order}.",
+                            f"I'd like to swap some items of my order {order}.",
+                            f"Could you exchange something from order {order} for me?")
         if step.kind == "modify_order_items":
-            return f"I want to change items in my pending order {order}."
+            return self.say(f"I want to change items in my pending order {order}.",
+                            f"Please modify the items of my order {order}.",
+                            f"I'd like to switch an item in order {order} to another option.")
         if step.kind == "modify_order_address":
-            return (f"Please change the shipping address of my order {order} to "
-                    f"{address_words(a)}.")
+            where = address_words(a)
+            return self.say(f"Please change the shipping address of my order {order} to {where}.",
+                            f"Can you update my order {order} to ship to {where}?",
+                            f"I need my order {order} delivered to {where} instead.")
         if step.kind == "modify_default_address":
-            return f"Please change my default address to {address_words(a)}."
+            where = address_words(a)
+            return self.say(f"Please change my default address to {where}.",
+                            f"Update the address on my account to {where}, please.")
         if step.kind == "modify_order_payment":
-            return (f"Please change the payment method of order {order} to my "
-                    f"{method_words(self._method(a.get('payment_method_id', '')))}.")
+            method = method_words(self._method(a.get("payment_method_id", "")))
+            return self.say(f"Please change the payment method of order {order} to my {method}.",
+                            f"Can I pay for order {order} with my {method} instead?")
         return f"I need help with order {order}."
+
+    def yes(self) -> str:
+        return self.say("Yes, please go ahead.", "Yes.", "Sure, do it.", "Yes, that's right.")
 
     def _method(self, method_id: str) -> dict[str, Any]:
         methods = self.user.get("payment_methods") or {}
@@ -225,7 +247,11 @@ class ScriptedCustomer:
         low = text.lower()
         if "could you tell me why" in low or "no longer needed, or was it ordered" in low:
             reason = a.get("reason", "no longer needed")
-            return "I ordered it by mistake." if "mistake" in reason else "I no longer need it."
+            if "mistake" in reason:
+                return self.say("I ordered it by mistake.", "It was a mistake, I ordered the "
+                                "wrong thing.", "Ordered it by accident.")
+            return self.say("I no longer need it.", "I don't need it anymore.",
+                            "No longer needed.")
         if low.startswith("which items") or "which items from order" in low:
             wanted = list(a.get("item_ids") or [])
             lines = [i["item_id"] for i in (self.data.orders.get(order) or {}).get("items", [])]
@@ -235,6 +261,8 @@ class ScriptedCustomer:
                 name = self._item_name(item, order)
                 words.append(f"the {name}" if count >= held else f"{count} {name}")
             text = " and ".join(words)
+            text = self.say(text, text.replace("the ", "", 1), "just " + text
+                            if len(words) == 1 else text + ", please")
             return text[:1].upper() + text[1:] + "."
         instead = re.search(r"instead of the (.+?)\? Available options", text)
         unavailable = "isn't available in" in low
@@ -244,10 +272,12 @@ class ScriptedCustomer:
             method = self._method(a.get("payment_method_id", ""))
             original = self._original_method(order)
             if method.get("id") == original:
-                return "The original payment method, please."
-            return f"To my {method_words(method)}."
+                return self.say("The original payment method, please.",
+                                "Back to the original method.", "The same way I paid.")
+            return self.say(f"To my {method_words(method)}.", f"{method_words(method)}.")
         if "which payment method should" in low:
-            return f"My {method_words(self._method(a.get('payment_method_id', '')))}."
+            named = method_words(self._method(a.get("payment_method_id", "")))
+            return self.say(f"My {named}.", f"Use my {named}.", f"{named}, please.")
         if "new address" in low:
             return address_words(a)
         if "find your account" in low:
@@ -456,7 +486,7 @@ async def play(sock: Socket, customer: ScriptedCustomer, transcript: list[list[s
             if reply.rstrip().endswith(CONFIRM_QUESTION):
                 if customer.summary_matches(step, reply):
                     customer.yes_count += 1
-                    reply = await say("Yes, please go ahead.")
+                    reply = await say(customer.yes())
                 else:
                     customer.no_count += 1
                     reply = await say("No, that's not what I want.")

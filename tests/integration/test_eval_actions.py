@@ -54,7 +54,7 @@ async def test_a_dev_exchange_task_over_the_socket_without_the_model(tmp_path: P
     assert result.executed == 1
     assert result.writes_without_yes == 0 and result.cross_customer_writes == 0
     said = [text for role, text in result.transcript if role == "customer"]
-    assert said[0].startswith("Hi, my email is") and said[-1] == "Yes, please go ahead."
+    assert said[0].startswith("Hi, my email is") and said[-1].startswith(("Yes", "Sure"))
 
 
 @pytest.mark.model

@@ -26,6 +26,7 @@ from chatbot.answering import replies
 from chatbot.answering.acting import (
     CONFIRM_QUESTION,
     DECLINED,
+    is_no,
     parse_address,
     pick_method,
     pick_variant,
@@ -112,7 +113,7 @@ async def test_a_request_waits_for_identification_then_goes_on(
     found = await chat.say("My name is Olivia Ito and my zip code is 80218.")
     assert found.text.startswith("Thank you, Olivia") and "why" in found.text
     assert DialogueState.from_json(found.state).customer_id > 0
-    proposed = await chat.say("I no longer need it")
+    proposed = await chat.say("No longer needed.")  # a reason, not a "no"
     assert proposed.text.endswith(CONFIRM_QUESTION)
     assert "(reason: no longer needed)" in proposed.text and "$663.85" in proposed.text
     assert order(db, "#W5442520")["status"] == "pending"  # nothing written before the yes
@@ -401,6 +402,13 @@ def test_addresses_methods_and_requests_are_parsed() -> None:
     assert requested_kind("I want to exchange the mouse") == "change_items"
     assert requested_kind("can I pay with PayPal instead for #W1?") == "modify_order_payment"
     assert requested_kind("how do returns work?") is None
+    # Phrasings the paraphrasing eval customer found (each once answered wrongly):
+    assert requested_kind("I'd like to send back some things from my order #W1") == (
+        "return_items")
+    assert requested_kind("Can I pay for order #W1 with my PayPal instead?") == (
+        "modify_order_payment")
+    assert not is_no("No longer needed.") and not is_no("I don't need it anymore")
+    assert is_no("no") and is_no("No, keep it") and is_no("never mind")
 
 
 def test_state_keeps_the_new_fields_and_tolerates_bad_ones() -> None:
