@@ -77,7 +77,7 @@ _NEGATION = re.compile(
 )
 _LEADING_YES = re.compile(r"^\W*(yes|yep|sure|absolutely|of course)\b", re.IGNORECASE)
 _LEADING_NO = re.compile(r"^\W*no\b(?!\s+(?:problem|worries))", re.IGNORECASE)
-_REFUSAL = re.compile(
+REFUSAL = re.compile(
     r"\b(don't|do not|doesn't) (have|know|see)\b|\bcan(?:'t|not| not) (find|see|help|confirm|"
     r"answer)\b|\bnot sure\b|\bunable to\b|\bno information\b|\bconnect(ing)? you\b|"
     r"\b(human|live) agent\b|\bperson on our team\b|\bsomeone from our team\b",
@@ -332,7 +332,7 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     if text.endswith("?") and _key(text) in ctx.questions:
         # A question copied from the facts (an article's title) is not an answer.
         return Verdict(False, "question")
-    if ctx.grounded and _REFUSAL.search(text):
+    if ctx.grounded and REFUSAL.search(text):
         return Verdict(False, "refusal")
     claimed = statuses(text)
     if claimed - ctx.fact_statuses:
@@ -600,8 +600,9 @@ class SentenceGuard:
         best = answers[0]
         if _key(best) in self._said or _key(best) in {_key(s) for s in self._held}:
             return ""
-        if any(self.ctx.restates(said, best) for said in split_sentences(self.text)):
-            return ""
+        said_all = [*split_sentences(self.text), self.text]
+        if any(self.ctx.restates(said, best) for said in said_all):
+            return ""  # said, in one sentence or across several
         if not best.rstrip().endswith((".", "!", "?")):
             best += "."
         for said in split_sentences(self.text):
@@ -627,7 +628,7 @@ class SentenceGuard:
             return False
         best = answers[0]
         return _key(best) in self._said or any(
-            self.ctx.restates(said, best) for said in split_sentences(self.text)
+            self.ctx.restates(said, best) for said in [*split_sentences(self.text), self.text]
         )
 
     def fallback(self) -> str:

@@ -323,6 +323,11 @@ _ANSWER_TYPES = (
         re.compile(r"\b(how much|cost|price|fee|charge)\b", re.I),
         re.compile(r"\$\s?\d"),
     ),
+    (
+        re.compile(r"\b(phone|call|number to|telephone)\b", re.I),
+        re.compile(r"\d{3}[-.\s]\d{3}[-.\s]\d{4}\b"),
+    ),
+    (re.compile(r"\be-?mail\b", re.I), re.compile(r"@")),
 )
 
 

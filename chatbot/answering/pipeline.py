@@ -31,7 +31,7 @@ from chatbot.answering.acting import (
     requested_kind,
     supplies_detail,
 )
-from chatbot.answering.claims import ClaimContext, SentenceGuard
+from chatbot.answering.claims import REFUSAL, ClaimContext, SentenceGuard
 from chatbot.answering.dialogue import DialogueState, normalise
 from chatbot.answering.facts import (
     Fact,
@@ -59,6 +59,11 @@ log = logging.getLogger(__name__)
 MAX_HIT_FACTS = 3
 # A hit joins the prompt only if it scores at least this share of the best hit's score.
 HIT_SCORE_RATIO = 0.85
+# A top retrieval score from which code is sure the facts answer the question
+# (bench/answer_min_score.py: answerable questions mostly score above it; below it, between
+# retrieval_min_score and this, the model may say the facts do not answer, and the reply
+# hands off: "Do you rent out ski equipment?" finds the ski shell at 0.42).
+CONFIDENT_SCORE = 0.5
 # Orders listed when the shopper's question could mean several of them.
 MAX_LISTED_ORDERS = 5
 # The chat template's end-of-turn marker: generation stops there.
@@ -87,6 +92,10 @@ class Plan:
     message: str | None = None
     # The product a follow-up was resolved to ("it" -> this product), for the state.
     product: tuple[str, str] | None = None
+    # Code is sure the facts answer (a strong retrieval hit, an order, a stock fact): the
+    # model's "I don't know" is then replaced. Below CONFIDENT_SCORE the model may decline,
+    # and the reply hands off (see docs/answering.md, "What the model may decide").
+    confident: bool = True
     # The orders the facts are about (ORM rows, only while planning).
     orders: list[Any] = field(default_factory=list)
     # An order action proposed or answered (acting.ActionPlan), for ReplyDone and state.
@@ -508,6 +517,9 @@ class Pipeline:
         if stock is not None:
             facts = [stock, *[f for f in facts if f.id == stock.id]]
         plan = Plan(facts=facts[:MAX_HIT_FACTS])
+        plan.confident = (
+            hits[0].score >= CONFIDENT_SCORE or focus or on_topic or stock is not None
+        )
         if product is not None:
             plan.product = (product.source_id, product.title)
         if focus:
@@ -747,7 +759,7 @@ class Pipeline:
         ctx = ClaimContext(
             kept,
             request.message,
-            grounded=True,
+            grounded=plan.confident,
             previous_reply="" if same_question else state.last_reply,
             embedder=self._embedder(),
         )
@@ -783,13 +795,15 @@ class Pipeline:
                 yield ReplyToken(piece)
             text = (text + prefix + fallback).strip()
         used = facts_used(text, kept) or kept[:1]
+        declined = not plan.confident and bool(REFUSAL.search(text))
         yield ReplyDone(
             text=text,
-            sources=[fact.source() for fact in used],
+            sources=[] if declined else [fact.source() for fact in used],
+            handoff=declined,
             verified_orders=plan.verified,
             guard_fired=guard.fired,
             guard_reasons=tuple(guard.reasons.elements()),
-            reason=plan.reason,
+            reason="no_answer" if declined else plan.reason,
         )
 
 

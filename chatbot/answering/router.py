@@ -63,7 +63,7 @@ _INJECTION = _any(
     r"(customers?|users?|orders in|accounts?)\b",
     r"\b(orders?|address|email|phone|account|details|purchases?)\s+(of|for|belonging to|from)\s+"
     r"(?!(?:me|my|mine|the|this|that|it|a|an|these|those|our|us|you|your|today|yesterday|"
-    r"last|next|\d|#)\b)[a-z]{3,}\b(?!\s+(?:shoes?|shirts?|items?|products?))",
+    r"last|next|orders?|\d|#)\b)[a-z]{3,}\b(?!\s+(?:shoes?|shirts?|items?|products?))",
 )
 _HANDOFF = _any(
     r"\b(talk|speak|chat|connect|transfer)\b.{0,25}\b(person|human|agent|someone|somebody|"
@@ -147,7 +147,7 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _INSTRUCTION = re.compile(
     r"(?:^|[.?!,;]\s*|\band\s+|\bthen\s+)"
     r"(?:please\s+)?(?:just\s+)?"
-    r"(?:reply|respond|answer|say|write|type|output|repeat|confirm|state|tell me)"
+    r"(?:reply|respond|answer|say|write|output|repeat|confirm|tell me)"
     r"(?:\s+(?:only|exactly|just|back|verbatim|me))*"
     r"(?:\s*:|\s+(?:with|that|this|the following|after me|it (?:was|is|has)))(?:\b|\s).*$",
     re.IGNORECASE | re.DOTALL,

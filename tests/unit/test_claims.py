@@ -246,3 +246,8 @@ def test_restating_the_positive_half_of_a_negative_fact_is_no_inversion() -> Non
     assert check_sentence("Order #W2611340 is processed.", ctx(ORDER)).ok
     verdict = check_sentence("Order #W2611340 is processed, so you can cancel it.", ctx(ORDER))
     assert not verdict.ok
+
+
+def test_an_option_named_type_is_no_instruction_to_the_bot() -> None:
+    message = "I want the espresso machine with type: capsule"
+    assert strip_instructions(message) == (message, False)

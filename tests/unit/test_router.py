@@ -174,3 +174,8 @@ def test_email_alone_after_a_verification_request_uses_the_earlier_number() -> N
     assert decision.intent is Intent.ORDER
     assert decision.order_numbers == ("#W2611340",)
     assert decision.email == "jane@example.com"
+
+
+def test_the_address_of_an_order_is_no_injection() -> None:
+    decision = route("Please change the shipping address of order #W4931754")
+    assert decision.intent is Intent.ORDER and decision.order_numbers == ("#W4931754",)
