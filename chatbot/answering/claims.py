@@ -157,6 +157,9 @@ _META = re.compile(
     r"\boffer a human agent\b|\bsay you don'?t know\b",
     re.IGNORECASE,
 )
+_POSSIBILITY = re.compile(
+    r"[^;:.\n]*\b(can|cannot|can't|possible|once it|after delivery)\b[^;:.\n]*", re.IGNORECASE
+)
 _LABEL = re.compile(r"\[(?:order|product|faq|policy)\s+[^\]]*\]\s*", re.IGNORECASE)
 _ORDER_CODE = re.compile(r"#?\b[A-Za-z]{0,3}\d{4,}\b")
 _PRICED_CLAUSES = re.compile(r",\s+and\s+|;\s+")
@@ -210,7 +213,9 @@ class ClaimContext:
         self.fact_text = text
         # An order's number is a claim a reply may make; a product's or article's id is not.
         self.fact_lines = [f.line() if f.kind == "order" else f.text for f in self.facts]
-        self.fact_statuses = statuses(text)
+        # What the facts say things *are*; "it can still be cancelled" says what is possible,
+        # so it supports no "has been cancelled".
+        self.fact_statuses = statuses(_POSSIBILITY.sub(" ", text))
         self.has_order_fact = any(f.kind == "order" for f in self.facts)
         # What each order in the facts allows, from its status (see facts.eligibility).
         self.allowed: dict[str, frozenset[str]] = {}
@@ -334,7 +339,7 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
         return Verdict(False, "question")
     if ctx.grounded and REFUSAL.search(text):
         return Verdict(False, "refusal")
-    claimed = statuses(text)
+    claimed = statuses(_POSSIBILITY.sub(" ", text))
     if claimed - ctx.fact_statuses:
         return Verdict(False, "status")
     if (

@@ -78,8 +78,10 @@ def ctx(*facts: Fact, question: str = "", previous: str = "") -> ClaimContext:
         ("Your order has been delivered and refunded.", (ORDER,), "status"),
         # A status for an order nobody looked up (a guest, an FAQ answer).
         ("Your order has shipped.", (CHANGE,), "status"),
-        # The article says you can; the reply says you can't.
-        ("Your order is pending, so changing the size is not possible.", (CHANGE,), "polarity"),
+        # The article says you can; the reply says you can't (and claims a status nobody
+        # looked up).
+        ("Your order is pending, so changing the size is not possible.", (CHANGE,),
+         "status|polarity"),
         ("No, you can't change the size of an item while pending.", (CHANGE,), "polarity"),
         # Stock that the database says is zero.
         ("Yes, the Storm Blue in L is available.", (STOCK,), "status"),
@@ -105,7 +107,7 @@ def ctx(*facts: Fact, question: str = "", previous: str = "") -> ClaimContext:
 )
 def test_false_claims_fail(sentence: str, facts: tuple[Fact, ...], reason: str) -> None:
     verdict = check_sentence(sentence, ctx(*facts))
-    assert not verdict.ok and verdict.reason == reason
+    assert not verdict.ok and verdict.reason in reason.split("|")
 
 
 @pytest.mark.parametrize(
@@ -251,3 +253,13 @@ def test_restating_the_positive_half_of_a_negative_fact_is_no_inversion() -> Non
 def test_an_option_named_type_is_no_instruction_to_the_bot() -> None:
     message = "I want the espresso machine with type: capsule"
     assert strip_instructions(message) == (message, False)
+
+
+def test_what_is_possible_is_no_status() -> None:
+    pending = Fact(
+        "order",
+        "#W7464385",
+        "status: pending; total $502.28; it can still be cancelled or changed",
+    )
+    assert not check_sentence("Order #W7464385 is pending and has been cancelled.", ctx(pending)).ok
+    assert check_sentence("Order #W7464385 is pending, so it can still be cancelled.", ctx(pending)).ok
