@@ -21,16 +21,13 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.orm import Session
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from chatbot.agents import authz, inbox, team
-from chatbot.agents.accounts import accessible_stores
 from chatbot.agents.authz import Principal
-from chatbot.agents.models import Agent
+from chatbot.agents.services import InboxService, TeamService
 from chatbot.conversations.hub import HubItem, StoredEvent, Subscription
-from chatbot.conversations.log import ConversationRef, to_ref
+from chatbot.conversations.log import ConversationRef
 from chatbot.conversations.models import AGENT
 from chatbot.conversations.ownership import Action
 from chatbot.errors import AuthError, ChatbotError, NotFoundError, ProtocolError
@@ -55,8 +52,6 @@ AUTH_TIMEOUT_S = 10.0
 SESSION_CHECK_S = 5.0
 INBOX_DEBOUNCE_S = 0.15
 INBOX_REFRESH_S = 15.0  # full inbox refresh, only when several processes share the database
-# Stored events that change an inbox row (tokens do not: the preview changes on ``done``).
-ROW_EVENTS = frozenset({"ack", "done", "agent_message", "note", "status"})
 _ACTIONS: dict[type[proto.ConversationAction], Action] = {
     proto.TakeOver: Action.TAKE_OVER,
     proto.HandBack: Action.HAND_BACK,
@@ -98,8 +93,11 @@ class AgentSocket:
         self.ip = remote_ip(conn)
         self.headers = conn.request.headers if conn.request else None
         self.frames = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
-        self.token: str | None = None
-        self.principal: Principal | None = None
+        # Narrow services instead of running functions on the conversation service.
+        self.inbox = InboxService(app.conversations.run)
+        self.team = TeamService(app.conversations.run)
+        # Who is signed in, the open conversation and the rules: no I/O, unit-tested.
+        self.session = AgentSession()
         # The inbox being watched: store, filter, search, hub subscription, pump.
         self.inbox_store: tuple[int, str] | None = None
         self.inbox_filter = "open"
@@ -108,16 +106,26 @@ class AgentSocket:
         self.inbox_task: asyncio.Task[None] | None = None
         self.inbox_pending: set[int] = set()
         self.inbox_flush: asyncio.Task[None] | None = None
-        # The open conversation.
-        self.conv: ConversationRef | None = None
+        # The open conversation's live events (the conversation itself: ``session.conv``).
         self.conv_sub: Subscription | None = None
         self.conv_task: asyncio.Task[None] | None = None
-        self.delivered = 0
         self.suggestion: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         # The store whose approval queue this console shows (issue #19): (id, name).
         self.actions_store: tuple[int, str] | None = None
         self.actions_flush: asyncio.Task[None] | None = None
+
+    @property
+    def token(self) -> str | None:
+        return self.session.token
+
+    @property
+    def principal(self) -> Principal | None:
+        return self.session.principal
+
+    @property
+    def conv(self) -> ConversationRef | None:
+        return self.session.conv
 
     # ---- the pump --------------------------------------------------------------------
 
@@ -191,21 +199,14 @@ class AgentSocket:
             token = await self._auth_frame()
             if token is None:
                 return await self._refuse(ErrorCode.UNAUTHORIZED, "log in first (send 'auth')")
-        self.token = token
         try:
-            principal, stores = await self.app.conversations.run(self._who_and_stores)
+            principal, stores = await self.team.sign_in(token)
         except AuthError as exc:
             return await self._refuse(exc.code, exc.message)
-        self.principal = principal
+        self.session.signed_in(token, principal)
         await self.send(proto.Ready(agent=agent_json(principal), stores=stores))
         log.info("agent %s connected to the console from %s", principal.email, self.ip)
         return True
-
-    def _who_and_stores(self, session: Session) -> tuple[Principal, list[dict[str, Any]]]:
-        principal = authz.authorize(session, self.token)
-        agent = session.get(Agent, principal.agent_id)
-        stores = accessible_stores(session, agent) if agent is not None else []
-        return principal, [{"name": s.name, "key": s.widget_key, "title": s.title} for s in stores]
 
     def _same_origin(self) -> bool:
         assert self.headers is not None
@@ -236,10 +237,8 @@ class AgentSocket:
 
     async def _authorize(self, store_id: int | None = None) -> Principal:
         """Re-check the session (and store access) for one action."""
-        principal = await self.app.conversations.run(
-            authz.authorize, self.token, store_id=store_id
-        )
-        self.principal = principal
+        principal = await self.team.authorize(self.token, store_id)
+        self.session.principal = principal
         return principal
 
     async def _watch_session(self) -> None:
@@ -259,25 +258,25 @@ class AgentSocket:
             await self._refuse(exc.code, exc.message)
             return False
         revoked = "you no longer have access to this store"
-        if self.inbox_store is not None and not principal.can_access(self.inbox_store[0]):
+        store_id = self.inbox_store[0] if self.inbox_store is not None else None
+        drop_inbox, closed = self.session.revoked(principal, store_id)
+        if drop_inbox:
             self._stop_inbox()
             self.inbox_store = None
             await self.send_error(ErrorCode.FORBIDDEN, revoked, "subscribe_inbox")
-        if self.conv is not None and not principal.can_access(self.conv.store_id):
-            public_id = self.conv.public_id
+        if closed is not None:
             self._close_conversation()
-            await self.send_error(ErrorCode.FORBIDDEN, revoked, "open", public_id)
+            await self.send_error(ErrorCode.FORBIDDEN, revoked, "open", closed)
         return True
 
     # ---- messages --------------------------------------------------------------------
 
     async def _dispatch(self, msg: proto.ClientMessage) -> None:
-        ref = getattr(msg, "id", None) or proto.message_type(msg)
-        conversation_id = getattr(msg, "conversation_id", None)
+        ref, conversation_id = self.session.error_ref(msg)
         try:
             await self._handle(msg)
         except AuthError as exc:
-            if exc.code in (ErrorCode.UNAUTHORIZED, "session_expired"):
+            if self.session.ends_session(exc):
                 await self._refuse(exc.code, exc.message)
             else:
                 await self.send_error(exc.code, exc.message, ref, conversation_id)
@@ -319,7 +318,7 @@ class AgentSocket:
             await self._typing(msg)
         elif isinstance(msg, proto.ListAgents | proto.AddAgent | proto.RemoveAgent
                         | proto.SetAgentStores):
-            rows = await self.app.conversations.run(team.apply, self.token, msg)
+            rows = await self.team.apply(self.token, msg)
             await self.send(proto.Agents(rows))
             if not isinstance(msg, proto.ListAgents):
                 # A removed account's sessions are gone, a store may be revoked: every
@@ -335,21 +334,12 @@ class AgentSocket:
         elif isinstance(msg, proto.MarkRead):
             conv = await self._conversation(msg.conversation_id)
             assert self.principal is not None
-            await self.app.conversations.run(inbox.mark_read, self.principal.agent_id, conv.id)
+            await self.inbox.mark_read(self.principal.agent_id, conv.id)
             self._queue_row(conv.id)
 
     async def _conversation(self, public_id: str) -> ConversationRef:
         """A fresh snapshot of the conversation, after checking this agent may act on it."""
-
-        def find(session: Session) -> ConversationRef:
-            conv = inbox.find_conversation(session, public_id)
-            if conv is None:
-                raise NotFoundError(
-                    "no such conversation", code=ErrorCode.CONVERSATION_NOT_FOUND
-                )
-            return to_ref(conv)
-
-        conv = await self.app.conversations.run(find)
+        conv = await self.inbox.conversation(public_id)
         try:
             await self._authorize(conv.store_id)
         except AuthError as exc:
@@ -367,10 +357,7 @@ class AgentSocket:
         principal = self.principal
         assert principal is not None
         if action is Action.HAND_BACK and conv.state == AGENT:
-            owner = await self.app.conversations.run(inbox.owner_id, conv.id)
-            if owner != principal.agent_id and not principal.is_admin:
-                raise AuthError("only the agent who owns it (or an admin) can hand it back",
-                                code=ErrorCode.FORBIDDEN)
+            self.session.check_hand_back(conv, await self.inbox.owner_id(conv.id))
         await self.app.conversations.transition(
             conv, action, agent_id=principal.agent_id, agent_name=principal.name
         )
@@ -383,10 +370,7 @@ class AgentSocket:
         conv = await self._conversation(msg.conversation_id)
         principal = self.principal
         assert principal is not None
-        owner = await self.app.conversations.run(inbox.owner_id, conv.id)
-        if conv.state != AGENT or owner != principal.agent_id:
-            raise ChatbotError("take over the conversation before replying to the shopper",
-                               code=ErrorCode.NOT_ALLOWED)
+        self.session.check_reply(conv, await self.inbox.owner_id(conv.id))
         await self.app.conversations.add_agent_message(
             conv, msg.text, agent_id=principal.agent_id, agent_name=principal.name
         )
@@ -395,8 +379,7 @@ class AgentSocket:
         conv = await self._conversation(msg.conversation_id)
         principal = self.principal
         assert principal is not None
-        owner = await self.app.conversations.run(inbox.owner_id, conv.id)
-        if conv.state != AGENT or owner != principal.agent_id:
+        if not self.session.shows_typing(conv, await self.inbox.owner_id(conv.id)):
             return  # only the owner's typing is shown to the shopper; nothing to report
         self.app.conversations.publish_ephemeral(
             conv, chat.Status(kind="typing" if msg.active else "idle", agent=principal.name,
@@ -409,15 +392,13 @@ class AgentSocket:
         self,
         msg: proto.ListActions | proto.ApproveAction | proto.RejectAction | proto.SetActionModes,
     ) -> None:
-        store = await self.app.conversations.run(inbox.store_ref, msg.store)
+        store = await self.inbox.store(msg.store)
         if store is None:
             raise ChatbotError(f"no store {msg.store!r}", code=ErrorCode.UNKNOWN_STORE)
         principal = await self._authorize(store[0])
         desk = self.app.actions
         if isinstance(msg, proto.SetActionModes):
-            session = AgentSession()
-            session.principal = principal
-            session.check_configure_actions()
+            self.session.check_configure_actions()
             await desk.set_modes(store[0], msg.modes, principal.email)
         elif isinstance(msg, proto.ApproveAction):
             await desk.approve(store[0], msg.action_id, principal.email)
@@ -462,7 +443,7 @@ class AgentSocket:
     # ---- inbox -----------------------------------------------------------------------
 
     async def _subscribe(self, msg: proto.SubscribeInbox) -> None:
-        store = await self.app.conversations.run(inbox.store_ref, msg.store)
+        store = await self.inbox.store(msg.store)
         if store is None:
             raise ChatbotError(f"no store {msg.store!r}", code=ErrorCode.UNKNOWN_STORE)
         await self._authorize(store[0])
@@ -478,9 +459,7 @@ class AgentSocket:
         if self.inbox_store is None or self.principal is None:
             return
         (store_id, store_name), kind, q = self.inbox_store, self.inbox_filter, self.inbox_q
-        rows, counts = await self.app.conversations.run(
-            inbox.inbox_snapshot, store_id, self.principal.agent_id, kind, q
-        )
+        rows, counts = await self.inbox.snapshot(store_id, self.principal.agent_id, kind, q)
         await self.send(proto.Inbox(store_name, kind, q, rows, counts))
 
     def _stop_inbox(self) -> None:
@@ -507,7 +486,7 @@ class AgentSocket:
                                                  self.inbox_q)
                     self._spawn(self._dispatch(again))
                 return
-            if item.stored is not None and item.stored.kind in ROW_EVENTS:
+            if self.session.changes_inbox_row(item):
                 self._queue_row(item.conversation_id)
             if (
                 AgentSession.changes_action_queue(item) and self.actions_store is not None
@@ -529,9 +508,8 @@ class AgentSocket:
             return
         ids, self.inbox_pending = sorted(self.inbox_pending), set()
         store_id, store_name = self.inbox_store
-        updates, counts = await self.app.conversations.run(
-            inbox.inbox_updates, store_id, ids, self.principal.agent_id, self.inbox_filter,
-            self.inbox_q,
+        updates, counts = await self.inbox.updates(
+            store_id, ids, self.principal.agent_id, self.inbox_filter, self.inbox_q
         )
         for row, matches in updates:
             await self.send(proto.InboxUpdate(store_name, row, matches, counts))
@@ -543,20 +521,21 @@ class AgentSocket:
             self.conv_sub.close()
         if self.conv_task is not None and self.conv_task is not asyncio.current_task():
             self.conv_task.cancel()
-        self.conv, self.conv_sub, self.conv_task, self.delivered = None, None, None, 0
+        self.conv_sub, self.conv_task = None, None
+        self.session.close_conversation()
 
     async def _open(self, conv: ConversationRef) -> None:
         self._close_conversation()
-        self.conv = conv
+        self.session.open(conv, 0)
         # Subscribe before reading the log; the replay's high-water mark drops duplicates.
         self.conv_sub = sub = self.app.hub.subscribe(conv.id)
         events, high = await self.app.conversations.replay(conv, 0, include_internal=True)
-        details = await self.app.conversations.run(inbox.conversation_details, conv.id)
+        details = await self.inbox.details(conv.id)
         # The customer panel lists the conversation's order actions (issue #19).
         details["customer"] = {**details["customer"],
                                "actions": await self.app.actions.of_conversation(conv)}
         fresh = await self.app.conversations.get(conv.id)
-        self.delivered = high
+        self.session.delivered = high
         self.app.hub.seen(conv.id, high)  # an event-log poller resumes from here
         await self.send(
             proto.Conversation(
@@ -582,19 +561,10 @@ class AgentSocket:
             await self._forward(conv, item)
 
     async def _forward(self, conv: ConversationRef, item: HubItem) -> None:
-        if item.stored is not None:
-            if item.stored.seq <= self.delivered:
-                return
-            self.delivered = item.stored.seq
-            owner = None
-            if item.stored.kind == "status" and item.stored.payload.get("state"):
-                owner = await self.app.conversations.run(inbox.owner_of, conv.id)
-            await self.send(proto.Event(conv.public_id, _wire(item.stored), owner))
-        elif item.ephemeral is not None and item.audience != "shopper":
-            fields = dict(item.ephemeral)
-            kind = fields.pop("type")
-            event = proto.conversation_event(kind, self.delivered, fields)
-            await self.send(proto.Event(conv.public_id, event))
+        forward = self.session.forward(item)
+        if forward is not None:
+            owner = await self.inbox.owner(conv.id) if forward.with_owner else None
+            await self.send(proto.Event(conv.public_id, forward.event, owner))
 
     # ---- copilot ---------------------------------------------------------------------
 

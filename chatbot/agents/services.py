@@ -1,0 +1,107 @@
+"""The console socket's narrow services: the inbox and the team, one method per question.
+
+Each method runs one transaction in the database thread (through the ``run`` the server
+hands in: :meth:`~chatbot.conversations.service.ConversationService.run`), so the socket
+asks "the inbox snapshot of this store for this agent", never "run this function on a
+session". Writes to a conversation's event log (agent messages, notes, takeovers) stay in
+:class:`~chatbot.conversations.service.ConversationService`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from chatbot.agents import authz, inbox, team
+from chatbot.agents.accounts import accessible_stores
+from chatbot.agents.authz import Principal
+from chatbot.agents.models import Agent
+from chatbot.conversations.log import ConversationRef, to_ref
+from chatbot.errors import NotFoundError
+from chatbot.protocol.common import ErrorCode
+
+# ``run(fn, *args)``: ``fn(session, *args)`` in one transaction, in the database thread.
+Runner = Callable[..., Awaitable[Any]]
+
+
+class InboxService:
+    """What the console reads about a store's conversations, and the read marks."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+
+    async def store(self, name_or_key: str) -> tuple[int, str] | None:
+        """``(store id, name)`` of a store by name or widget key."""
+        return await self._run(inbox.store_ref, name_or_key)  # type: ignore[no-any-return]
+
+    async def conversation(self, public_id: str) -> ConversationRef:
+        """A fresh snapshot of a conversation; ``NotFoundError`` when there is none."""
+
+        def find(session: Session) -> ConversationRef:
+            conv = inbox.find_conversation(session, public_id)
+            if conv is None:
+                raise NotFoundError("no such conversation", code=ErrorCode.CONVERSATION_NOT_FOUND)
+            return to_ref(conv)
+
+        return await self._run(find)  # type: ignore[no-any-return]
+
+    async def snapshot(
+        self, store_id: int, agent_id: int, kind: str, q: str
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The rows of one filter and search, with the counts per filter."""
+        return await self._run(  # type: ignore[no-any-return]
+            inbox.inbox_snapshot, store_id, agent_id, kind, q
+        )
+
+    async def updates(
+        self, store_id: int, ids: Sequence[int], agent_id: int, kind: str, q: str
+    ) -> tuple[list[tuple[dict[str, Any], bool]], dict[str, int]]:
+        """Fresh rows of these conversations (and whether each still matches), the counts."""
+        return await self._run(  # type: ignore[no-any-return]
+            inbox.inbox_updates, store_id, ids, agent_id, kind, q
+        )
+
+    async def details(self, conversation_id: int) -> dict[str, Any]:
+        """The opened conversation's store, customer panel, owner and handoff summary."""
+        return await self._run(inbox.conversation_details, conversation_id)  # type: ignore[no-any-return]
+
+    async def owner_id(self, conversation_id: int) -> int | None:
+        return await self._run(inbox.owner_id, conversation_id)  # type: ignore[no-any-return]
+
+    async def owner(self, conversation_id: int) -> dict[str, Any] | None:
+        """``{id, name}`` of the owning agent, or None."""
+        return await self._run(inbox.owner_of, conversation_id)  # type: ignore[no-any-return]
+
+    async def mark_read(self, agent_id: int, conversation_id: int) -> None:
+        await self._run(inbox.mark_read, agent_id, conversation_id)
+
+
+class TeamService:
+    """Who is signed in, what they may do, and (admins) the team's accounts."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+
+    async def authorize(self, token: str | None, store_id: int | None = None) -> Principal:
+        """The live session's principal (and access to ``store_id``), else ``AuthError``."""
+        return await self._run(  # type: ignore[no-any-return]
+            authz.authorize, token, store_id=store_id
+        )
+
+    async def sign_in(self, token: str | None) -> tuple[Principal, list[dict[str, Any]]]:
+        """The principal and the stores it works in (``{name, key, title}`` each)."""
+
+        def fn(session: Session) -> tuple[Principal, list[dict[str, Any]]]:
+            principal = authz.authorize(session, token)
+            agent = session.get(Agent, principal.agent_id)
+            stores = accessible_stores(session, agent) if agent is not None else []
+            rows = [{"name": s.name, "key": s.widget_key, "title": s.title} for s in stores]
+            return principal, rows
+
+        return await self._run(fn)  # type: ignore[no-any-return]
+
+    async def apply(self, token: str | None, action: team.TeamAction) -> list[dict[str, Any]]:
+        """Run an admin's team action (list, add, remove, set stores); the team after it."""
+        return await self._run(team.apply, token, action)  # type: ignore[no-any-return]
