@@ -363,7 +363,7 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     ):
         # "Your order has shipped" with no order in the facts: a status nobody looked up.
         return Verdict(False, "status")
-    if ctx.grounded and _echoes_the_question(text, ctx):
+    if _echoes_the_question(text, ctx):
         return Verdict(False, "echo")
     if not _eligibility_agrees(text, ctx):
         return Verdict(False, "eligibility")

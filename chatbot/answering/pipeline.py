@@ -179,7 +179,7 @@ class Pipeline:
         # routed by the older history rules.
         legacy = request.state is None and bool(request.history)
         decision = route(request.message, request.history, None if legacy else state)
-        plan = await asyncio.to_thread(self._plan_turn, request, decision, state)
+        plan = await asyncio.to_thread(self._planned, request, decision, state)
         if request.for_agent and plan.fixed is not None and plan.handoff:
             # The copilot suggests what an agent could send: never "I'm connecting you".
             text = replies.ASKED_FOR_PERSON if plan.reason == "asked_human" else (
@@ -205,6 +205,25 @@ class Pipeline:
             await events.aclose()
 
     # -- deciding what to say (sync: database and retrieval) ---------------------------
+
+    def _planned(self, request: AnswerRequest, decision: Route, state: DialogueState) -> Plan:
+        """:meth:`_plan_turn`, with the store's rule cited when an action is refused by it
+        ("delivered more than 30 days ago": the return policy says 30 days)."""
+        plan = self._plan_turn(request, decision, state)
+        refusal = plan.fixed or "" if plan.reason == "action_refused" else ""
+        numbers = re.findall(r"\d+", re.sub(r"#\s?[A-Za-z]{0,3}\d+", " ", refusal))
+        if numbers:
+            # the article that states the number the refusal gives
+            found = self._search(request.store_id, plan.fixed or "", k=8) + self._search(
+                request.store_id, "how many days do I have to return or exchange an item", k=8
+            )
+            rule = [
+                h for h in found
+                if h.kind != "product" and all(re.search(rf"\b{n}\b", h.snippet) for n in numbers)
+            ]
+            if rule:
+                plan.sources = [*plan.sources, hit_fact(rule[0]).source()]
+        return plan
 
     def _plan_turn(self, request: AnswerRequest, decision: Route, state: DialogueState) -> Plan:
         """The plan for this turn: the answer to a pending action question first, then the
@@ -518,7 +537,11 @@ class Pipeline:
             facts = [stock, *[f for f in facts if f.id == stock.id]]
         plan = Plan(facts=facts[:MAX_HIT_FACTS])
         plan.confident = (
-            hits[0].score >= CONFIDENT_SCORE or focus or on_topic or stock is not None
+            hits[0].score >= CONFIDENT_SCORE
+            or focus
+            or on_topic
+            or stock is not None
+            or product is not None  # code knows the product asked about
         )
         if product is not None:
             plan.product = (product.source_id, product.title)
