@@ -22,6 +22,8 @@ from knowledge_base.stores import get_store
 _names = itertools.count()
 
 text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40).map(str.strip)
+# A return's status is at most 30 characters in the format (json_format, returns.status).
+short = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30).map(str.strip)
 ident = st.from_regex(r"[a-z][a-z0-9_-]{0,11}", fullmatch=True)
 money = st.decimals(min_value=Decimal("0"), max_value=Decimal("99999999.99"), places=2,
                     allow_nan=False, allow_infinity=False).map(float)
@@ -83,7 +85,7 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
                           "amount": draw(money), "method": draw(text), "created_at": draw(stamp)}
                          for _ in range(draw(st.integers(0, 2)))],
             "returns": [{"kind": draw(st.sampled_from(["return", "exchange"])),
-                         "status": draw(text.filter(bool)), "reason": draw(text),
+                         "status": draw(short.filter(bool)), "reason": draw(text),
                          "item_ids": draw(st.lists(st.sampled_from(all_variants), max_size=2)),
                          "requested_at": draw(stamp),
                          "refund_amount": draw(st.one_of(st.none(), money))}
