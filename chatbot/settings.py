@@ -61,6 +61,10 @@ class Settings:
     # q4's native kernel (chatbot/engine/native.py): CHATBOT_NATIVE=0 turns it off,
     # CHATBOT_Q4_ACTIVATIONS=int8 builds the opt-in VNNI variant, CC picks the compiler
     engine_native: bool = True
+    # A reply never depends on the batch or the prefix cache (q4 with the native kernel:
+    # every decode row through it, prompts in aligned pieces). Off: faster at many
+    # concurrent streams (the bf16 copy past four sequences), replies may then differ.
+    engine_batch_invariant: bool = True
     engine_q4_activations: str = ""
     engine_cc: str = ""
     cache_dir: Path | None = None  # CHATBOT_CACHE_DIR; None: ~/.cache/chatbot
@@ -129,6 +133,10 @@ class Settings:
             "engine_threads": int(env.get("CHATBOT_ENGINE_THREADS", "0")),
             "engine_draft_tokens": int(env.get("CHATBOT_ENGINE_DRAFT_TOKENS", "4")),
             "engine_native": env.get("CHATBOT_NATIVE", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
+            "engine_batch_invariant": env.get("CHATBOT_ENGINE_BATCH_INVARIANT", "1")
+            .strip()
+            .lower()
             not in ("0", "false", "no", "off"),
             "engine_q4_activations": env.get("CHATBOT_Q4_ACTIVATIONS", ""),
             "engine_cc": env.get("CC", ""),

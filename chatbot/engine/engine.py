@@ -126,6 +126,7 @@ class Engine:
         options = native.NativeOptions.from_settings(settings)
         kernel = native.kernel(options) if fmt == "q4" else None
         model = Llama.from_folder(path, fmt, adapter=adapter, kernel=kernel)
+        model.batch_invariant = settings.engine_batch_invariant
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         log.info(
             "engine loaded %s (%s weights%s) in %.1fs",

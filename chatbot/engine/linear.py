@@ -50,8 +50,10 @@ ONE_THREAD_ROWS = 2
 # idle 2-core box: 122-158 tok/s across runs this way, 114 with every decode row on 4 bits;
 # single runs vary 10-15%).
 Q4_DECODE_ROWS = 2
-# (With our native kernel every decode row runs through it, however many sequences
-# decode: see model.choose_kernels.)
+# The same with our native kernel, whose decode step stays ahead of the bf16 copy up to
+# about six sequences (4 streams on the 2-core AMX box: 179-228 tok/s this way, 98 with 2);
+# only used when batch invariance is off (see model.choose_kernels).
+NATIVE_DECODE_ROWS = 4
 
 LoRA = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], scale * B [out, r]), fp32
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from chatbot.engine import native
 from chatbot.engine.formats import WeightFormat
-from chatbot.engine.linear import Q4_DECODE_ROWS, Linear, LoRA
+from chatbot.engine.linear import NATIVE_DECODE_ROWS, Q4_DECODE_ROWS, Linear, LoRA
 from chatbot.engine.native import NativeDecoder, Q4Kernel
 from chatbot.errors import ConfigError
 
@@ -352,8 +352,11 @@ def choose_kernels(model: Any, plan: StepPlan, k_cache: torch.Tensor, threads: i
         return Kernels(threads=threads)
     n_dec = len(plan.decode_positions)
     dec: NativeDecoder | None = getattr(model, "native_decoder", None)
+    invariant = getattr(model, "batch_invariant", True)
     if dec is not None and plan.n_tokens > 0 and dec.supports(k_cache):
-        return Kernels(q4_rows=n_dec, native_decode=True, threads=threads)
+        if invariant or (0 < plan.n_sequences <= NATIVE_DECODE_ROWS and n_dec <= dec.max_rows):
+            return Kernels(q4_rows=n_dec, native_decode=True, threads=threads)
+        return Kernels(threads=threads)  # many sequences: the bf16 copy (faster, not exact)
     q4_rows = n_dec if plan.n_sequences <= Q4_DECODE_ROWS else 0
     return Kernels(q4_rows=q4_rows, threads=threads)
 
@@ -384,6 +387,8 @@ class Llama:
         # Keys/values in bf16 where the CPU computes in bf16: attention over many or long
         # sequences reads the whole cache every step, and bf16 halves those bytes.
         self.kv_dtype = torch.bfloat16 if fmt in ("q4", "bf16") else torch.float32
+        # Settings.engine_batch_invariant (the engine sets it after loading)
+        self.batch_invariant = True
         c = config
 
         def get(name: str) -> torch.Tensor:
@@ -505,6 +510,14 @@ class Llama:
                 end = min(start + step, n_dec)
                 dec(x[start:end], plan.decode_positions[start:end], slots[start:end],
                     self.cos, self.sin, cache.k, cache.v)
+            if not self.batch_invariant:
+                # prompt chunks of the step together through torch (faster, not exact)
+                if plan.prefills:
+                    rest = StepPlan(prefills=plan.prefills)
+                    x = torch.cat([x, self._hidden(tokens[n_dec:], rest, cache, 0)])
+                rows = torch.tensor(plan.logit_rows, dtype=torch.long)
+                last = rms_norm(x[rows], self.norm, self.config.rms_eps)  # [R, hidden]
+                return self.lm_head(last, q4_rows).float()  # [R, vocab]
             pieces = [x]
             at = n_dec
             for pf in plan.prefills:

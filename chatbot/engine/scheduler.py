@@ -136,7 +136,9 @@ class Scheduler:
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         # With the native kernel, prompts are computed in aligned pieces (Llama.forward),
         # so a reply does not depend on the batch or the prefix cache (issue #16).
-        self.aligned_prefill = getattr(model, "native_decoder", None) is not None
+        self.aligned_prefill = getattr(model, "native_decoder", None) is not None and getattr(
+            model, "batch_invariant", True
+        )
         self.active: list[Sequence] = []  # ordered by slot: decoding first, then prefilling
         self.waiting: list[Sequence] = []
         self._incoming: list[Sequence] = []
