@@ -189,7 +189,8 @@ def supplies_detail(kind: str, message: str, step: str = "") -> bool:
     if extract_order_numbers(message):
         return False
     question = message.rstrip().endswith("?") and bool(
-        re.match(r"\W*(how|when|where|why|what|can|do|does|is|are|will)\b", message, re.I))
+        re.match(r"\W*(how|when|where|why|what|which|can|could|do|does|did|is|are|was|were|"
+                 r"will|would|has|have|should|may)\b", message, re.I))
     if kind == CANCEL_ORDER and step in ("reason", ""):
         return cancel_reason(message) is not None
     if question:

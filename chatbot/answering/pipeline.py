@@ -210,6 +210,15 @@ class Pipeline:
         """:meth:`_plan_turn`, with the store's rule cited when an action is refused by it
         ("delivered more than 30 days ago": the return policy says 30 days)."""
         plan = self._plan_turn(request, decision, state)
+        asked_if = re.match(r"\W*(can|could|may) (i|we)\b", request.message, re.IGNORECASE)
+        if (
+            asked_if
+            and plan.fixed
+            and plan.reason in ("action_detail", "action_proposed")
+            and state.pending not in ("action_detail", "confirm_action")
+        ):
+            # "Can I change the size?" is answered yes before the first question.
+            plan.fixed = f"Yes, you can. {plan.fixed}"
         refusal = plan.fixed or "" if plan.reason == "action_refused" else ""
         numbers = re.findall(r"\d+", re.sub(r"#\s?[A-Za-z]{0,3}\d+", " ", refusal))
         if numbers:

@@ -265,3 +265,10 @@ async def test_a_confirm_frame_answers_the_proposal_by_its_id(
         )
     )
     assert forged.action is None and "nothing was changed" in forged.text
+
+
+def test_a_status_question_is_no_answer_to_an_action_question() -> None:
+    from chatbot.answering.acting import supplies_detail
+
+    assert not supplies_detail("modify_order_items", "has it shipped yet?", "variant")
+    assert supplies_detail("modify_order_items", "size M please", "variant")
