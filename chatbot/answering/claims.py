@@ -217,6 +217,9 @@ class ClaimContext:
         # so it supports no "has been cancelled".
         self.fact_statuses = statuses(_POSSIBILITY.sub(" ", text))
         self.has_order_fact = any(f.kind == "order" for f in self.facts)
+        self.order_statuses = statuses(
+            _POSSIBILITY.sub(" ", "\n".join(f.text for f in self.facts if f.kind == "order"))
+        )
         # What each order in the facts allows, from its status (see facts.eligibility).
         self.allowed: dict[str, frozenset[str]] = {}
         for fact in self.facts:
@@ -340,7 +343,14 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     if ctx.grounded and REFUSAL.search(text):
         return Verdict(False, "refusal")
     claimed = statuses(_POSSIBILITY.sub(" ", text))
-    if claimed - ctx.fact_statuses:
+    # A status said of an order must be that order's (not a policy's "status will be
+    # changed to 'cancelled'").
+    support = (
+        ctx.order_statuses
+        if ctx.has_order_fact and _ABOUT_AN_ORDER.search(text)
+        else ctx.fact_statuses
+    )
+    if claimed - support:
         return Verdict(False, "status")
     if (
         claimed
@@ -611,17 +621,10 @@ class SentenceGuard:
         if not best.rstrip().endswith((".", "!", "?")):
             best += "."
         for said in split_sentences(self.text):
-            # "Order #W1 is processed." said: add only ", so it can no longer be ...".
-            core = _key(said)
-            if core and _key(best).startswith(core + " "):
-                words = len(core.split())
-                rest = re.split(r"\s+", best.strip())
-                kept = 0
-                for i, word in enumerate(rest):
-                    kept += len(_WORDS.findall(word.lower()))
-                    if kept >= words:
-                        best = " ".join(rest[i + 1 :]).lstrip(" ,;")
-                        break
+            # "Order #W1 is processed." said: add only "So it can no longer be ...".
+            core = said.strip().rstrip(".!?")
+            if core and best.startswith(core) and len(best) > len(core) + 2:
+                best = best[len(core) :].lstrip(" ,;:")
                 best = best[:1].upper() + best[1:]
                 break
         self.reasons["incomplete"] += 1

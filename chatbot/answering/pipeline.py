@@ -64,6 +64,8 @@ HIT_SCORE_RATIO = 0.85
 # retrieval_min_score and this, the model may say the facts do not answer, and the reply
 # hands off: "Do you rent out ski equipment?" finds the ski shell at 0.42).
 CONFIDENT_SCORE = 0.5
+# Seconds between the words of a checked sentence (about the decode speed on 2 cores).
+WORD_PACE_S = 0.01
 # Orders listed when the shopper's question could mean several of them.
 MAX_LISTED_ORDERS = 5
 # The chat template's end-of-turn marker: generation stops there.
@@ -801,8 +803,11 @@ class Pipeline:
             async for piece in pieces:
                 safe = guard.feed(piece)
                 if safe:
+                    # A checked sentence goes out word by word at about the model's own pace,
+                    # so the shopper still sees it stream (docs/answering.md, "Claim guard").
                     for word in _words(safe):
                         yield ReplyToken(word)
+                        await asyncio.sleep(WORD_PACE_S)
         finally:
             # Stop generating at once when the shopper goes away mid-reply.
             aclose = getattr(pieces, "aclose", None)
@@ -812,6 +817,7 @@ class Pipeline:
         if tail:
             for word in _words(tail):
                 yield ReplyToken(word)
+                await asyncio.sleep(WORD_PACE_S)
         self.stats.generated += 1
         if guard.fired:
             self.stats.guard_fired += guard.fired

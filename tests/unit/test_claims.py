@@ -265,3 +265,13 @@ def test_what_is_possible_is_no_status() -> None:
     assert not check_sentence(claim, ctx(pending)).ok
     possible = "Order #W7464385 is pending, so it can still be cancelled."
     assert check_sentence(possible, ctx(pending)).ok
+
+
+def test_an_orders_status_comes_from_the_order_not_from_a_policy() -> None:
+    pending = Fact("order", "#W7464385", "status: pending; it can still be cancelled")
+    policy = Fact(
+        "policy", "cancel", "Cancel: After you confirm, the order status will be changed to "
+        "'cancelled'.",
+    )
+    claim = "Order #W7464385 is pending and has been cancelled."
+    assert not check_sentence(claim, ctx(pending, policy)).ok
