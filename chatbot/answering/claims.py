@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chatbot.answering.facts import (
+    AGENT_TEXT,
     Fact,
     SentenceEmbedder,
     allowed_actions,
@@ -81,14 +82,6 @@ REFUSAL = re.compile(
     r"\b(don't|do not|doesn't) (have|know|see)\b|\bcan(?:'t|not| not) (find|see|help|confirm|"
     r"answer)\b|\bnot sure\b|\bunable to\b|\bno information\b|\bconnect(ing)? you\b|"
     r"\b(human|live) agent\b|\bperson on our team\b|\bsomeone from our team\b",
-    re.IGNORECASE,
-)
-# Policy text written for the agent, not the shopper (the τ store's wiki is full of it).
-AGENT_TEXT = re.compile(
-    r"\bthe user'?s?\b|\buser id\b|\bthe agent\b|\bagents? (must|should|can|need)\b|"
-    r"\bexplicit (user )?confirmation\b|\btransfer (the user|to a human)|\btool calls?\b|"
-    r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)|"
-    r"\b(this|the) action\b|\bcalled once\b|\bthe tool\b",
     re.IGNORECASE,
 )
 _MONEY = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?")

@@ -88,8 +88,9 @@ def day(when: datetime | None) -> str:
 
 
 # Sentences addressed to the agent, not the shopper (the τ wiki is written for agents);
-# kept in step with chatbot.answering.claims.AGENT_TEXT, which checks replies.
-_AGENT_TEXT = re.compile(
+# facts never pick them, and the claim guard (chatbot.answering.claims) drops replies
+# that read them out.
+AGENT_TEXT = re.compile(
     r"\bthe user'?s?\b|\buser id\b|\bthe agent\b|\bagents? (must|should|can|need)\b|"
     r"\bexplicit (user )?confirmation\b|\btransfer (the user|to a human)|\btool calls?\b|"
     r"\bact(ion)?s? on behalf\b|\bconsequential actions?\b|\bAPI\b|\(yes\)|"
@@ -119,9 +120,9 @@ def customer_facing(sentence: str) -> str | None:
     when nothing is left for the shopper."""
     for pattern, replacement in _FOR_THE_SHOPPER:
         sentence = pattern.sub(replacement, sentence)
-    if not _AGENT_TEXT.search(sentence):
+    if not AGENT_TEXT.search(sentence):
         return sentence[:1].upper() + sentence[1:]
-    kept = [c.strip() for c in _CLAUSE.split(sentence) if c.strip() and not _AGENT_TEXT.search(c)]
+    kept = [c.strip() for c in _CLAUSE.split(sentence) if c.strip() and not AGENT_TEXT.search(c)]
     if not kept:
         return None
     text = "; ".join(kept).rstrip(".;, ")
