@@ -136,8 +136,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self._synced: set[int] = set()
         self._sync_lock = threading.Lock()
-        self._kinds: dict[int, set[str]] = {}
-        self._titles: dict[int, list[tuple[str, str]]] = {}
+        self._catalogues: dict[int, tuple[list[tuple[str, str]], set[str]]] = {}
         self._flow: ActionFlow | None = None
 
     @property
@@ -627,26 +626,17 @@ class Pipeline:
 
     def _names_another_product(self, store_id: int, message: str, current: str | None) -> bool:
         """Whether ``message`` names a product of the store other than ``current``."""
-        titles = self._titles.get(store_id)
-        if titles is None:
-            from sqlalchemy import select
-
-            from knowledge_base.models import Product
-
-            with self.db.sessions() as session:
-                titles = [
-                    (sid, title)
-                    for sid, title in session.execute(
-                        select(Product.source_id, Product.title).where(
-                            Product.store_id == store_id
-                        )
-                    ).all()
-                ]
-            self._titles[store_id] = titles
+        titles, _ = self._catalogue(store_id)
         return any(sid != current and _names_product(message, title) for sid, title in titles)
 
     def _kind_words(self, store_id: int) -> set[str]:
-        cached = self._kinds.get(store_id)
+        """Words that name a kind of product in this store (types and tags)."""
+        return self._catalogue(store_id)[1]
+
+    def _catalogue(self, store_id: int) -> tuple[list[tuple[str, str]], set[str]]:
+        """The store's product titles (by source id) and kind words, in one read per process
+        (products imported later are seen after a restart)."""
+        cached = self._catalogues.get(store_id)
         if cached is not None:
             return cached
         from sqlalchemy import select
@@ -655,14 +645,16 @@ class Pipeline:
 
         with self.db.sessions() as session:
             rows = session.execute(
-                select(Product.product_type, Product.tags).where(Product.store_id == store_id)
+                select(Product.source_id, Product.title, Product.product_type, Product.tags)
+                .where(Product.store_id == store_id)
             ).all()
+        titles = [(sid, title) for sid, title, _, _ in rows]
         words: set[str] = set()
-        for product_type, tags in rows:
+        for _, _, product_type, tags in rows:
             words |= _words_of(f"{product_type or ''} {' '.join(tags or [])}")
         words -= _KIND_GENERIC
-        self._kinds[store_id] = words
-        return words
+        self._catalogues[store_id] = (titles, words)
+        return titles, words
 
     def _plan_order(self, request: AnswerRequest, decision: Route) -> Plan:
         with self.db.sessions() as session:
