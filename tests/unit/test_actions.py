@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -32,44 +31,16 @@ from chatbot.actions.tau import (
 from chatbot.storage.clock import utcnow
 from chatbot.storage.db import Database
 from knowledge_base.importers import import_path
-from knowledge_base.models import Customer, Order, Store, Variant
+from knowledge_base.models import Order, Store, Variant
 from tests.unit import tau_reference
+from tests.unit.tau_support import TAU, ids, needs_tau, order_state, user_state
 
-REPO = Path(__file__).resolve().parents[2]
-TAU = REPO.parent / "shared" / "datasets" / "tau_retail"
-
-pytestmark = pytest.mark.skipif(not (TAU / "orders.json").exists(), reason="no ../shared τ data")
-
-
-@pytest.fixture(scope="module")
-def replayer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TauReplayer]:
-    r = TauReplayer(TAU, tmp_path_factory.mktemp("tau"))
-    yield r
-    r.close()
+pytestmark = needs_tau
 
 
 @pytest.fixture()
-def db(replayer: TauReplayer) -> Iterator[Database]:
-    database = replayer.fresh()
-    yield database
-    database.dispose()
-
-
-def ids(db: Database, customer: str) -> tuple[int, int]:
-    with db.session() as s:
-        store_id = s.scalar(select(Store.id).where(Store.name == "tau"))
-        customer_id = s.scalar(select(Customer.id).where(Customer.source_id == customer))
-        assert store_id is not None and customer_id is not None
-        return store_id, customer_id
-
-
-def order_row(db: Database, number: str) -> dict[str, Any]:
-    state = export_state(db)
-    return state["orders"][number]
-
-
-def user_row(db: Database, user: str) -> dict[str, Any]:
-    return export_state(db)["users"][user]
+def db(tau_db: Database) -> Database:
+    return tau_db
 
 
 CANCEL = {"order": "#W9093821", "reason": "no longer needed"}  # harper_kovacs_8617, pending
@@ -102,7 +73,7 @@ def test_propose_previews_and_writes_nothing_then_yes_executes(db: Database) -> 
     assert outcome.to_event() == {"type": "action", "id": proposal.id, "kind": "cancel_order",
                                   "status": "executed", "summary": proposal.summary,
                                   "reason": ""}
-    order = order_row(db, "#W9093821")
+    order = order_state(db, "#W9093821")
     assert order["status"] == "cancelled" and order["cancel_reason"] == "no longer needed"
     assert order["payment_history"][-1] == {"transaction_type": "refund", "amount": 1204.49,
                                             "payment_method_id": "credit_card_7422485"}
@@ -122,7 +93,7 @@ def test_cancel_credits_a_gift_card_at_once(db: Database) -> None:
     assert "$4,079.45 will be refunded to your gift card gift_card_7219486 right away" \
         in p.summary
     assert service.execute(p.id, store_id=store_id).status == "executed"
-    card = user_row(db, "ethan_lopez_6291")["payment_methods"]["gift_card_7219486"]
+    card = user_state(db, "ethan_lopez_6291")["payment_methods"]["gift_card_7219486"]
     assert card["balance"] == pytest.approx(49 + 4079.45)
 
 
@@ -144,7 +115,7 @@ def test_modify_items_keeps_tau_line_order_and_charges_the_difference(db: Databa
     assert p.details["price_difference"] == str(diff)
     assert "can't be changed or cancelled again" in p.summary
     assert service.execute(p.id, store_id=store_id).status == "executed"
-    order = order_row(db, "#W9093821")
+    order = order_state(db, "#W9093821")
     assert [i["item_id"] for i in order["items"]] == [
         new_id, "8917609800", "3557711149", "4035304400", "9747045638"]
     assert order["status"] == "pending (item modified)"
@@ -248,7 +219,7 @@ def test_double_yes_acts_once(db: Database) -> None:
         service.execute(p.id, store_id=store_id)
     assert again.value.code == "action_used"
     assert again.value.outcome is not None and again.value.outcome.status == "executed"
-    refunds = [t for t in order_row(db, "#W9093821")["payment_history"]
+    refunds = [t for t in order_state(db, "#W9093821")["payment_history"]
                if t["transaction_type"] == "refund"]
     assert len(refunds) == 1
 
@@ -286,9 +257,9 @@ def test_two_processes_confirming_at_once_act_once(db: Database) -> None:
     p = service.propose(store_id, "cancel_order",
                         {"order": "#W6779827", "reason": "ordered by mistake"}, customer_id=ethan)
     assert confirm_from_two_processes(db.url, p.id, store_id) == ["action_used", "executed"]
-    order = order_row(db, "#W6779827")
+    order = order_state(db, "#W6779827")
     assert [t["transaction_type"] for t in order["payment_history"]] == ["payment", "refund"]
-    card = user_row(db, "ethan_lopez_6291")["payment_methods"]["gift_card_7219486"]
+    card = user_state(db, "ethan_lopez_6291")["payment_methods"]["gift_card_7219486"]
     assert card["balance"] == pytest.approx(49 + 4079.45)  # credited once
 
 
@@ -377,7 +348,7 @@ def test_approval_mode_waits_for_an_agent(db: Database) -> None:
         service.execute(p.id, store_id=store_id)  # the yes was already given
     approved = service.approve(p.id, store_id=store_id, agent="ana@shop.example")
     assert approved.status == "executed"
-    assert order_row(db, "#W9093821")["status"] == "cancelled"
+    assert order_state(db, "#W9093821")["status"] == "cancelled"
     with pytest.raises(ActionIdError):
         service.approve(p.id, store_id=store_id, agent="ana@shop.example")
     events = [(r["event"], r["actor"]) for r in audit_log(db, store_id)]
@@ -421,8 +392,8 @@ def test_audit_log_is_append_only(db: Database) -> None:
 # --- τ export and replay --------------------------------------------------------------------
 
 
-def test_tau_import_then_export_gives_equal_json(replayer: TauReplayer) -> None:
-    state = replayer.initial_state()
+def test_tau_import_then_export_gives_equal_json(tau_replayer: TauReplayer) -> None:
+    state = tau_replayer.initial_state()
     for name in ("users", "orders", "products"):
         assert state[name] == json.loads((TAU / f"{name}.json").read_text())
 
@@ -448,9 +419,9 @@ def test_export_after_actions_imports_back_unchanged(db: Database, tmp_path: Pat
         second.dispose()
 
 
-def _check_against_reference(replayer: TauReplayer, task: dict[str, Any]) -> None:
-    replay = replayer.replay(task)
-    expected, tau_errors = tau_reference.replay(replayer.initial_state(), task["actions"])
+def _check_against_reference(tau_replayer: TauReplayer, task: dict[str, Any]) -> None:
+    replay = tau_replayer.replay(task)
+    expected, tau_errors = tau_reference.replay(tau_replayer.initial_state(), task["actions"])
     refused = [f"{c.name}: {c.reason}" for c in replay.calls if not c.ok]
     # We refuse exactly the calls τ refuses (a few synthetic train tasks ask for more than a
     # gift card holds), and the states are equal.
@@ -458,26 +429,26 @@ def _check_against_reference(replayer: TauReplayer, task: dict[str, Any]) -> Non
     assert compare_states(expected, replay.state) == [], task["task_index"]
 
 
-def test_every_dev_task_replays_like_tau(replayer: TauReplayer) -> None:
+def test_every_dev_task_replays_like_tau(tau_replayer: TauReplayer) -> None:
     tasks = load_tasks(TAU, "dev")
     assert len(tasks) == 20
     for task in tasks:
-        replay = replayer.replay(task)
+        replay = tau_replayer.replay(task)
         assert replay.ok, (task["task_index"], [(c.name, c.reason) for c in replay.calls])
-        _check_against_reference(replayer, task)
+        _check_against_reference(tau_replayer, task)
 
 
-def test_a_train_sample_replays_like_tau(replayer: TauReplayer) -> None:
+def test_a_train_sample_replays_like_tau(tau_replayer: TauReplayer) -> None:
     tasks = load_tasks(TAU, "train")
     for task in tasks[::25]:
-        _check_against_reference(replayer, task)
+        _check_against_reference(tau_replayer, task)
 
 
-def test_scorer_rewards_equal_states_only(replayer: TauReplayer) -> None:
+def test_scorer_rewards_equal_states_only(tau_replayer: TauReplayer) -> None:
     task = load_tasks(TAU, "dev")[0]
-    good = replayer.replay(task).state
-    assert replayer.score(task, good).reward == 1.0
-    bad = replayer.score(task, replayer.initial_state())
+    good = tau_replayer.replay(task).state
+    assert tau_replayer.score(task, good).reward == 1.0
+    bad = tau_replayer.score(task, tau_replayer.initial_state())
     assert bad.reward == 0.0
     assert any(d.startswith("orders/#W5442520.status") for d in bad.differences)
 
@@ -493,7 +464,7 @@ def test_two_proposals_on_one_order_only_the_first_yes_acts(db: Database) -> Non
     assert service.execute(cancel.id, store_id=store_id).status == "executed"
     late = service.execute(move.id, store_id=store_id)
     assert late.status == "failed" and "cancelled" in late.reason
-    assert order_row(db, "#W9093821")["address"]["city"] == "San Jose"
+    assert order_state(db, "#W9093821")["address"]["city"] == "San Jose"
 
 
 def test_json_store_export_keeps_what_actions_wrote(db: Database, tmp_path: Path) -> None:

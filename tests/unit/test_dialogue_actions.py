@@ -39,39 +39,23 @@ from chatbot.settings import Settings
 from chatbot.storage.db import Database
 from chatbot.types import AnswerRequest, ReplyDone
 from knowledge_base.models import Order, Store
+from tests.unit.tau_support import TAU, needs_tau, order_state, store_id, user_state
 
-REPO = Path(__file__).resolve().parents[2]
-TAU = REPO.parent / "shared" / "datasets" / "tau_retail"
-
-pytestmark = pytest.mark.skipif(not (TAU / "orders.json").exists(), reason="no ../shared τ data")
-
-
-@pytest.fixture(scope="module")
-def replayer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TauReplayer]:
-    r = TauReplayer(TAU, tmp_path_factory.mktemp("tau"))
-    yield r
-    r.close()
+pytestmark = needs_tau
 
 
 @pytest.fixture()
-def db(replayer: TauReplayer) -> Iterator[Database]:
-    database = replayer.fresh()
-    with database.transaction() as s:
+def db(tau_db: Database) -> Database:
+    with tau_db.transaction() as s:
         store = s.scalars(select(Store).where(Store.name == "tau")).one()
         store.settings = {**(store.settings or {}), "identify_by": ["email", "name_zip"]}
-    yield database
-    database.dispose()
+    return tau_db
 
 
 @pytest.fixture()
 def pipeline(db: Database, tmp_path: Path) -> Pipeline:
     settings = Settings.from_env({}, data_dir=tmp_path, adapter_path="none")
     return Pipeline(db, KeywordRetriever({}), FakeEngine(), settings)
-
-
-def store_id(db: Database) -> int:
-    with db.session() as s:
-        return int(s.scalar(select(Store.id).where(Store.name == "tau")) or 0)
 
 
 class Chat:
@@ -93,14 +77,6 @@ class Chat:
         return done
 
 
-def order(db: Database, number: str) -> dict[str, Any]:
-    return export_state(db)["orders"][number]
-
-
-def user(db: Database, user_id: str) -> dict[str, Any]:
-    return export_state(db)["users"][user_id]
-
-
 # -- identification ------------------------------------------------------------------------
 
 
@@ -116,10 +92,10 @@ async def test_a_request_waits_for_identification_then_goes_on(
     proposed = await chat.say("No longer needed.")  # a reason, not a "no"
     assert proposed.text.endswith(CONFIRM_QUESTION)
     assert "(reason: no longer needed)" in proposed.text and "$663.85" in proposed.text
-    assert order(db, "#W5442520")["status"] == "pending"  # nothing written before the yes
+    assert order_state(db, "#W5442520")["status"] == "pending"  # nothing written before the yes
     done = await chat.say("yes")
     assert done.action is not None and done.action["status"] == "executed"
-    assert order(db, "#W5442520")["status"] == "cancelled"
+    assert order_state(db, "#W5442520")["status"] == "cancelled"
 
 
 async def test_identification_failures_say_nothing_about_the_account(
@@ -132,7 +108,7 @@ async def test_identification_failures_say_nothing_about_the_account(
     assert DialogueState.from_json(wrong_zip.state).customer_id == 0
     tried = await chat.say("please cancel order #W5442520, I don't need it")
     assert tried.text == identifying.ASK
-    assert order(db, "#W5442520")["status"] == "pending"
+    assert order_state(db, "#W5442520")["status"] == "pending"
 
 
 async def test_identification_cannot_be_brute_forced(db: Database, pipeline: Pipeline) -> None:
@@ -153,7 +129,7 @@ async def test_an_identified_customer_cannot_touch_someone_elses_order(
     await chat.say("Hi, my email is omar.lopez1868@example.com")
     done = await chat.say("Please cancel order #W5442520, I ordered it by mistake")
     assert done.action is None and done.text == replies.NOT_YOUR_ORDER
-    assert order(db, "#W5442520")["status"] == "pending"
+    assert order_state(db, "#W5442520")["status"] == "pending"
 
 
 async def test_the_default_store_still_wants_order_number_and_email(
@@ -164,14 +140,14 @@ async def test_the_default_store_still_wants_order_number_and_email(
     chat = Chat(pipeline, db)
     done = await chat.say("please cancel #W5442520, ordered by mistake")
     assert done.action is None and done.text == replies.VERIFY_NEED_EMAIL
-    assert order(db, "#W5442520")["status"] == "pending"
+    assert order_state(db, "#W5442520")["status"] == "pending"
 
 
 # -- each kind -----------------------------------------------------------------------------
 
 
 async def test_exchange_collects_items_and_options_then_matches_tau(
-    db: Database, pipeline: Pipeline, replayer: TauReplayer
+    db: Database, pipeline: Pipeline, tau_replayer: TauReplayer
 ) -> None:
     chat = Chat(pipeline, db)
     await chat.say("Hi, my email is omar.lopez1868@example.com")
@@ -183,10 +159,10 @@ async def test_exchange_collects_items_and_options_then_matches_tau(
     assert "instead of the Gaming Mouse" in second.text
     proposed = await chat.say("white, optical, wired (the cheaper one)")
     assert proposed.text.endswith(CONFIRM_QUESTION) and "PayPal" in proposed.text
-    assert order(db, "#W7273336")["status"] == "delivered"
+    assert order_state(db, "#W7273336")["status"] == "delivered"
     await chat.say("yes")
     task = load_tasks(TAU, "dev")[1]
-    assert replayer.score(task, export_state(db)).reward == 1.0
+    assert tau_replayer.score(task, export_state(db)).reward == 1.0
 
 
 async def test_modify_items_with_same_but_in_another_colour(
@@ -199,7 +175,7 @@ async def test_modify_items_with_same_but_in_another_colour(
     proposed = await chat.say("same but with linear switches")
     assert "Mechanical Keyboard (linear, RGB, full size)" in proposed.text
     await chat.say("yes")
-    row = order(db, "#W3289292")
+    row = order_state(db, "#W3289292")
     assert row["status"] == "pending (item modified)"
     assert "1151293680" in [i["item_id"] for i in row["items"]]
 
@@ -227,7 +203,7 @@ async def test_order_address_asks_for_the_missing_parts(db: Database, pipeline: 
     proposed = await chat.say("TX 78219, USA")
     assert "320 Cedar Avenue, Suite 116, San Antonio, TX 78219, USA" in proposed.text
     await chat.say("yes")
-    assert order(db, "#W3289292")["address"]["zip"] == "78219"
+    assert order_state(db, "#W3289292")["address"]["zip"] == "78219"
 
 
 async def test_default_address_and_payment_method(db: Database, pipeline: Pipeline) -> None:
@@ -237,13 +213,13 @@ async def test_default_address_and_payment_method(db: Database, pipeline: Pipeli
         "Please change my default address to 1 Main Street, Apt 2, Austin, TX 78701, USA")
     assert proposed.text.startswith("Change your default address")
     await chat.say("yes")
-    assert user(db, "olivia_ito_3591")["address"]["city"] == "Austin"
+    assert user_state(db, "olivia_ito_3591")["address"]["city"] == "Austin"
     asked = await chat.say("I want to change the payment method of order #W5442520")
     assert "Which payment method" in asked.text and "PayPal" in asked.text
     proposed = await chat.say("PayPal please")
     assert "PayPal" in proposed.text and "$663.85" in proposed.text
     await chat.say("yes")
-    history = order(db, "#W5442520")["payment_history"]
+    history = order_state(db, "#W5442520")["payment_history"]
     assert history[-2]["payment_method_id"] == "paypal_8049766"
 
 
@@ -255,7 +231,7 @@ async def test_return_asks_where_the_refund_goes(db: Database, pipeline: Pipelin
     proposed = await chat.say("a gift card please")
     assert "gift card" in proposed.text
     await chat.say("yes")
-    row = order(db, "#W5866402")
+    row = order_state(db, "#W5866402")
     assert row["status"] == "return requested"
     assert row["return_payment_method_id"] == "gift_card_7794233"
 
@@ -270,7 +246,7 @@ async def test_removal_only_where_the_store_turns_it_on(db: Database, pipeline: 
     proposed = await chat.say("Please remove the hiking boots from my order #W5442520")
     assert proposed.text.startswith("Remove from order #W5442520: Hiking Boots")
     await chat.say("yes")
-    assert len(order(db, "#W5442520")["items"]) == 2
+    assert len(order_state(db, "#W5442520")["items"]) == 2
 
 
 # -- the "no" paths ------------------------------------------------------------------------
@@ -302,7 +278,7 @@ async def test_a_refused_request_gets_the_reason_and_what_is_possible(
     done = await chat.say("Please cancel order #W7273336, I don't need it")
     assert done.action is None and done.reason == "action_refused"
     assert "What I can do" in done.text
-    assert order(db, "#W7273336")["status"] == "delivered"
+    assert order_state(db, "#W7273336")["status"] == "delivered"
 
 
 async def test_a_refusal_comes_before_any_question(db: Database, pipeline: Pipeline) -> None:
@@ -331,7 +307,7 @@ async def test_the_order_changed_between_proposal_and_yes(db: Database, pipeline
     done = await chat.say("yes")
     assert done.action is not None and done.action["status"] == "failed"
     assert done.text.startswith("I couldn't do that")
-    assert order(db, "#W5442520")["status"] == "processed"
+    assert order_state(db, "#W5442520")["status"] == "processed"
 
 
 async def test_a_double_yes_acts_once(db: Database, pipeline: Pipeline) -> None:
@@ -342,7 +318,7 @@ async def test_a_double_yes_acts_once(db: Database, pipeline: Pipeline) -> None:
     second = await chat.say("yes")
     assert first.action is not None and first.action["status"] == "executed"
     assert second.action is None or second.action.get("status") != "executed"
-    refunds = [p for p in order(db, "#W5442520")["payment_history"]
+    refunds = [p for p in order_state(db, "#W5442520")["payment_history"]
                if p["transaction_type"] == "refund"]
     assert len(refunds) == 1
 
@@ -354,7 +330,7 @@ async def test_the_copilot_never_acts_for_an_identified_customer(
     await chat.say("My name is Olivia Ito and my zip code is 80218")
     done = await chat.say("please cancel #W5442520, ordered by mistake", for_agent=True)
     assert done.action is None
-    assert order(db, "#W5442520")["status"] == "pending"
+    assert order_state(db, "#W5442520")["status"] == "pending"
 
 
 # -- parsing ---------------------------------------------------------------------------------
