@@ -37,6 +37,15 @@ MODES = (AUTO, APPROVAL, OFF)
 
 SETTINGS_KEY = "actions"
 
+# How a shopper who is not signed in is identified (store settings ``"identify_by"``, next
+# to ``"actions"``; chatbot/answering/identify.py does it): ``order_email`` (a guest proves
+# one order with its number and checkout email), ``email`` (the account's email),
+# ``name_zip`` (first and last name plus the account's zip code). τ-bench's retail policy
+# (wiki.md) is ``["email", "name_zip"]``.
+IDENTIFY_SETTING = "identify_by"
+IDENTIFY_METHODS = ("order_email", "email", "name_zip")
+DEFAULT_IDENTIFY_BY = ("order_email",)
+
 # Every kind runs on the shopper's yes, except removing items from a pending order, which
 # τ-bench's policy does not allow ("nothing else"); a store turns it on (the demo store does).
 DEFAULT_MODES: dict[str, str] = {**dict.fromkeys(KINDS, AUTO), REMOVE_ORDER_ITEMS: OFF}
@@ -159,3 +168,23 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ConfigError(f"unknown action mode {mode!r} (choose from {', '.join(MODES)})")
     return mode
+
+
+def identify_by(store_settings: dict[str, Any] | None) -> tuple[str, ...]:
+    """The store's identification methods (``DEFAULT_IDENTIFY_BY`` when unset)."""
+    raw = (store_settings or {}).get(IDENTIFY_SETTING)
+    if raw is None:
+        return DEFAULT_IDENTIFY_BY
+    return check_identify_by(raw)
+
+
+def check_identify_by(methods: Any) -> tuple[str, ...]:
+    """``methods`` as a tuple, or ConfigError unless it is a non-empty list of
+    ``IDENTIFY_METHODS`` without repeats."""
+    if (not isinstance(methods, list | tuple) or not methods
+            or any(m not in IDENTIFY_METHODS for m in methods)
+            or len(set(methods)) != len(methods)):
+        raise ConfigError(
+            f"store setting {IDENTIFY_SETTING!r} must be a list of "
+            f"{', '.join(IDENTIFY_METHODS)} (each at most once)")
+    return tuple(methods)

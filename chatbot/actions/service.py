@@ -45,13 +45,16 @@ from chatbot.actions.models import (
 )
 from chatbot.actions.policy import (
     APPROVAL,
+    IDENTIFY_SETTING,
     MODIFY_DEFAULT_ADDRESS,
     OFF,
     SETTINGS_KEY,
     ActionConfig,
     Policy,
+    check_identify_by,
     check_kind,
     check_mode,
+    identify_by,
     load_config,
 )
 from chatbot.errors import ChatbotError
@@ -542,32 +545,50 @@ def get_config(db: Database, store_id: int) -> ActionConfig:
 
 
 def set_modes(db: Database, store_id: int, modes: dict[str, str], *, actor: str = "agent",
-              actor_id: str = "", policy: dict[str, Any] | None = None) -> ActionConfig:
+              actor_id: str = "", policy: dict[str, Any] | None = None,
+              identify: Sequence[str] | None = None) -> ActionConfig:
     """Set ``auto`` / ``approval`` / ``off`` for some kinds of one store, and optionally
-    policy settings (``{"return_window_days": 30}``); validated, audited."""
+    policy settings (``{"return_window_days": 30}``) and how shoppers are identified
+    (``identify``: ``["email", "name_zip"]``, the store's ``identify_by``); validated,
+    audited."""
     for kind, mode in modes.items():
         check_kind(kind)
         check_mode(mode)
+    methods = check_identify_by(list(identify)) if identify is not None else None
     with db.transaction() as session:
         store = session.execute(
             select(Store).where(Store.id == store_id).with_for_update()
         ).scalars().one()
         settings = dict(store.settings or {})
         current = load_config(settings)
+        old_identify = list(identify_by(settings))
         new_modes = {**current.modes, **modes}
         new_policy = Policy.from_dict({**current.policy.overrides(), **(policy or {})})
         config = ActionConfig(modes=new_modes, policy=new_policy)
         settings[SETTINGS_KEY] = config.as_settings()
+        if methods is not None:
+            settings[IDENTIFY_SETTING] = list(methods)
         store.settings = settings
         changes = [f"{k}={v}" for k, v in modes.items()]
         changes += [f"{k}={json.dumps(v)}" for k, v in (policy or {}).items()]
+        before = {"modes": current.modes, "policy": current.policy.overrides()}
+        after = {"modes": new_modes, "policy": new_policy.overrides()}
+        if methods is not None:
+            changes.append(f"{IDENTIFY_SETTING}={','.join(methods)}")
+            before[IDENTIFY_SETTING] = old_identify
+            after[IDENTIFY_SETTING] = list(methods)
         session.add(ActionAudit(
             store_id=store_id, actor=actor, actor_id=actor_id, event="config",
-            before={"modes": current.modes, "policy": current.policy.overrides()},
-            after={"modes": new_modes, "policy": new_policy.overrides()},
-            summary=", ".join(changes), created_at=utcnow(),
+            before=before, after=after, summary=", ".join(changes), created_at=utcnow(),
         ))
         return config
+
+
+def get_identify_by(db: Database, store_id: int) -> tuple[str, ...]:
+    """How the store identifies a shopper who is not signed in (its ``identify_by``)."""
+    with db.session() as session:
+        store = session.get(Store, store_id)
+        return identify_by(store.settings if store is not None else {})
 
 
 def audit_log(db: Database, store_id: int, *, order: str | None = None,

@@ -189,7 +189,9 @@ class TauReplayer:
             workdir = Path(self._tmp.name)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.template = self.workdir / "template.sqlite"
+        # A template left in a reused workdir by older import code is not reused: its
+        # name carries a digest of the code that builds it.
+        self.template = self.workdir / f"template-{_importer_digest()}.sqlite"
         self._count = 0
         self._initial: dict[str, Any] | None = None
         if not self.template.exists():
@@ -253,6 +255,15 @@ class TauReplayer:
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _importer_digest() -> str:
+    """A short digest of the τ importer and the store writer (what a template holds)."""
+    from knowledge_base.importers import tau_retail, writer
+
+    source = "".join(Path(str(m.__file__)).read_text(encoding="utf-8")
+                     for m in (tau_retail, writer))
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
 def export_state(db: Database, store: str = STORE) -> dict[str, Any]:

@@ -21,10 +21,16 @@ says the same whether or not the email exists.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
+from chatbot.actions.policy import (
+    DEFAULT_IDENTIFY_BY,
+    IDENTIFY_METHODS,
+    IDENTIFY_SETTING,
+    identify_by,
+)
 from chatbot.errors import ConfigError
 from chatbot.security import counters, guest_verification
 from chatbot.security.throttle import Key
@@ -35,9 +41,10 @@ if TYPE_CHECKING:
     from chatbot.storage.db import Database
     from chatbot.types import AnswerRequest
 
-SETTING = "identify_by"
-METHODS = ("order_email", "email", "name_zip")
-DEFAULT = ("order_email",)
+# The setting and its check live with the other per-store action settings.
+SETTING = IDENTIFY_SETTING
+METHODS = IDENTIFY_METHODS
+DEFAULT = DEFAULT_IDENTIFY_BY
 
 ASK = ("I can help with that. First I need to find your account: please tell me the email "
        "address of your account, or your first and last name and your zip code.")
@@ -51,16 +58,6 @@ _NAME = re.compile(
     r"\b(?i:my name is|name'?s|i am|i'm|this is|name:)\s+([A-Z][a-zA-Z'-]+)\s+"
     r"([A-Z][a-zA-Z'-]+)")
 _ZIP = re.compile(r"\b(?:zip|zip ?code|postal code|postcode)\b\D{0,12}(\d{5})\b", re.IGNORECASE)
-
-
-def identify_by(settings: dict[str, Any] | None) -> tuple[str, ...]:
-    """The store's identification methods (``DEFAULT`` when unset)."""
-    raw = (settings or {}).get(SETTING)
-    if raw is None:
-        return DEFAULT
-    if not isinstance(raw, list) or not raw or any(m not in METHODS for m in raw):
-        raise ConfigError(f"store setting {SETTING!r} must be a list of {', '.join(METHODS)}")
-    return tuple(raw)
 
 
 def store_methods(db: Database, store_id: int) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ def actions() -> None:
       chatbot actions config --store demo
       chatbot actions config --store demo --set cancel_order=approval --set return_items=off
       chatbot actions config --store tau --policy return_window_days=30
+      chatbot actions config --store tau --identify-by email,name_zip
       chatbot actions log --store tau --order '#W2611340'
       chatbot actions pending --store demo
       chatbot actions approve act_... --store demo --agent ana@shop.example
@@ -49,18 +50,23 @@ def actions() -> None:
 @click.option("--policy", "policy_items", multiple=True, metavar="KEY=VALUE",
               help="Set a policy rule; VALUE is JSON (30, null, [\"pending\"]) or plain text "
                    "(repeatable).")
+@click.option("--identify-by", "identify", default=None, metavar="METHOD[,METHOD]",
+              help="How a shopper who is not signed in is identified, in order: "
+                   "order_email (order number + checkout email), email (the account's "
+                   "email), name_zip (first and last name + zip code).")
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
 @click.pass_context
 def config_command(ctx: click.Context, store_name: str, assignments: tuple[str, ...],
-                   policy_items: tuple[str, ...], as_json: bool) -> None:
-    """Show (or set) how each action kind runs in a store: auto, approval or off.
+                   policy_items: tuple[str, ...], identify: str | None, as_json: bool) -> None:
+    """Show (or set) how each action kind runs in a store: auto, approval or off, and how
+    the store identifies shoppers who are not signed in.
 
     \b
     auto      the shopper's yes executes it
     approval  the shopper's yes sends it to an agent, who approves or rejects it
     off       the bot does not offer it (it hands over to a human instead)
     """
-    from chatbot.actions.service import get_config, set_modes
+    from chatbot.actions.service import get_config, get_identify_by, set_modes
 
     modes: dict[str, str] = {}
     for item in assignments:
@@ -77,20 +83,26 @@ def config_command(ctx: click.Context, store_name: str, assignments: tuple[str, 
             policy[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             policy[key.strip()] = raw
+    methods = None
+    if identify is not None:
+        methods = [m.strip() for m in identify.split(",") if m.strip()]
     db = _database(ctx)
     try:
         store_id = _store_id(db, store_name)
-        config = set_modes(db, store_id, modes, actor="agent", actor_id="cli",
-                           policy=policy) if modes or policy else get_config(db, store_id)
+        changing = bool(modes or policy) or methods is not None
+        config = set_modes(db, store_id, modes, actor="agent", actor_id="cli", policy=policy,
+                           identify=methods) if changing else get_config(db, store_id)
+        identify_by = get_identify_by(db, store_id)
     finally:
         db.dispose()
     from dataclasses import asdict
 
     policy = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config.policy).items()}
     if as_json:
-        click.echo(json.dumps({"store": store_name, "modes": config.modes, "policy": policy},
-                              indent=2))
+        click.echo(json.dumps({"store": store_name, "modes": config.modes, "policy": policy,
+                               "identify_by": list(identify_by)}, indent=2))
         return
+    click.echo(f"Shoppers who are not signed in are identified by: {', '.join(identify_by)}")
     click.echo(f"Order actions in store {store_name!r}:")
     for kind, mode in config.modes.items():
         click.echo(f"  {kind:<24} {mode}")

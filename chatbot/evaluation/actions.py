@@ -48,8 +48,6 @@ from chatbot.protocol import chat
 log = logging.getLogger(__name__)
 
 TAU_STORE = "tau"
-# How the τ store identifies a customer (its wiki.md): by email, or by name + zip code.
-TAU_IDENTIFY_BY = ["email", "name_zip"]
 MAX_TURNS_PER_ACTION = 24
 REPLY_TIMEOUT_S = 300.0
 
@@ -570,15 +568,8 @@ class ActionEval:
         self.data = Data.load(tau_dir)
 
     def _fresh(self) -> Any:
-        from sqlalchemy import select
-
-        from knowledge_base.models import Store
-
-        db = self.replayer.fresh()
-        with db.transaction() as session:
-            store = session.scalars(select(Store).where(Store.name == TAU_STORE)).one()
-            store.settings = {**(store.settings or {}), "identify_by": TAU_IDENTIFY_BY}
-        return db
+        # The τ import sets the store's identify_by to its policy's (email, or name + zip).
+        return self.replayer.fresh()
 
     async def run_task(self, task: dict[str, Any]) -> TaskResult:
         from websockets.asyncio.client import connect

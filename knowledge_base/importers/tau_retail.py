@@ -22,6 +22,10 @@ from knowledge_base.importers.records import CENT, Checker, StoreData, check_uni
 
 FILES = ("users.json", "orders.json", "products.json")
 POLICY_FILE = "wiki.md"
+# τ-bench's retail policy (wiki.md): "authenticate the user identity by locating their user
+# id via email, or via name + zip code". Imported as the store's ``identify_by`` where the
+# store has none yet (``chatbot actions config --identify-by`` changes it).
+IDENTIFY_BY = ["email", "name_zip"]
 
 
 def read(path: Path) -> StoreData:
@@ -32,7 +36,8 @@ def read(path: Path) -> StoreData:
     users = _load(folder / "users.json")
     orders = _load(folder / "orders.json")
     products = _load(folder / "products.json")
-    data = StoreData(meta={"title": "τ-bench retail store"})
+    data = StoreData(meta={"title": "τ-bench retail store",
+                           "setting_defaults": {"identify_by": list(IDENTIFY_BY)}})
     data.products = [_product(folder / "products.json", k, v) for k, v in products.items()]
     variant_ids = {v["source_id"] for p in data.products for v in p["variants"]}
     data.customers = [_customer(folder / "users.json", k, v) for k, v in users.items()]

@@ -122,15 +122,19 @@ def _apply_meta(store: Store, meta: dict[str, Any], summary: ImportSummary, *,
                 new_store: bool) -> None:
     """Apply the file's store fields: title and currency as given, settings merged key by key.
 
-    Allowed origins are a security setting: a file may set them on a new store or narrow
-    them, but an empty list (meaning "any origin") never widens an existing store's list.
+    ``setting_defaults`` are what a format implies (the τ format: how its policy identifies
+    shoppers); they fill settings the store does not have yet and never replace one that an
+    operator set. Allowed origins are a security setting: a file may set them on a new store
+    or narrow them, but an empty list (meaning "any origin") never widens an existing store's
+    list.
     """
     wanted: dict[str, Any] = {}
     for key in ("title", "currency"):
         if key in meta:
             wanted[key] = meta[key]
-    if "settings" in meta:
-        wanted["settings"] = {**(store.settings or {}), **meta["settings"]}
+    if "settings" in meta or "setting_defaults" in meta:
+        wanted["settings"] = {**meta.get("setting_defaults", {}), **(store.settings or {}),
+                              **meta.get("settings", {})}
     if "allowed_origins" in meta and (new_store or meta["allowed_origins"]):
         wanted["allowed_origins"] = list(meta["allowed_origins"])
     changed = False

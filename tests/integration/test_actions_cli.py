@@ -60,6 +60,30 @@ def test_config_set_and_show(env) -> None:  # type: ignore[no-untyped-def]
     assert json.loads(log.output.splitlines()[-1])["event"] == "config"
 
 
+def test_identify_by_comes_from_the_tau_import_and_is_set_from_the_cli(env) -> None:  # type: ignore[no-untyped-def]
+    run, _ = env
+    # τ's policy (wiki.md): a customer is found by email, or by name + zip code.
+    imported = json.loads(run("actions", "config", "--store", "tau", "--json").output)
+    assert imported["identify_by"] == ["email", "name_zip"]
+    shown = run("actions", "config", "--store", "tau")
+    assert "identified by: email, name_zip" in shown.output
+    changed = run("actions", "config", "--store", "tau", "--identify-by", "order_email, email",
+                  "--json")
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.output)["identify_by"] == ["order_email", "email"]
+    for bad in ("phone", "", "email,email"):
+        refused = run("actions", "config", "--store", "tau", "--identify-by", bad)
+        assert refused.exit_code != 0 and "identify_by" in refused.output, bad
+    line = json.loads(run("actions", "log", "--store", "tau", "--json").output.splitlines()[-1])
+    assert line["event"] == "config" and line["summary"] == "identify_by=order_email,email"
+    assert line["before"]["identify_by"] == ["email", "name_zip"]
+    # Importing the folder again fills settings the store lacks, never the operator's.
+    again = run("kb", "import", "--format", "tau-retail", str(TAU), "--store", "tau")
+    assert again.exit_code == 0, again.output
+    kept = json.loads(run("actions", "config", "--store", "tau", "--json").output)
+    assert kept["identify_by"] == ["order_email", "email"]
+
+
 def test_log_pending_approve_and_tau_export(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run, url = env
     assert run("actions", "config", "--store", "tau", "--set",
