@@ -116,6 +116,8 @@ class Outcome:
     summary: str
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    # Who proposed it: "bot" (the shopper saw the card) or "agent" (a console preview).
+    proposed_by: str = "bot"
 
     def to_event(self) -> dict[str, Any]:
         """The stored ``action`` event: its wire ``type`` and fields, built by the protocol
@@ -130,7 +132,8 @@ class Outcome:
 def _outcome(p: ActionProposal, status: str | None = None, reason: str | None = None
              ) -> Outcome:
     return Outcome(id=p.public_id, kind=p.kind, status=status or p.status, summary=p.summary,
-                   reason=p.reason if reason is None else reason, details=dict(p.details or {}))
+                   reason=p.reason if reason is None else reason, details=dict(p.details or {}),
+                   proposed_by=p.proposed_by or "bot")
 
 
 def _canon(value: Any) -> str:
@@ -335,19 +338,43 @@ class ActionService:
             return [self._proposal(p) for p in rows]
 
     def expire_due(self, *, store_id: int | None = None) -> int:
-        """Mark proposals past their expiry as ``expired``; returns how many."""
-        now = self.clock()
+        """Mark proposals past their expiry as ``expired``; returns how many. (The server
+        expires them with their ``action`` event: ``ActionDesk.expire_due``.)"""
         count = 0
-        with self.db.transaction() as session:
-            query = select(ActionProposal).where(ActionProposal.status == PROPOSED,
-                                                 ActionProposal.expires_at <= now)
-            if store_id is not None:
-                query = query.where(ActionProposal.store_id == store_id)
-            for p in list(session.scalars(query)):
-                if self._claim(session, p, PROPOSED, EXPIRED, "system", "", "The offer expired."):
-                    self._audit(session, p, actor="system", event=EXPIRED)
-                    count += 1
+        for action_id, _, _ in self.due_for_expiry(store_id=store_id):
+            with self.db.transaction() as session:
+                count += self.expire_in(session, action_id) is not None
         return count
+
+    def due_for_expiry(self, *, store_id: int | None = None, limit: int = 500
+                       ) -> list[tuple[str, int, str]]:
+        """``(action id, store id, conversation id)`` of proposals past their expiry that
+        are still ``proposed``, oldest first."""
+        query = (select(ActionProposal.public_id, ActionProposal.store_id,
+                        ActionProposal.conversation_id)
+                 .where(ActionProposal.status == PROPOSED,
+                        ActionProposal.expires_at <= self.clock())
+                 .order_by(ActionProposal.id).limit(limit))
+        if store_id is not None:
+            query = query.where(ActionProposal.store_id == store_id)
+        with self.db.session() as session:
+            return [(str(a), int(b), str(c or "")) for a, b, c in session.execute(query)]
+
+    def expire_in(self, session: Session, action_id: str) -> Outcome | None:
+        """Expire one proposal past its expiry, in the caller's transaction (so its
+        ``action`` event can be stored in the same one); None when it is not due, or no
+        longer ``proposed`` (answered meanwhile, or expired by another process)."""
+        p = session.execute(
+            select(ActionProposal).where(ActionProposal.public_id == action_id)
+            .execution_options(populate_existing=True)
+        ).scalars().first()
+        if p is None or p.status != PROPOSED or p.expires_at > self.clock():
+            return None
+        if not self._claim(session, p, PROPOSED, EXPIRED, "system", "", "The offer expired."):
+            return None
+        self._audit(session, p, actor="system", event=EXPIRED,
+                    policy={"allowed": False, "reason": "expired"})
+        return _outcome(p, EXPIRED, "The offer expired.")
 
     # --- internals -------------------------------------------------------------------
 
@@ -571,8 +598,9 @@ def set_modes(db: Database, store_id: int, modes: dict[str, str], *, actor: str 
         store.settings = settings
         changes = [f"{k}={v}" for k, v in modes.items()]
         changes += [f"{k}={json.dumps(v)}" for k, v in (policy or {}).items()]
-        before = {"modes": current.modes, "policy": current.policy.overrides()}
-        after = {"modes": new_modes, "policy": new_policy.overrides()}
+        before: dict[str, Any] = {"modes": current.modes,
+                                  "policy": current.policy.overrides()}
+        after: dict[str, Any] = {"modes": new_modes, "policy": new_policy.overrides()}
         if methods is not None:
             changes.append(f"{IDENTIFY_SETTING}={','.join(methods)}")
             before[IDENTIFY_SETTING] = old_identify

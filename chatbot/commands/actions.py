@@ -171,13 +171,18 @@ def pending_command(ctx: click.Context, store_name: str, as_json: bool) -> None:
 @click.option("--agent", required=True, help="Who approves (recorded in the audit log).")
 @click.pass_context
 def approve_command(ctx: click.Context, action_id: str, store_name: str, agent: str) -> None:
-    """Approve an action awaiting approval: checked again, then executed."""
+    """Approve an action awaiting approval: checked again, then executed. The shopper's
+    conversation gets the outcome and a short message, as from the console."""
     from chatbot.actions.service import ActionService
+    from chatbot.server.actions import tell_conversation
 
     db = _database(ctx)
     try:
-        outcome = ActionService(db).approve(action_id, store_id=_store_id(db, store_name),
-                                            agent=agent)
+        store_id = _store_id(db, store_name)
+        service = ActionService(db)
+        conversation = service.get(action_id, store_id=store_id).conversation_id
+        outcome = service.approve(action_id, store_id=store_id, agent=agent)
+        tell_conversation(db, store_id, conversation, outcome, "approved")
     finally:
         db.dispose()
     click.echo(f"{outcome.status}: {outcome.reason or outcome.summary}")
@@ -191,13 +196,17 @@ def approve_command(ctx: click.Context, action_id: str, store_name: str, agent: 
 @click.pass_context
 def reject_command(ctx: click.Context, action_id: str, store_name: str, agent: str,
                    reason: str) -> None:
-    """Reject an action awaiting approval (nothing is changed)."""
+    """Reject an action awaiting approval (nothing is changed); the shopper is told."""
     from chatbot.actions.service import ActionService
+    from chatbot.server.actions import tell_conversation
 
     db = _database(ctx)
     try:
-        outcome = ActionService(db).reject(action_id, store_id=_store_id(db, store_name),
-                                           agent=agent, reason=reason)
+        store_id = _store_id(db, store_name)
+        service = ActionService(db)
+        conversation = service.get(action_id, store_id=store_id).conversation_id
+        outcome = service.reject(action_id, store_id=store_id, agent=agent, reason=reason)
+        tell_conversation(db, store_id, conversation, outcome, "rejected")
     finally:
         db.dispose()
     click.echo(f"{outcome.status}: {outcome.reason}")

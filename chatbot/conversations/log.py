@@ -168,6 +168,49 @@ def append_events(
     return stored
 
 
+_LOCK = (
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("cid"))
+    .values(last_seq=_CONVERSATIONS.c.last_seq)
+)
+
+
+def told_actions(session: Session, conversation_id: int) -> set[tuple[str, str]]:
+    """The ``(action id, status)`` pairs the conversation's ``action`` events already tell."""
+    rows = session.execute(
+        select(ConversationEvent.payload).where(
+            ConversationEvent.conversation_id == conversation_id,
+            ConversationEvent.kind == "action",
+        )
+    ).scalars()
+    return {(str(p.get("id", "")), str(p.get("status", ""))) for p in rows if p}
+
+
+def append_action_events(
+    session: Session, conversation_id: int, events: Sequence[NewEvent]
+) -> list[StoredEvent]:
+    """Append the ``action`` events (outcomes of order actions) the log does not hold yet.
+
+    Each ``(id, status)`` is stored once per conversation whoever tells it: the reply that
+    answered the proposal, a later reply, an agent's decision, the expiry sweep, another
+    process. The conversation row is locked first (a no-op ``UPDATE``: the row lock on
+    PostgreSQL, the write lock on SQLite), so the check and the insert cannot interleave
+    with another writer's; call it before anything else in the transaction.
+    """
+    if not events:
+        return []
+    if session.connection().execute(_LOCK, {"cid": conversation_id}).rowcount != 1:
+        raise NotFoundError(f"conversation {conversation_id} does not exist")
+    told = told_actions(session, conversation_id)
+    fresh: list[NewEvent] = []
+    for event in events:
+        key = (str(event.payload.get("id", "")), str(event.payload.get("status", "")))
+        if event.kind == "action" and key not in told:
+            told.add(key)
+            fresh.append(event)
+    return append_events(session, conversation_id, fresh)
+
+
 def events_after(
     session: Session,
     conversation_id: int,

@@ -33,6 +33,7 @@ from chatbot.conversations.log import (
     BotSilencedError,
     ConversationRef,
     NewEvent,
+    append_action_events,
     append_events,
     events_after,
     hash_token,
@@ -378,6 +379,7 @@ class ConversationService:
         reason: str = "",
         dialogue: dict[str, Any] | None = None,
         action: Mapping[str, Any] | None = None,
+        outcomes: Sequence[Mapping[str, Any]] = (),
     ) -> StoredEvent:
         """Store the reply's final text and its ``done`` event (and, for a complete reply,
         the dialogue state it leaves, in the same transaction).
@@ -389,11 +391,17 @@ class ConversationService:
         proposal goes into ``done.action`` (so a resume shows the card again); an outcome
         is stored as an ``action`` event just before the ``done``, in the same
         transaction. The outcome is a fact about the order, stored even when the reply is
-        interrupted; a proposal is only offered by a complete reply.
+        interrupted; a proposal is only offered by a complete reply. ``outcomes`` are
+        other proposals of the conversation that ended and were not told yet (one the
+        shopper moved on from, one a cut-short reply answered): their ``action`` events go
+        first. An ``(id, status)`` the log already holds is not stored again.
         """
         outcome = chat.action_event(action)
         proposal = None if interrupted else chat.proposed_action(action)
-        outcome_event = NewEvent.of(outcome, reply_id=reply_id) if outcome is not None else None
+        told = [e for e in (chat.action_event(o) for o in outcomes) if e is not None]
+        if outcome is not None:
+            told = [e for e in told if e.id != outcome.id] + [outcome]
+        outcome_events = [NewEvent.of(e, reply_id=reply_id) for e in told]
         event = NewEvent.of(
             chat.Done(
                 reply_id=reply_id,
@@ -410,11 +418,8 @@ class ConversationService:
         srcs = event.payload["sources"]
 
         def fn(session: Session) -> tuple[StoredEvent, list[StoredEvent]]:
-            before = (
-                append_events(session, conv.id, [outcome_event])
-                if outcome_event is not None
-                else []
-            )
+            # (First in the transaction: it takes the conversation's lock.)
+            before = append_action_events(session, conv.id, outcome_events)
             done = append_events(
                 session,
                 conv.id,
@@ -451,32 +456,17 @@ class ConversationService:
         return (await self.write(conv, fn))[0]
 
     async def add_action_outcome(
-        self, conv: ConversationRef, action: Mapping[str, Any], text: str
+        self, conv: ConversationRef, action: Mapping[str, Any], text: str, *,
+        internal: bool = False,
     ) -> list[StoredEvent]:
         """Tell the shopper what became of an action outside a reply (an agent approved or
-        rejected it, issue #19): its ``action`` event and a short bot message (a complete
-        ``done`` answering nothing), in one transaction. Stored whoever owns the
-        conversation: it reports what the team did, it is not the bot joining in."""
-        outcome = chat.action_event(action)
-        if outcome is None:
-            raise ValueError(f"not an action outcome: {action!r}")
-        reply_id = new_public_id("r")
-        events = [NewEvent.of(outcome)]
-        if text:
-            events.append(NewEvent.of(
-                chat.Done(reply_id=reply_id, text=text, at=now_iso()), reply_id=reply_id
-            ))
-
-        def fn(session: Session) -> tuple[list[StoredEvent], list[StoredEvent]]:
-            stored = append_events(session, conv.id, events)
-            if text:
-                session.add(ChatMessage(
-                    conversation_id=conv.id, public_id=reply_id, role="bot", text=text,
-                    status="complete", seq=stored[-1].seq, reason=f"action_{outcome.status}",
-                ))
-            return stored, stored
-
-        return (await self.write(conv, fn))[0]
+        rejected it, the offer expired; issue #19): its ``action`` event and, with
+        ``text``, a short bot message (a complete ``done`` answering nothing), in one
+        transaction. Stored whoever owns the conversation: it reports what happened to the
+        order, it is not the bot joining in. An outcome the log already tells is not
+        stored again. ``internal``: the event is for agents only (no text then)."""
+        return (await self.write(conv, store_action_outcome, conv.id, action, text,
+                                 internal=internal))[0]
 
     async def add_agent_message(
         self,
@@ -583,3 +573,28 @@ class ConversationService:
             return None, append_events(session, conv.id, events)
 
         return (await self.write(conv, fn))[1]
+
+
+def store_action_outcome(
+    session: Session, conversation_id: int, action: Mapping[str, Any], text: str = "",
+    *, internal: bool = False,
+) -> tuple[list[StoredEvent], list[StoredEvent]]:
+    """:meth:`ConversationService.add_action_outcome` in the caller's transaction (the CLI
+    uses it directly; another process's sockets see the events through the log).
+    ``internal``: for agents only (an agent's own preview the shopper never saw)."""
+    outcome = chat.action_event(action)
+    if outcome is None:
+        raise ValueError(f"not an action outcome: {action!r}")
+    stored = append_action_events(
+        session, conversation_id, [NewEvent.of(outcome, internal=internal)])
+    if text:
+        reply_id = new_public_id("r")
+        done = append_events(session, conversation_id, [NewEvent.of(
+            chat.Done(reply_id=reply_id, text=text, at=now_iso()), reply_id=reply_id
+        )])
+        session.add(ChatMessage(
+            conversation_id=conversation_id, public_id=reply_id, role="bot", text=text,
+            status="complete", seq=done[-1].seq, reason=f"action_{outcome.status}",
+        ))
+        stored += done
+    return stored, stored

@@ -17,21 +17,32 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 
-from chatbot.actions.models import AWAITING_APPROVAL, EXPIRED, PROPOSED, ActionProposal
+from chatbot.actions.models import (
+    AWAITING_APPROVAL,
+    DECLINED,
+    EXPIRED,
+    PROPOSED,
+    ActionProposal,
+)
 from chatbot.actions.policy import KINDS
 from chatbot.actions.service import ActionIdError, ActionService, Outcome, Proposal, get_config
 from chatbot.actions.service import set_modes as store_set_modes
 from chatbot.conversations.history import verified_orders
-from chatbot.conversations.log import ConversationRef
-from chatbot.conversations.service import ConversationService
+from chatbot.conversations.log import ConversationRef, told_actions
+from chatbot.conversations.service import ConversationService, store_action_outcome
 from chatbot.storage.clock import utcnow
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# How often each server process expires proposals nobody answered (their ttl is 30 min).
+EXPIRY_SWEEP_S = 30.0
 
 # The console's rows are capped: a queue longer than this is a problem of its own.
 MAX_QUEUE_ROWS = 200
@@ -102,20 +113,76 @@ class ActionDesk:
         ``ActionIdError``. Reads only."""
         await self._call(self._check, conv, action_id)
 
-    def _outcome_event(self, conv: ConversationRef, action_id: str) -> dict[str, Any] | None:
-        try:
-            p = self.actions.get(action_id, store_id=conv.store_id)
-        except ActionIdError:
-            return None
-        if p.conversation_id != conv.public_id or p.status == PROPOSED:
-            return None
-        return Outcome(id=p.id, kind=p.kind, status=p.status, summary=p.summary,
-                       reason=p.reason).to_event()
+    def _untold(self, conv: ConversationRef) -> list[dict[str, Any]]:
+        with self.db.session() as session:
+            rows = list(session.scalars(
+                select(ActionProposal)
+                .where(ActionProposal.store_id == conv.store_id,
+                       ActionProposal.conversation_id == conv.public_id,
+                       ActionProposal.status != PROPOSED)
+                .order_by(ActionProposal.decided_at, ActionProposal.id)
+            ))
+            if not rows:
+                return []
+            told = told_actions(session, conv.id)
+        return [
+            Outcome(id=p.public_id, kind=p.kind, status=p.status, summary=p.summary,
+                    reason=p.reason).to_event()
+            for p in rows if (p.public_id, p.status) not in told and not _preview_only(p)
+        ]
 
-    async def outcome_event(self, conv: ConversationRef, action_id: str) -> dict[str, Any] | None:
-        """The ``action`` event of what became of a proposal of ``conv`` (None while it is
-        still open, or for an id that is not the conversation's)."""
-        return await self._call(self._outcome_event, conv, action_id)
+    async def untold_outcomes(self, conv: ConversationRef) -> list[dict[str, Any]]:
+        """The ``action`` events of the conversation's proposals that ended (or went to an
+        agent) and that its log does not tell yet: the one a reply answered, one the
+        shopper moved on from (the pipeline declined it), one whose reply was cut short.
+        The reply manager stores them with the reply's ``done`` (deduplicated there,
+        under the conversation's lock)."""
+        return await self._call(self._untold, conv)
+
+    # ---- expiry -----------------------------------------------------------------------
+
+    async def expire_due(self) -> int:
+        """Expire every proposal past its expiry, each in one transaction with its
+        ``action`` event (``expired``) in its conversation, so the card says so; returns
+        how many this call expired. Safe in every process at once: the status flip is
+        conditional, and an outcome is told once."""
+        due = await self._call(self.actions.due_for_expiry)
+        count = 0
+        for action_id, store_id, conversation_id in due:
+            conv = None
+            if conversation_id:
+                conv = await self.conversations.run(_find_conversation, store_id,
+                                                    conversation_id)
+            if conv is None:  # proposed outside a conversation (CLI): nobody to tell
+                count += await self._call(self._expire_alone, action_id)
+                continue
+            outcome, _ = await self.conversations.write(conv, self._expire_told, conv.id,
+                                                        action_id)
+            count += outcome is not None
+        return count
+
+    def _expire_alone(self, action_id: str) -> bool:
+        with self.db.transaction() as session:
+            return self.actions.expire_in(session, action_id) is not None
+
+    def _expire_told(self, session: Any, conversation_id: int, action_id: str
+                     ) -> tuple[Outcome | None, list[Any]]:
+        outcome = self.actions.expire_in(session, action_id)
+        if outcome is None:
+            return None, []
+        stored, _ = store_action_outcome(session, conversation_id, outcome.to_event(),
+                                         internal=outcome.proposed_by == "agent")
+        return outcome, stored
+
+    async def run_expiry(self, interval_s: float = EXPIRY_SWEEP_S) -> None:
+        """Expire due proposals every ``interval_s`` until cancelled (one task per
+        server process)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.expire_due()
+            except Exception:
+                log.exception("expiring order-action proposals failed")
 
     # ---- the console: queue, decisions, modes -------------------------------------------
 
@@ -206,7 +273,34 @@ class ActionDesk:
                                        actor_id=agent)
         if accept:
             await self._tell(conv.store_id, outcome, conv.public_id, "ran")
+        else:
+            # The shopper never saw the agent's preview: its end is in the log for agents.
+            await self.conversations.add_action_outcome(conv, outcome.to_event(), "",
+                                                        internal=True)
         return outcome
+
+
+def tell_conversation(db: Any, store_id: int, conversation_id: str, outcome: Outcome,
+                      by_agent: str) -> bool:
+    """Store an agent's decision made outside the server (``chatbot actions approve`` /
+    ``reject``) in the proposal's conversation, as the console does: its ``action`` event
+    and a short bot message. Sockets of a running server see it through the log (resume,
+    the event poller). False when the proposal has no conversation."""
+    if not conversation_id:
+        return False
+    with db.transaction() as session:
+        conv = _find_conversation(session, store_id, conversation_id)
+        if conv is None:
+            return False
+        store_action_outcome(session, conv.id, outcome.to_event(),
+                             shopper_text(outcome, by_agent=by_agent))
+    return True
+
+
+def _preview_only(p: ActionProposal) -> bool:
+    """An agent's preview that ended without running (declined, expired): told to agents
+    when it ended, never to the shopper, who did not see it."""
+    return p.proposed_by == "agent" and p.status in (DECLINED, EXPIRED)
 
 
 def _find_conversation(session: Any, store_id: int, public_id: str) -> ConversationRef | None:
@@ -220,4 +314,5 @@ def _find_conversation(session: Any, store_id: int, public_id: str) -> Conversat
     return to_ref(row) if row is not None else None
 
 
-__all__ = ["AWAITING_APPROVAL", "ActionDesk", "proposal_row", "shopper_text"]
+__all__ = ["AWAITING_APPROVAL", "ActionDesk", "proposal_row", "shopper_text",
+           "tell_conversation"]

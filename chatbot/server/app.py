@@ -120,11 +120,13 @@ class ChatServer:
             flush_interval_s=flush_interval_s,
             grace_s=reply_grace_s,
             handoff_gate=self.handoff_allowed,
-            action_outcome=self.actions.outcome_event,
+            action_outcomes=self.actions.untold_outcomes,
         )
         # Several processes on one database: poll the log of followed conversations.
         self.poller = EventPoller(db, self.hub, poll_interval_s) if poll_interval_s else None
         self._poll_task: asyncio.Task[None] | None = None
+        # Proposals nobody answered become "expired", with their action event (issue #19).
+        self._expiry_task: asyncio.Task[None] | None = None
         self.router = Router()
         self.closing = False
         self.port: int | None = None
@@ -295,6 +297,7 @@ class ChatServer:
         )
         if self.poller is not None:
             self._poll_task = asyncio.create_task(self.poller.run(), name="event-poller")
+        self._expiry_task = asyncio.create_task(self.actions.run_expiry(), name="action-expiry")
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
         log.info("chat server listening on %s:%d", host or self.settings.host, self.port)
@@ -316,10 +319,11 @@ class ChatServer:
             await sock.send_error("shutting_down", "the server is restarting; reconnect shortly")
         self._server.close(close_connections=True)
         await self._server.wait_closed()
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
+        for task in (self._poll_task, self._expiry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.conversations.close()
         log.info("chat server stopped")
 

@@ -129,13 +129,14 @@ class ReplyManager:
         flush_interval_s: float = 0.03,
         grace_s: float = 15.0,
         handoff_gate: Callable[[str], bool] | None = None,
-        action_outcome: Callable[[ConversationRef, str], Awaitable[dict[str, Any] | None]]
+        action_outcomes: Callable[[ConversationRef], Awaitable[list[dict[str, Any]]]]
         | None = None,
     ) -> None:
         self.service = service
-        # What became of a proposal (its ``action`` event), for a confirm whose reply was
-        # cut short before the answerer's ReplyDone (issue #19).
-        self.action_outcome = action_outcome
+        # The ``action`` events of the conversation's proposals that ended and are not in
+        # its log yet (issue #19): one the shopper moved on from, one whose reply was cut
+        # short before the answerer's ReplyDone. Stored with every reply's ``done``.
+        self.action_outcomes = action_outcomes
         # Whether an address may create one more waiting conversation (issue #18).
         self.handoff_gate = handoff_gate
         self.hub = hub
@@ -358,13 +359,15 @@ class ReplyManager:
         interrupted = done is None or failed or bool(worker.stop_reason)
         text = "".join(sent) if interrupted or done is None else done.text
         action = done.action if done is not None else None
-        if action is None and message.confirm is not None and self.action_outcome is not None:
-            # Cut short before the answer's end: the order may have changed anyway, so
-            # the outcome is stored with the interrupted reply.
+        outcomes: list[dict[str, Any]] = []
+        if self.action_outcomes is not None:
+            # Proposals that ended while this reply was planned (the shopper moved on: the
+            # open one was declined) or whose reply was cut short (the order may have
+            # changed anyway): their outcomes are stored with this reply.
             try:
-                action = await self.action_outcome(conv, message.confirm[0])
+                outcomes = await self.action_outcomes(conv)
             except Exception:
-                log.exception("reading the outcome of %s failed", message.confirm[0])
+                log.exception("reading the action outcomes of %s failed", conv.public_id)
         try:
             await self.service.finish_reply(
                 conv,
@@ -381,6 +384,7 @@ class ReplyManager:
                 # An outcome (executed, declined ...) is stored even for an interrupted
                 # reply: the order changed whatever happened to the words.
                 action=action,
+                outcomes=outcomes,
             )
         except BotSilencedError:
             # Taken over between the last token and done: close the reply as interrupted.
@@ -393,6 +397,7 @@ class ReplyManager:
                 interrupted=True,
                 reason="takeover",
                 action=action,
+                outcomes=outcomes,
             )
         if done is not None:
             for check in done.guard_reasons:

@@ -100,3 +100,27 @@ async def test_keep_my_order_and_an_answer_in_words(tmp_path: Path) -> None:
         event = next(f for f in frames if f["type"] == "action")
         assert (event["id"], event["status"]) == (action["id"], "executed")
         assert status_of(db, "#NW10966") == "cancelled"
+
+
+async def test_a_new_request_ends_the_open_proposal_with_an_action_event(tmp_path: Path) -> None:
+    async with pipeline_server(tmp_path) as (url, secret, db), chat_client(url) as c:
+        await c.hello(identity=identity.sign(secret, "mei_nelson_9261"))
+        first = (await c.ask("Please cancel order #NW10966, I no longer need it."))[-1]["action"]
+        # No yes or no: the shopper asks for something new. The open proposal is declined
+        # (a late yes can never run it) and the shopper's card says so.
+        frames = await c.ask("Actually, please change the shipping address of my order "
+                             "#NW10966 to 12 Elm Street, Springfield, IL 62704, USA.")
+        event = next(f for f in frames if f["type"] == "action")
+        assert (event["id"], event["status"]) == (first["id"], "declined")
+        done = frames[-1]
+        assert event["seq"] < done["seq"]
+        assert done["action"]["kind"] == "modify_order_address"
+        # Confirming the old card now changes nothing.
+        await c.send(type="confirm", action_id=first["id"], accept=True)
+        err = (await c.until("error"))[-1]
+        assert (err["code"], err["ref"]) == ("action_used", first["id"])
+        # A later reply does not tell it again.
+        later = await c.ask("no, keep it")
+        assert [(f["id"], f["status"]) for f in later if f["type"] == "action"] == [
+            (done["action"]["id"], "declined")]
+        assert status_of(db, "#NW10966") == "pending"

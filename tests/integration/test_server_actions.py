@@ -7,6 +7,7 @@ confirm's id (store, conversation, expiry, used) run against the database.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -217,3 +218,132 @@ async def test_a_stopped_answer_still_stores_what_became_of_the_proposal(srv: Ru
     event = next(f for f in frames if f["type"] == "action")
     assert (event["id"], event["status"]) == (action_id, "executed")
     assert frames[-1]["interrupted"] is True and event["seq"] == frames[-1]["seq"] - 1
+
+
+def action_events(srv: Running, conv_id: str, *, internal: bool | None = None) -> list[dict]:
+    """The conversation's stored ``action`` events (payloads, with ``internal``)."""
+    from chatbot.conversations.models import Conversation, ConversationEvent
+
+    with srv.db.session() as session:
+        cid = session.scalars(select(Conversation.id)
+                              .where(Conversation.public_id == conv_id)).one()
+        rows = session.scalars(select(ConversationEvent)
+                               .where(ConversationEvent.conversation_id == cid,
+                                      ConversationEvent.kind == "action")
+                               .order_by(ConversationEvent.seq))
+        return [{**r.payload, "seq": r.seq, "internal": r.internal} for r in rows
+                if internal is None or r.internal == internal]
+
+
+def status_of(srv: Running, action_id: str) -> str:
+    with srv.db.session() as session:
+        return session.scalars(select(ActionProposal.status)
+                               .where(ActionProposal.public_id == action_id)).one()
+
+
+async def test_an_unanswered_proposal_expires_with_one_action_event(srv: Running) -> None:
+    async with srv.client() as c:
+        welcome = await c.hello()
+        conv_id = welcome["conversation_id"]
+        await c.ask("hello")
+        due = add_proposal(srv, conv_id, minutes=-1)
+        fresh = add_proposal(srv, conv_id)
+        alone = add_proposal(srv, "", minutes=-1)  # proposed outside a conversation (CLI)
+        assert await srv.app.actions.expire_due() == 2
+        event = (await c.until("action"))[-1]
+        assert (event["id"], event["status"], event["reason"]) == (
+            due, "expired", "The offer expired.")
+        # The sweep runs in every process, again and again: nothing is told twice.
+        assert await srv.app.actions.expire_due() == 0
+        # A later reply tells nothing more either (the log already holds the outcome).
+        frames = await c.ask("thanks")
+    assert [f for f in frames if f["type"] == "action"] == []
+    assert [(e["id"], e["status"]) for e in action_events(srv, conv_id)] == [(due, "expired")]
+    assert (status_of(srv, due), status_of(srv, fresh), status_of(srv, alone)) == (
+        "expired", "proposed", "expired")
+
+
+async def test_a_proposal_the_shopper_moved_on_from_is_told_with_the_next_reply(
+    srv: Running,
+) -> None:
+    async with srv.client() as c:
+        welcome = await c.hello()
+        conv_id = welcome["conversation_id"]
+        await c.ask("hello")
+        old = add_proposal(srv, conv_id)
+        new = add_proposal(srv, conv_id)
+        srv.fake.queue([SUMMARY], action=wire(old))
+        await c.ask("please cancel #W5442520")
+        # The shopper asks for something else: the pipeline declines the open proposal
+        # (as ActionFlow does) and proposes the new request in the same reply.
+        set_status(srv, old, "declined")
+        srv.fake.queue(["Change the address ... Shall I go ahead?"], action=wire(new))
+        frames = await c.ask("actually, change the address of #W5442520 instead")
+    event = next(f for f in frames if f["type"] == "action")
+    assert (event["id"], event["status"]) == (old, "declined")
+    assert event["seq"] == frames[-1]["seq"] - 1 and frames[-1]["action"]["id"] == new
+    assert [(e["id"], e["status"]) for e in action_events(srv, conv_id)] == [(old, "declined")]
+
+
+async def test_an_outcome_is_stored_once_whoever_tells_it(srv: Running) -> None:
+    async with srv.client() as c:
+        welcome = await c.hello()
+        conv_id = welcome["conversation_id"]
+        await c.ask("hello")
+        action_id = add_proposal(srv, conv_id)
+        # The reply reports the outcome and the database has it too: one event.
+        set_status(srv, action_id, "executed")
+        srv.fake.queue(["Done."], action=outcome(action_id))
+        await c.send(type="message", id="m_yes", text="yes")
+        await c.until(lambda f: f["type"] == "done" and f["in_reply_to"] == "m_yes")
+        # A yes in words to the used proposal answers with its state again: not stored.
+        srv.fake.queue(["Done."], action=outcome(action_id))
+        frames = await c.ask("yes")
+    assert [f for f in frames if f["type"] == "action"] == []
+    assert [e["status"] for e in action_events(srv, conv_id)] == ["executed"]
+
+
+async def test_an_agents_own_preview_declined_is_told_to_agents_only(srv: Running) -> None:
+    async with srv.client() as c:
+        welcome = await c.hello()
+        conv_id = welcome["conversation_id"]
+        await c.ask("hello")
+        action_id = add_proposal(srv, conv_id)
+        with srv.db.transaction() as session:
+            session.execute(update(ActionProposal).where(ActionProposal.public_id == action_id)
+                            .values(proposed_by="agent"))
+        conv = conversation_ref(srv.app, srv.db, conv_id)
+        result = await srv.app.actions.answer(conv, action_id, False, "ana@shop.example")
+        assert result.status == "declined"
+        frames = await c.ask("are you there?")
+    assert [f for f in frames if f["type"] == "action"] == []
+    told = action_events(srv, conv_id)
+    assert [(e["id"], e["status"], e["internal"]) for e in told] == [
+        (action_id, "declined", True)]
+
+
+async def test_a_decision_from_the_cli_reaches_the_conversation(srv: Running) -> None:
+    from click.testing import CliRunner
+
+    from chatbot.cli import cli
+
+    async with srv.client() as c:
+        welcome = await c.hello()
+        conv_id = welcome["conversation_id"]
+        await c.ask("hello")
+        action_id = add_proposal(srv, conv_id, status="awaiting_approval")
+        home = srv.app.settings.data_dir
+        result = await asyncio.to_thread(CliRunner().invoke, cli, [
+            "--data-dir", str(home), "--database-url", srv.db.url, "actions", "reject",
+            action_id, "--store", "demo", "--agent", "ana@shop.example",
+            "--reason", "Please call us."])
+        assert result.exit_code == 0, result.output
+        # Another process wrote it: a resume delivers it.
+        async with srv.client() as again:
+            back = await again.hello(conversation_id=conv_id,
+                                     resume_token=welcome["resume_token"], last_seq=0)
+    event = next(e for e in back["events"] if e["type"] == "action")
+    assert (event["id"], event["status"], event["reason"]) == (
+        action_id, "declined", "Please call us.")
+    texts = [e["text"] for e in back["events"] if e["type"] == "done"]
+    assert "Our team did not approve your request" in texts[-1]

@@ -98,3 +98,29 @@ async def test_group_writer_commits_many_conversations_and_isolates_refusals(
     with db.session() as s:
         assert events_after(s, convs[0], 0) == []
         assert len(events_after(s, convs[3], 0)) == 2
+
+
+def _outcome(action_id: str, status: str) -> NewEvent:
+    return NewEvent("action", {"id": action_id, "kind": "cancel_order", "status": status,
+                               "summary": "", "reason": ""})
+
+
+def test_an_action_outcome_is_stored_once_per_id_and_status(db: Database) -> None:
+    from chatbot.conversations.log import append_action_events, told_actions
+
+    conv = _conv(db)
+    with db.transaction() as s:
+        twice = [_outcome("act_a", "awaiting_approval")] * 2
+        first = append_action_events(s, conv, twice)
+    with db.transaction() as s:
+        again = append_action_events(
+            s, conv, [_outcome("act_a", "awaiting_approval"), _outcome("act_a", "executed"),
+                      _outcome("act_b", "expired")])
+    assert [e.seq for e in first] == [1]
+    assert [(e.payload["id"], e.payload["status"], e.seq) for e in again] == [
+        ("act_a", "executed", 2), ("act_b", "expired", 3)]
+    with db.session() as s:
+        assert told_actions(s, conv) == {("act_a", "awaiting_approval"), ("act_a", "executed"),
+                                         ("act_b", "expired")}
+    with pytest.raises(Exception, match="does not exist"), db.transaction() as s:
+        append_action_events(s, conv + 99, [_outcome("act_c", "declined")])

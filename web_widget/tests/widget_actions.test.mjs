@@ -98,6 +98,30 @@ test("a refused confirm unlocks nothing and marks the card", () => {
   assert.equal(c.answerAction(reply, true), null);
 });
 
+test("an unanswered card expires: the expiry's event closes it, no answer can be sent", () => {
+  const { c, reply } = proposed();
+  const fx = c.apply(wire(server("action (expired)")));
+  assert.equal(reply.action.status, "expired");
+  assert.equal(reply.action.reason, "The offer expired.");
+  assert.deepEqual(fx.actions, [reply]);
+  assert.equal(c.answerAction(reply, true), null);
+});
+
+test("a new request: the open card is declined and the reply's new card opens", () => {
+  const { c, reply } = proposed();
+  c.addShopper("m_7", "actually, change the address instead");
+  c.apply({ v: 1, type: "ack", seq: 22, id: "m_7", text: "actually, change the address instead" });
+  c.apply(wire(server("action (declined)")));
+  const next = { ...server("done (proposes an action)"), seq: 24, reply_id: "r_New1", in_reply_to: "m_7",
+    action: { id: "act_new", kind: "modify_order_address", status: "proposed", summary: "Ship order #W5442520 to ...", details: {} } };
+  c.apply(wire(next));
+  assert.equal(reply.action.status, "declined");
+  assert.equal(c.answerAction(reply, true), null, "the old card stays closed");
+  const card = c.find("bot", "r_New1");
+  assert.equal(card.action.status, "proposed");
+  assert.deepEqual(c.answerAction(card, true), W.frames.confirm("act_new", true));
+});
+
 test("an outcome without its card in the transcript becomes a status line", () => {
   const c = new W.Conversation();
   c.apply(wire(server("welcome (new)")));
