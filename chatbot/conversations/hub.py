@@ -134,6 +134,17 @@ class ConversationHub:
             for sub in tuple(self._subs.get(key, ())):
                 sub.put(item)
 
+    def publish_store(self, item: HubItem) -> None:
+        """Deliver ``item`` to the subscribers of its store only (no conversation follower,
+        no seq bookkeeping): a notice that something of the store changed in another
+        process, e.g. its approval queue (``ActionDesk.watch_queues``)."""
+        for sub in tuple(self._subs.get(("store", item.store_id), ())):
+            sub.put(item)
+
+    def followed_stores(self) -> set[int]:
+        """Stores whose inbox a socket of this process follows."""
+        return {key for kind, key in self._subs if kind == "store"}
+
     def seen(self, conversation_id: int, seq: int) -> None:
         """Record that a subscriber read the log up to ``seq`` (e.g. its replay)."""
         if ("conversation", conversation_id) in self._subs:

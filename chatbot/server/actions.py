@@ -30,13 +30,15 @@ from chatbot.actions.models import (
     PROPOSED,
     ActionProposal,
 )
-from chatbot.actions.policy import KINDS
+from chatbot.actions.policy import KINDS, SETTINGS_KEY
 from chatbot.actions.service import ActionIdError, ActionService, Outcome, Proposal, get_config
 from chatbot.actions.service import set_modes as store_set_modes
 from chatbot.conversations.history import verified_orders
+from chatbot.conversations.hub import HubItem, StoredEvent
 from chatbot.conversations.log import ConversationRef, told_actions
 from chatbot.conversations.service import ConversationService, store_action_outcome
 from chatbot.storage.clock import utcnow
+from knowledge_base.models import Store
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -138,6 +140,56 @@ class ActionDesk:
         The reply manager stores them with the reply's ``done`` (deduplicated there,
         under the conversation's lock)."""
         return await self._call(self._untold, conv)
+
+    # ---- several processes: the approval queue ------------------------------------------
+
+    def _queue_signatures(self, store_ids: list[int]) -> dict[int, tuple[Any, ...]]:
+        """Per store: what its console queue shows (ids awaiting approval, the modes)."""
+        with self.db.session() as session:
+            waiting: dict[int, list[str]] = {store_id: [] for store_id in store_ids}
+            for store_id, public_id in session.execute(
+                select(ActionProposal.store_id, ActionProposal.public_id)
+                .where(ActionProposal.store_id.in_(store_ids),
+                       ActionProposal.status == AWAITING_APPROVAL)
+                .order_by(ActionProposal.id)
+            ):
+                waiting[store_id].append(public_id)
+            settings = dict(session.execute(
+                select(Store.id, Store.settings).where(Store.id.in_(store_ids))).all())
+        return {
+            store_id: (tuple(ids), repr(sorted(
+                ((settings.get(store_id) or {}).get(SETTINGS_KEY) or {}).get("modes", {})
+                .items())))
+            for store_id, ids in waiting.items()
+        }
+
+    async def watch_queues(self, interval_s: float) -> None:
+        """With several server processes on one database: every ``interval_s``, compare
+        the approval queue of each store a console of this process follows with what it
+        was, and when it changed (a shopper's yes in approval mode, a decision, a mode
+        change made through another process) tell the followers, which send ``actions``
+        again. What the queue shows lives in the database, so nothing a console must see
+        depends on which process wrote it. Runs until cancelled."""
+        seen: dict[int, tuple[Any, ...]] = {}
+        hub = self.conversations.hub
+        while True:
+            await asyncio.sleep(interval_s)
+            stores = sorted(hub.followed_stores())
+            for gone in set(seen) - set(stores):
+                del seen[gone]
+            if not stores:
+                continue
+            try:
+                signatures = await self._call(self._queue_signatures, stores)
+            except Exception:
+                log.exception("reading the approval queues failed")
+                continue
+            for store_id, signature in signatures.items():
+                if seen.get(store_id) != signature:
+                    # (Also the first look at a store: a change just before it counts.)
+                    hub.publish_store(HubItem(0, store_id, stored=StoredEvent(
+                        0, 0, "action", {"queue": list(signature[0])}, internal=True)))
+                seen[store_id] = signature
 
     # ---- expiry -----------------------------------------------------------------------
 

@@ -127,6 +127,7 @@ class ChatServer:
         self._poll_task: asyncio.Task[None] | None = None
         # Proposals nobody answered become "expired", with their action event (issue #19).
         self._expiry_task: asyncio.Task[None] | None = None
+        self._queue_task: asyncio.Task[None] | None = None
         self.router = Router()
         self.closing = False
         self.port: int | None = None
@@ -297,6 +298,9 @@ class ChatServer:
         )
         if self.poller is not None:
             self._poll_task = asyncio.create_task(self.poller.run(), name="event-poller")
+            # ... and the approval queues the consoles here follow (issue #19).
+            self._queue_task = asyncio.create_task(
+                self.actions.watch_queues(self.poller.interval_s), name="action-queues")
         self._expiry_task = asyncio.create_task(self.actions.run_expiry(), name="action-expiry")
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
@@ -319,7 +323,7 @@ class ChatServer:
             await sock.send_error("shutting_down", "the server is restarting; reconnect shortly")
         self._server.close(close_connections=True)
         await self._server.wait_closed()
-        for task in (self._poll_task, self._expiry_task):
+        for task in (self._poll_task, self._expiry_task, self._queue_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

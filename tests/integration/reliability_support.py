@@ -24,10 +24,12 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m chatbot serve`` on a free port, with its log in a file."""
 
-    def __init__(self, home: Path, database_url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, database_url: str, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.home = home
         self.database_url = database_url
         self.extra_env = env or {}
+        self.args = args  # more ``chatbot serve`` options, e.g. ("--poll-events", "0.1")
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = home / "serve.log"
@@ -50,7 +52,8 @@ class ServerProcess:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chatbot", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "chatbot", "serve", "--port", str(self.port),
+                 *self.args],
                 cwd=REPO,
                 env=env,
                 stdout=log,

@@ -75,3 +75,15 @@ async def test_cancel_reply_reaches_the_registered_canceller() -> None:
     hub.unregister_reply(1, cancel)
     assert hub.cancel_reply(1) is False
     await asyncio.sleep(0)
+
+
+async def test_a_store_notice_reaches_that_stores_followers_only() -> None:
+    hub = ConversationHub()
+    conv, store, other = hub.subscribe(1), hub.subscribe_store(7), hub.subscribe_store(8)
+    assert hub.followed_stores() == {7, 8}
+    hub.publish_store(_item(5, conv=1))
+    assert _drain(store) == [5] and _drain(conv) == [] and _drain(other) == []
+    hub.publish(_item(5, conv=1))  # the notice took no seq: the real event still goes out
+    assert _drain(conv) == [5]
+    other.close()
+    assert hub.followed_stores() == {7}
