@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -42,6 +43,11 @@ class Principal:
 
     def can_access(self, store_id: int) -> bool:
         return self.store_ids is None or store_id in self.store_ids
+
+    def as_json(self) -> dict[str, Any]:
+        """Who is signed in, as the console's ``ready`` and ``/console/session`` show it."""
+        return {"id": self.agent_id, "email": self.email, "name": self.name,
+                "admin": self.is_admin}
 
 
 def require_store(principal: Principal, store_id: int) -> None:

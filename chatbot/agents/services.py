@@ -77,6 +77,10 @@ class InboxService:
     async def mark_read(self, agent_id: int, conversation_id: int) -> None:
         await self._run(inbox.mark_read, agent_id, conversation_id)
 
+    async def copilot_input(self, conversation_id: int) -> inbox.CopilotInput | None:
+        """The shopper message the copilot answers, with its context; None before one."""
+        return await self._run(inbox.copilot_input, conversation_id)  # type: ignore[no-any-return]
+
 
 class TeamService:
     """Who is signed in, what they may do, and (admins) the team's accounts."""

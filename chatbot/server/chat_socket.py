@@ -23,6 +23,7 @@ from chatbot.conversations.log import ConversationRef
 from chatbot.conversations.models import new_public_id
 from chatbot.conversations.service import new_resume_token
 from chatbot.server.chat_services import ChatServices
+from chatbot.server.pump import drive
 from chatbot.session import effects as fx
 from chatbot.session.chat import ChatSession, Phase
 
@@ -113,23 +114,7 @@ class ChatSocket:
         await self._perform(self.session.error(code, message, ref))
 
     async def _drive(self, steps: Generator[fx.Effect, Any, None] | Iterable[fx.Effect]) -> None:
-        """Perform the session's effects in order, sending each result (or error) back."""
-        gen = steps if isinstance(steps, Generator) else (e for e in steps)
-        result: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                effect = gen.throw(error) if error is not None else gen.send(result)
-            except StopIteration:
-                return
-            result, error = None, None
-            try:
-                result = await self._perform(effect)
-            except ConnectionClosed:
-                gen.close()
-                raise
-            except Exception as exc:  # thrown back in: the session decides what it means
-                error = exc
+        await drive(steps, self._perform)
 
     async def _perform(self, effect: fx.Effect) -> Any:
         match effect:

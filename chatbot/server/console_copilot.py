@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
-from chatbot.agents import inbox
+from chatbot.agents.inbox import CopilotInput
 from chatbot.conversations.log import ConversationRef
 from chatbot.conversations.models import new_public_id
-from chatbot.conversations.service import ConversationService
 from chatbot.errors import ChatbotError
 from chatbot.protocol import agent as proto
 from chatbot.protocol.common import ErrorCode
@@ -24,8 +23,14 @@ from chatbot.types import Answerer, AnswerRequest, ReplyDone, ReplyToken
 Send = Callable[[proto.ServerEvent], Awaitable[None]]
 
 
+class CopilotInputs(Protocol):
+    """Where the copilot reads what to answer (:class:`~chatbot.agents.services.InboxService`)."""
+
+    async def copilot_input(self, conversation_id: int) -> CopilotInput | None: ...
+
+
 async def suggest(
-    service: ConversationService, answerer: Answerer | None, conv: ConversationRef, send: Send
+    inbox: CopilotInputs, answerer: Answerer | None, conv: ConversationRef, send: Send
 ) -> None:
     """Stream ``suggestion_token`` frames then one ``suggestion_done`` through ``send``.
 
@@ -33,7 +38,7 @@ async def suggest(
     """
     if answerer is None:
         raise ChatbotError("the copilot is still loading", code=ErrorCode.NOT_READY)
-    target = await service.run(inbox.copilot_input, conv.id)
+    target = await inbox.copilot_input(conv.id)
     if target is None:
         raise ChatbotError("the shopper has not written yet", code=ErrorCode.NOT_FOUND)
     request = AnswerRequest(

@@ -140,11 +140,6 @@ def _finish(session: Session, keys: list[Any], agent_id: int | None, new_hash: s
     return result, Principal.of(result.agent)
 
 
-def agent_json(principal: Principal) -> dict[str, Any]:
-    return {"id": principal.agent_id, "email": principal.email, "name": principal.name,
-            "admin": principal.is_admin}
-
-
 def _error(status: int, code: str, message: str, **kw: Any) -> Response:
     return json_response({"error": code, "message": message}, status, **kw)
 
@@ -224,7 +219,7 @@ class ConsoleHttp:
         max_age = int(sessions.DEFAULT_TTL.total_seconds())
         cookie = session_cookie(result.token, max_age, secure=is_https(req.headers))
         expires = result.expires_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
-        return json_response({"agent": agent_json(principal), "expires_at": expires},
+        return json_response({"agent": principal.as_json(), "expires_at": expires},
                              headers={"Set-Cookie": cookie})
 
     async def logout(self, req: HttpRequest) -> Response:
@@ -249,7 +244,7 @@ class ConsoleHttp:
         token = session_token(req.headers)
 
         def who(session: Session) -> dict[str, Any]:
-            return agent_json(Principal.of(sessions.authenticate(session, token)))
+            return Principal.of(sessions.authenticate(session, token)).as_json()
 
         try:
             return json_response({"agent": await self._run(who)})

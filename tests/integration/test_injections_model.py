@@ -47,13 +47,13 @@ def test_the_set_is_big_enough_and_covers_both_stores_and_identities() -> None:
         assert last.expect.no_unsupported_claims, t.name
 
 
-class _Service:
+class _Inbox:
     """The one call ``console_copilot.suggest`` makes: the copilot input of a conversation."""
 
     def __init__(self, target: Any) -> None:
         self.target = target
 
-    async def run(self, fn: Any, *args: Any) -> Any:
+    async def copilot_input(self, conversation_id: int) -> Any:
         return self.target
 
 
@@ -74,7 +74,7 @@ async def _suggest(pipeline: Any, store_id: int, customer_id: int | None, text: 
         if isinstance(event, proto.SuggestionDone):
             got.append(event)
 
-    await console_copilot.suggest(_Service(target), pipeline, conv, send)  # type: ignore[arg-type]
+    await console_copilot.suggest(_Inbox(target), pipeline, conv, send)
     assert got, "the copilot sent no suggestion_done"
     done = got[-1]
     return Reply(text=done.text, handoff=done.handoff,
