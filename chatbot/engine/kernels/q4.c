@@ -131,11 +131,32 @@ static inline float hsum256(__m256 v) {
         if (pair_b < (n)) BLOCK(pair_b, acc0);          \
     } while (0)
 
-/* CASE(1) ... CASE(Q4_MAX_ROWS): a switch on the row count that calls an always-inlined
- * product with the count as a compile-time constant. */
-#define FOR_EACH_ROW_COUNT(CASE)                                                              \
+/* How many rows one inlined product takes at once: each row holds two accumulators in
+ * registers (AVX-512 has 32, AVX2 16), beside the unpacked weights and constants. */
+#ifndef Q4_GROUP_ROWS
+#if defined(__AVX512F__)
+#define Q4_GROUP_ROWS 8
+#else
+#define Q4_GROUP_ROWS 4
+#endif
+#endif
+
+/* CASE(1) ... CASE(Q4_GROUP_ROWS): a switch on a group's row count that calls an
+ * always-inlined product with the count as a compile-time constant. */
+#if Q4_GROUP_ROWS == 4
+#define FOR_EACH_GROUP_COUNT(CASE) CASE(1) CASE(2) CASE(3) CASE(4)
+#elif Q4_GROUP_ROWS == 8
+#define FOR_EACH_GROUP_COUNT(CASE) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#elif Q4_GROUP_ROWS == 12
+#define FOR_EACH_GROUP_COUNT(CASE) \
+    CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
+#elif Q4_GROUP_ROWS == 16
+#define FOR_EACH_GROUP_COUNT(CASE)                                                            \
     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) \
     CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
+#else
+#error "Q4_GROUP_ROWS must be 4, 8, 12 or 16"
+#endif
 
 /* This thread's share [j0, j1) of n items, by OpenMP thread number (a fixed split). */
 #define SPLIT(n, j0, j1)                                                 \
@@ -276,12 +297,15 @@ static void prepare_rows(const float *x, int rows, int k, const float *lora_a, i
  * (sum_b m_b * xsum[r, b]) are one dot product over the row's m at the end. */
 static inline __attribute__((always_inline)) void row_product(
     const uint8_t *q, const float *dm, int blocks, const float *x, const float *xsum,
-    const int rows, int k, float *out) {
+    const int rows, int k, float *out, int r0, int total) {
     const float *d = dm, *m = dm + blocks;
 #ifdef Q4_VNNI
-    /* xsum points at prepare_rows' scratch: sums, then dx lanes, then the int8 codes */
-    const float *dxv = xsum + (size_t)rows * blocks;
-    const int8_t *xq = (const int8_t *)(dxv + (size_t)rows * (blocks / 2 + 1) * 16);
+    /* xsum points at prepare_rows' scratch for `total` rows: sums, then dx lanes, then the
+     * int8 codes; this call's rows start at row r0 of each */
+    const float *dxv = xsum + (size_t)total * blocks + (size_t)r0 * (blocks / 2 + 1) * 16;
+    const int8_t *xq = (const int8_t *)(xsum + (size_t)total * blocks +
+                                        (size_t)total * (blocks / 2 + 1) * 16) + (size_t)r0 * k;
+    xsum += (size_t)r0 * blocks;
     const int pairs = blocks / 2;
     __m512 acc0[Q4_MAX_ROWS], acc1[Q4_MAX_ROWS];
     float tail[Q4_MAX_ROWS];
@@ -323,17 +347,18 @@ static inline __attribute__((always_inline)) void row_product(
             const float dx = dxv[((size_t)r * (blocks / 2 + 1) + pairs) * 16];
             int32_t lanes[8];  /* an exact integer sum, times d * dx */
             _mm256_storeu_si256((__m256i *)lanes, isum);
-            int32_t total = 0;
-            for (int l = 0; l < 8; l++) total += lanes[l];
-            tail[r] = (float)total * (d[b] * dx);
+            int32_t exact = 0;
+            for (int l = 0; l < 8; l++) exact += lanes[l];
+            tail[r] = (float)exact * (d[b] * dx);
         }
     }
     for (int r = 0; r < rows; r++)
         out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r])) +
                  dot(m, xsum + (size_t)r * blocks, blocks) + tail[r];
 #elif defined(Q4_BF16)
-    const float *xsum_bf = xsum + (size_t)rows * blocks;
-    const uint16_t *xbf = (const uint16_t *)(xsum_bf + (size_t)rows * blocks);
+    const float *xsum_bf = xsum + (size_t)total * blocks + (size_t)r0 * blocks;
+    const uint16_t *xbf = (const uint16_t *)(xsum + 2 * (size_t)total * blocks) + (size_t)r0 * k;
+    xsum += (size_t)r0 * blocks;
     __m512 acc0[Q4_MAX_ROWS], acc1[Q4_MAX_ROWS];
     for (int r = 0; r < rows; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
     const __m512i low4 = _mm512_set1_epi16(0x0f), bias = _mm512_set1_epi16(0x4300);
@@ -363,7 +388,8 @@ static inline __attribute__((always_inline)) void row_product(
      * j % 4, so the low nibbles come out as elements 4 (j % 4) + j / 4 and the high ones
      * 16 more; prepare_rows lays x out in that order. No port-5 shuffles, which were
      * this loop's bottleneck with one vpmovzxbd per 16 nibbles. */
-    const float *xp = xsum + (size_t)rows * blocks;
+    const float *xp = xsum + (size_t)total * blocks + (size_t)r0 * k;
+    xsum += (size_t)r0 * blocks;
     __m512 acc0[Q4_MAX_ROWS], acc1[Q4_MAX_ROWS];
     for (int r = 0; r < rows; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
     const __m512i low4 = _mm512_set1_epi32(0x0f);
@@ -388,6 +414,9 @@ static inline __attribute__((always_inline)) void row_product(
         out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r])) +
                  dot(m, xsum + (size_t)r * blocks, blocks);
 #elif defined(__AVX2__) && defined(__FMA__)
+    x += (size_t)r0 * k;
+    xsum += (size_t)r0 * blocks;
+    (void)total;
     __m256 acc0[Q4_MAX_ROWS], acc1[Q4_MAX_ROWS];
     for (int r = 0; r < rows; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
     const __m128i low4 = _mm_set1_epi8(0x0f);
@@ -414,28 +443,38 @@ static inline __attribute__((always_inline)) void row_product(
     for (int r = 0; r < rows; r++)
         out[r] = hsum256(_mm256_add_ps(acc0[r], acc1[r])) + dot(m, xsum + (size_t)r * blocks, blocks);
 #else
+    x += (size_t)r0 * k;
+    xsum += (size_t)r0 * blocks;
+    (void)total;
     for (int r = 0; r < rows; r++) {
-        float total = 0.0f;
+        float acc = 0.0f;
         const float *xr = x + (size_t)r * k;
         for (int b = 0; b < blocks; b++) {
             const uint8_t *qb = q + 16 * b;
             float sum = 0.0f;
             for (int i = 0; i < 16; i++)
                 sum += (float)(qb[i] & 0x0f) * xr[32 * b + i] + (float)(qb[i] >> 4) * xr[32 * b + 16 + i];
-            total += d[b] * sum;
+            acc += d[b] * sum;
         }
-        out[r] = total + dot(m, xsum + (size_t)r * blocks, blocks);
+        out[r] = acc + dot(m, xsum + (size_t)r * blocks, blocks);
     }
 #endif
 }
 
-/* row_product with `rows` as a compile-time constant in each case. */
+/* row_product over `rows` rows, in groups of at most Q4_GROUP_ROWS with the group's row
+ * count as a compile-time constant. Each row's sums are the same in any group (a row has
+ * its own accumulators), so the grouping changes no result; it keeps the accumulators in
+ * registers: 16 rows at once need 32 of them, all AVX-512 has, and spilled (a 16-row step
+ * took 2.7x an 8-row one). */
 static void row_product_n(const uint8_t *q, const float *dm, int blocks, const float *x,
                           const float *xsum, int rows, int k, float *out) {
-    switch (rows) {
-#define Q4_CASE(R) case R: row_product(q, dm, blocks, x, xsum, R, k, out); break;
-        FOR_EACH_ROW_COUNT(Q4_CASE)
+    for (int r0 = 0; r0 < rows; r0 += Q4_GROUP_ROWS) {
+        const int n = rows - r0 < Q4_GROUP_ROWS ? rows - r0 : Q4_GROUP_ROWS;
+        switch (n) {
+#define Q4_CASE(R) case R: row_product(q, dm, blocks, x, xsum, R, k, out + r0, r0, rows); break;
+            FOR_EACH_GROUP_COUNT(Q4_CASE)
 #undef Q4_CASE
+        }
     }
 }
 
@@ -597,12 +636,17 @@ static inline __attribute__((always_inline)) void row_product_q8(
 #endif
 }
 
+/* row_product_q8 in groups, as row_product_n. */
 static void row_product_q8_n(const int8_t *q, const float *d, int blocks, const float *x,
                              int rows, int k, float *out) {
-    switch (rows) {
-#define Q8_CASE(R) case R: row_product_q8(q, d, blocks, x, R, k, out); break;
-        FOR_EACH_ROW_COUNT(Q8_CASE)
+    for (int r0 = 0; r0 < rows; r0 += Q4_GROUP_ROWS) {
+        const int n = rows - r0 < Q4_GROUP_ROWS ? rows - r0 : Q4_GROUP_ROWS;
+        const float *xg = x + (size_t)r0 * k;
+        switch (n) {
+#define Q8_CASE(R) case R: row_product_q8(q, d, blocks, xg, R, k, out + r0); break;
+            FOR_EACH_GROUP_COUNT(Q8_CASE)
 #undef Q8_CASE
+        }
     }
 }
 
