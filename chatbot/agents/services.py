@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from chatbot.agents import authz, inbox, team
+from chatbot.agents import authz, inbox, sessions, team
 from chatbot.agents.accounts import accessible_stores
 from chatbot.agents.authz import Principal
 from chatbot.agents.models import Agent
@@ -105,6 +105,10 @@ class TeamService:
             return principal, rows
 
         return await self._run(fn)  # type: ignore[no-any-return]
+
+    async def logout(self, token: str) -> bool:
+        """End the session behind ``token``; True when there was one."""
+        return await self._run(sessions.logout, token)  # type: ignore[no-any-return]
 
     async def apply(self, token: str | None, action: team.TeamAction) -> list[dict[str, Any]]:
         """Run an admin's team action (list, add, remove, set stores); the team after it."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from chatbot.protocol import chat
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket, per_minute
 from chatbot.server.replies import PendingMessage
-from chatbot.server.store_lookup import find_customer, find_store_info
+from chatbot.server.store_lookup import StoreLookup
 from chatbot.session import effects as fx
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class ChatServices:
         limits = app.settings.limits
         self.message_bucket = per_minute(limits.messages_per_minute_per_connection)
         self.frame_bucket = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
+        self.stores = StoreLookup(app.conversations.run)
 
     async def perform(self, request: fx.Effect) -> Any:  # noqa: C901 (one case per request)
         """Answer one request of the session (exceptions go back to the session)."""
@@ -42,9 +43,9 @@ class ChatServices:
             case fx.HandoffAllowed():
                 return app.handoff_allowed(self.ip)
             case fx.FindStore(key):
-                return await service.run(find_store_info, key)
+                return await self.stores.store(key)
             case fx.FindCustomer(store_id, customer):
-                return await service.run(find_customer, store_id, customer)
+                return await self.stores.customer(store_id, customer)
             case fx.FindConversation(store_id, public_id, customer_id, token):
                 return await service.find_for_resume(store_id, public_id, customer_id, token)
             case fx.IdTaken(public_id):

@@ -30,6 +30,7 @@ from websockets.http11 import Response
 
 from chatbot.agents import sessions
 from chatbot.agents.authz import Principal
+from chatbot.agents.services import TeamService
 from chatbot.errors import AuthError
 from chatbot.protocol.common import ErrorCode
 from chatbot.security import counters
@@ -154,6 +155,7 @@ class ConsoleHttp:
         # argon2 runs here, not on the database thread (issue #18).
         self.checks = PasswordChecks()
         self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatbot-auth-read")
+        self.team = TeamService(app.conversations.run)
         # Called with the token of an ended session: closes its sockets at once.
         self.on_logout = on_logout
 
@@ -161,9 +163,6 @@ class ConsoleHttp:
         router.add(LOGIN_PATH, self.login)
         router.add(LOGOUT_PATH, self.logout)
         router.add(SESSION_PATH, self.session)
-
-    async def _run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        return await self.app.conversations.run(fn, *args, **kw)
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A read-only login step on its own thread: it never queues behind (or in front
@@ -200,7 +199,8 @@ class ConsoleHttp:
                                   headers={"Retry-After": str(refusal.retry_after_s)})
                 ok, new_hash = await self.checks.verify(creds_row.password_hash, password)
                 ok = ok and creds_row.agent_id is not None and creds_row.active
-                result = await self._run(
+                # One write on the database thread: a failure counted, or the session.
+                result = await self.app.conversations.run(
                     _finish, keys, creds_row.agent_id if ok else None, new_hash,
                     user_agent=req.headers.get("User-Agent", ""), ip=req.remote_ip,
                 )
@@ -233,7 +233,7 @@ class ConsoleHttp:
         if not same_origin(req.headers):
             return _error(403, ErrorCode.FORBIDDEN, "cross-site logout is refused")
         token = session_token(req.headers)
-        ended = await self._run(sessions.logout, token) if token else False
+        ended = await self.team.logout(token) if token else False
         if token and self.on_logout is not None:
             await self.on_logout(token)
         cookie = session_cookie("", 0, secure=is_https(req.headers))
@@ -242,11 +242,7 @@ class ConsoleHttp:
     async def session(self, req: HttpRequest) -> Response:
         """``GET /console/session``: who the cookie belongs to (401 when nobody)."""
         token = session_token(req.headers)
-
-        def who(session: Session) -> dict[str, Any]:
-            return Principal.of(sessions.authenticate(session, token)).as_json()
-
         try:
-            return json_response({"agent": await self._run(who)})
+            return json_response({"agent": (await self.team.authorize(token)).as_json()})
         except AuthError as exc:
             return _error(401, exc.code, exc.message)

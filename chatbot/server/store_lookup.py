@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,3 +48,17 @@ def find_customer(session: Session, store_id: int, source_id: str) -> tuple[int,
         )
     ).first()
     return (row[0], row[1] or "") if row else None
+
+
+class StoreLookup:
+    """The shopper socket's two questions about a store, each one read on the database
+    thread (through the ``run`` the server hands in)."""
+
+    def __init__(self, run: Callable[..., Awaitable[Any]]) -> None:
+        self._run = run
+
+    async def store(self, key: str) -> StoreInfo | None:
+        return await self._run(find_store_info, key)  # type: ignore[no-any-return]
+
+    async def customer(self, store_id: int, source_id: str) -> tuple[int, str] | None:
+        return await self._run(find_customer, store_id, source_id)  # type: ignore[no-any-return]
