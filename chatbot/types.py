@@ -82,6 +82,9 @@ class ReplyDone:
     # "details"}) or reports ({"type": "action", "id", "kind", "status", "summary",
     # "reason"}); see docs/actions.md.
     action: dict[str, Any] | None = None
+    # A reply that hands the conversation to the team ("asked_human", "cannot_do"): who
+    # the customer is, which order, what they wanted; stored as the handoff reason.
+    handoff_note: str = ""
 
 
 ReplyEvent = ReplyToken | ReplyDone

@@ -17,6 +17,7 @@ from chatbot.types import Turn
 
 MAX_QUOTES = 2
 MAX_QUOTE_CHARS = 140
+MAX_REASON_CHARS = 500
 
 _INTENT_LABELS = {
     Intent.ORDER: "Order",
@@ -91,7 +92,10 @@ def summarize(
                     orders.append(number)
     topic = detect_topic(turns)
     quotes = tuple(shorten(text, MAX_QUOTE_CHARS) for text in shopper[-MAX_QUOTES:])
-    why = shorten(reason, 120) if reason.strip() else "the shopper asked for a person"
+    # The reason may be the bot's note of who wants what (chatbot/answering/escalation.py:
+    # the customer, the order, the request and where it stood), so it is kept whole.
+    why = shorten(reason, MAX_REASON_CHARS).rstrip(".") if reason.strip() else (
+        "the shopper asked for a person")
     sentences = [f"Handed off: {why}.", f"Topic: {topic}."]
     if orders:
         sentences.append(f"Order{'s' if len(orders) > 1 else ''} mentioned: {', '.join(orders)}.")

@@ -608,8 +608,7 @@ class ActionFlow:
         methods = list(getattr(customer, "payment_methods", None) or [])
         early = precheck(kind, order, config, today)
         if early is not None:
-            return ActionPlan(_refusal(early), "action_refused", sources_order=number,
-                              handoff=early.code == "action_off")
+            return _refused(early, kind, number)
 
         def ask(text: str, next_step: str, **more: Any) -> ActionPlan:
             return ActionPlan(text, "action_detail", pending="action_detail", action_kind=kind,
@@ -727,8 +726,7 @@ class ActionFlow:
                 conversation_id=who.conversation_id,
             )
         except ActionRefused as refused:
-            return ActionPlan(_refusal(refused), "action_refused", sources_order=number,
-                              handoff=refused.code == "action_off")
+            return _refused(refused, kind, number)
         return _proposed(proposal)
 
     def answer(
@@ -810,6 +808,16 @@ def _past(outcome: Outcome) -> str:
     if match:
         return f"Removed from order {match.group(1)}: {match.group(2)}"
     return summary
+
+
+def _refused(refused: ActionRefused, kind: str, number: str) -> ActionPlan:
+    """The reply to a refusal: the policy's reason and what is possible instead (the
+    pipeline hands it to a person when the shopper does not accept it, or the store
+    turned the kind off: ``extra`` keeps the code and the alternatives for that)."""
+    return ActionPlan(_refusal(refused), "action_refused", sources_order=number,
+                      handoff=refused.code == "action_off", action_kind=kind,
+                      extra={"code": refused.code, "refusal": refused.reason,
+                             "alternatives": list(refused.alternatives)})
 
 
 def _refusal(refused: ActionRefused) -> str:

@@ -18,8 +18,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatbot.answering import escalation, replies
 from chatbot.answering import identify as identifying
-from chatbot.answering import replies
 from chatbot.answering.acting import (
     MODIFY_DEFAULT_ADDRESS,
     ActionFlow,
@@ -102,6 +102,9 @@ class Plan:
     orders: list[Any] = field(default_factory=list)
     # An order action proposed or answered (acting.ActionPlan), for ReplyDone and state.
     acted: ActionPlan | None = None
+    # A reply that hands the conversation to the team: who, which order, what they wanted
+    # (stored as the handoff reason; the console's summary leads with it).
+    handoff_note: str = ""
 
 
 @dataclass
@@ -233,6 +236,8 @@ class Pipeline:
             ]
             if rule:
                 plan.sources = [*plan.sources, hit_fact(rule[0]).source()]
+        if not request.for_agent:
+            self._hand_over(request, decision, state, plan)
         return plan
 
     def _plan_turn(self, request: AnswerRequest, decision: Route, state: DialogueState) -> Plan:
@@ -254,6 +259,12 @@ class Pipeline:
             acted = self._answer_pending_action(request, decision, state)
             if acted is not None:
                 return acted
+            want = escalation.cannot_do(request.message)
+            if want is not None:
+                # Something no action does ("change the name on my account", "price match
+                # my order"): a person, with a note of who wants what.
+                return Plan(fixed=escalation.reply_for(want), handoff=True,
+                            reason=escalation.CANNOT_DO, handoff_note=want)
             identified = self._identify(request, decision, state)
             if identified is not None:
                 return identified
@@ -268,6 +279,12 @@ class Pipeline:
         """A yes / no to a proposal, or the detail an action was waiting for."""
         conversation = request.conversation_key or ""
         message = request.message
+        if (decision.intent is Intent.HANDOFF and state.action_kind
+                and state.pending in ("action_detail", "confirm_action")):
+            # A person asked for in the middle of an action (never read as a detail: "can I
+            # speak to a human" is no address); the note says where the action stood.
+            return Plan(fixed=replies.HANDOFF, handoff=True, reason="asked_human",
+                        handoff_note=self._action_stage(request, state))
         if state.pending == "confirm_action" and state.action_id:
             if is_yes(message) or is_no(message):
                 acted = self.actions.answer(
@@ -358,6 +375,82 @@ class Pipeline:
             follow.fixed = f"{found} {follow.fixed}"
         follow.acted = ActionPlan("", "identified", extra={"customer_id": customer.id})
         return follow
+
+    # -- handing a request to the team (chatbot/answering/escalation.py) -----------------
+
+    def _hand_over(self, request: AnswerRequest, decision: Route, state: DialogueState,
+                   plan: Plan) -> None:
+        """Make ``plan`` hand the conversation to the team where the bot cannot help
+        further, and write the note the console's handoff summary leads with (who, which
+        order, what they wanted): a policy refusal the shopper does not accept ("... and
+        refund me anyway") or with nothing else to offer, a kind the store turned off, a
+        request no action does, a person asked for (in the middle of an action: where it
+        stood)."""
+        acted = plan.acted
+        code = str(acted.extra.get("code", "")) if acted is not None else ""
+        if plan.reason == "action_refused" and acted is not None and (
+                code in escalation.POLICY_CODES):
+            off = code == "action_off"
+            if not (off or escalation.insists(request.message)
+                    or not acted.extra.get("alternatives")):
+                return  # the reason and what is possible instead are the answer
+            refusal = str(acted.extra.get("refusal", ""))
+            plan.fixed = (f"{refusal} {escalation.PASSED_ON}" if off
+                          else f"{plan.fixed} {escalation.PASSING_ON}")
+            plan.handoff, plan.reason = True, escalation.CANNOT_DO
+            want = escalation.KIND_WANTS.get(acted.action_kind, "help with an order")
+            bot = ("the store turned this off in chat" if off
+                   else f"the store's policy refuses it: {refusal}")
+        elif plan.reason == escalation.CANNOT_DO:
+            want, bot = plan.handoff_note, "no action in chat does this"
+        elif plan.reason == "asked_human" and plan.handoff:
+            want, bot = "to talk to a person", plan.handoff_note
+        else:
+            return
+        order = (acted.sources_order if acted is not None and acted.sources_order
+                 else self._order_in_view(decision, state))
+        plan.handoff_note = escalation.note(self._who(request, state), order, want,
+                                            said=request.message, bot=bot)
+
+    def _who(self, request: AnswerRequest, state: DialogueState) -> str:
+        """The customer as an agent should read it: name and email, or what a guest proved."""
+        from knowledge_base.models import Customer
+
+        customer_id = request.customer_id or state.customer_id or None
+        if customer_id:
+            with self.db.sessions() as session:
+                customer = session.get(Customer, customer_id)
+                if customer is not None and customer.store_id == request.store_id:
+                    name = customer.name or customer.source_id
+                    return f"{name} ({customer.email})" if customer.email else name
+        if request.verified_orders:
+            return "A guest who proved order " + ", ".join(sorted(request.verified_orders))
+        return "A shopper who is not signed in"
+
+    @staticmethod
+    def _order_in_view(decision: Route, state: DialogueState) -> str:
+        if decision.order_numbers:
+            return decision.order_numbers[0]
+        if state.pending_orders:
+            return state.pending_orders[0]
+        return state.order or ""
+
+    def _action_stage(self, request: AnswerRequest, state: DialogueState) -> str:
+        """Where an action stood when the shopper asked for a person."""
+        kind = escalation.KIND_WANTS.get(state.action_kind, state.action_kind)
+        if state.pending == "confirm_action" and state.action_id:
+            from chatbot.actions.service import ActionIdError
+
+            try:
+                proposal = self.actions.service.get(state.action_id, store_id=request.store_id)
+            except ActionIdError:
+                return f"was about to confirm {kind}"
+            return (f"was offered “{proposal.summary}” and has not answered (nothing was "
+                    "changed; the offer stays open until it expires)")
+        collected = ", ".join(f"{k}: {v}" for k, v in sorted(state.action_params.items())
+                              if k != "order" and isinstance(v, str | int | float))
+        return (f"was asked for the details of {kind}"
+                + (f" (so far {collected})" if collected else "") + "; nothing was changed")
 
     def _start_account_action(
         self, request: AnswerRequest, decision: Route, state: DialogueState
@@ -761,6 +854,7 @@ class Pipeline:
             verified_orders=plan.verified,
             reason=plan.reason,
             action=plan.acted.action if plan.acted is not None else None,
+            handoff_note=plan.handoff_note,
         )
 
     async def _generate(

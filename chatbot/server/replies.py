@@ -115,6 +115,11 @@ class _Worker:
     grace: asyncio.TimerHandle | None = None
 
 
+# Replies after which the conversation is handed to the team by itself: the shopper asked
+# for a person, or asked for something the bot cannot do (chatbot/answering/escalation.py).
+HANDOFF_REASONS = frozenset({"asked_human", "cannot_do"})
+
+
 class ReplyManager:
     """Runs bot replies for all conversations of this process."""
 
@@ -423,12 +428,15 @@ class ReplyManager:
         fresh = await self.service.get(conv.id)
         if done.verified_orders:
             await self.service.add_verified_orders(fresh, done.verified_orders, fresh.state)
-        if done.handoff and done.reason == "asked_human" and fresh.state == "bot":
+        if done.handoff and done.reason in HANDOFF_REASONS and fresh.state == "bot":
             if ip and self.handoff_gate is not None and not self.handoff_gate(ip):
                 log.info("automatic handoff skipped: waiting-conversation cap for the address")
                 return
             try:
-                await self.service.transition(fresh, Action.REQUEST_HANDOFF, reason="asked the bot")
+                # The note (who, which order, what they wanted) leads the console's
+                # handoff summary.
+                await self.service.transition(fresh, Action.REQUEST_HANDOFF,
+                                              reason=done.handoff_note or "asked the bot")
             except ChatbotError as exc:  # e.g. an agent took over meanwhile
                 log.info("automatic handoff skipped: %s", exc)
 

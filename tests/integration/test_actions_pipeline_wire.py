@@ -124,3 +124,33 @@ async def test_a_new_request_ends_the_open_proposal_with_an_action_event(tmp_pat
         assert [(f["id"], f["status"]) for f in later if f["type"] == "action"] == [
             (done["action"]["id"], "declined")]
         assert status_of(db, "#NW10966") == "pending"
+
+
+async def test_a_request_the_bot_cannot_do_reaches_an_agent_with_a_summary(
+    tmp_path: Path,
+) -> None:
+    """Out of scope (a price match on an order: no action does it) -> a fixed reply, the
+    handoff, and in the console's inbox a summary naming the customer, the order and
+    what they wanted; nothing changes on the order."""
+    from types import SimpleNamespace
+
+    from tests.integration.agent_support import add_agent, agent_client, token_for
+
+    async with pipeline_server(tmp_path) as (url, secret, db), chat_client(url) as c:
+        await c.hello(identity=identity.sign(secret, "mei_nelson_9261"))
+        frames = await c.ask("Can you price match my order #NW10966? The jacket is $20 "
+                             "cheaper at another shop.")
+        done = frames[-1]
+        assert done["handoff"] is True and "passing your request to a person" in done["text"]
+        await c.until(lambda f: f["type"] == "status" and f["kind"] == "handoff_requested")
+        add_agent(db, "ana@shop.example", ["demo"], name="Ana")
+        server = SimpleNamespace(port=int(url.split(":")[2].split("/")[0]))
+        async with agent_client(server, token_for(db, "ana@shop.example")) as agent:  # type: ignore[arg-type]
+            await agent.send(type="subscribe_inbox", store="demo", filter="waiting")
+            inbox = (await agent.until("inbox"))[-1]
+        (row,) = inbox["conversations"]
+        summary = row["summary"]["text"]
+        assert summary.startswith("Handed off: Mei Nelson (mei.nelson3@example.net) wants a "
+                                  "price match (order #NW10966)"), summary
+        assert "cheaper at another shop" in summary
+        assert status_of(db, "#NW10966") == "pending"

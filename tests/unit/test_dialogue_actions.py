@@ -294,6 +294,85 @@ async def test_a_refusal_comes_before_any_question(db: Database, pipeline: Pipel
     assert DialogueState.from_json(returned.state).pending is None
 
 
+# -- out of scope: a person, with a note of who wants what ---------------------------------
+
+IVAN = "Ivan Santos (ivan.santos3158@example.com)"  # #W6893533 delivered, #W8770097 pending
+
+
+@pytest.mark.parametrize(("request_text", "want", "number"), [
+    ("I want to change the name on my account to Ivan Santoro",
+     "a change of a name on the account", ""),
+    ("Can you price match order #W8770097? It's cheaper elsewhere.", "a price match",
+     "#W8770097"),
+    ("Please add a desk lamp to my order #W8770097", "an addition to a placed order",
+     "#W8770097"),
+])
+async def test_a_request_no_action_does_goes_to_a_person_with_a_note(
+    db: Database, pipeline: Pipeline, request_text: str, want: str, number: str
+) -> None:
+    before = export_state(db)
+    chat = Chat(pipeline, db)
+    await chat.say("Hi, my email is ivan.santos3158@example.com")
+    done = await chat.say(request_text)
+    assert (done.reason, done.handoff, done.action) == ("cannot_do", True, None)
+    assert "passing your request to a person on our team" in done.text
+    assert done.handoff_note.startswith(f"{IVAN} wants {want}")
+    assert (f"(order {number})" in done.handoff_note) == bool(number)
+    assert request_text in done.handoff_note
+    assert export_state(db) == before
+
+
+async def test_a_refusal_the_shopper_does_not_accept_goes_to_a_person(
+    db: Database, pipeline: Pipeline
+) -> None:
+    chat = Chat(pipeline, db)
+    await chat.say("Hi, my email is ivan.santos3158@example.com")
+    # Said plainly, the refusal and its alternative are the answer.
+    plain = await chat.say("Please cancel order #W6893533, I don't need it")
+    assert (plain.reason, plain.handoff) == ("action_refused", False)
+    insisted = await chat.say("Cancel order #W6893533 and give me a refund anyway")
+    assert (insisted.reason, insisted.handoff) == ("cannot_do", True)
+    assert insisted.text.startswith("Order #W6893533 is delivered")
+    assert "What I can do" in insisted.text and "passing your request" in insisted.text
+    note = insisted.handoff_note
+    assert note.startswith(f"{IVAN} wants the cancellation of the order (order #W6893533)")
+    assert "the store's policy refuses it: Order #W6893533 is delivered" in note
+    assert order_state(db, "#W6893533")["status"] == "delivered"
+
+
+async def test_a_person_asked_for_in_the_middle_of_an_action(
+    db: Database, pipeline: Pipeline
+) -> None:
+    chat = Chat(pipeline, db)
+    await chat.say("Hi, my email is ivan.santos3158@example.com")
+    await chat.say("Please change the shipping address of my order #W8770097")
+    # Not an address: a person is asked for, and told where the action stood.
+    person = await chat.say("can I speak to a human agent please")
+    assert (person.reason, person.handoff, person.text) == ("asked_human", True, replies.HANDOFF)
+    assert person.handoff_note.startswith(f"{IVAN} wants to talk to a person (order #W8770097)")
+    assert "details of a change of the order's shipping address" in person.handoff_note
+    proposed = await chat.say("Please cancel order #W8770097, no longer needed")
+    assert proposed.action is not None
+    later = await chat.say("let me talk to a real person first")
+    assert later.reason == "asked_human"
+    assert f"was offered “{proposed.action['summary']}” and has not answered" in (
+        later.handoff_note)
+    assert order_state(db, "#W8770097")["status"] == "pending"
+
+
+async def test_a_kind_the_store_turned_off_goes_to_a_person(
+    db: Database, pipeline: Pipeline
+) -> None:
+    chat = Chat(pipeline, db)
+    await chat.say("My name is Olivia Ito and my zip code is 80218")
+    done = await chat.say("Please remove the hiking boots from my order #W5442520")
+    assert (done.reason, done.handoff) == ("cannot_do", True)
+    assert done.text.startswith("I can't do that in this chat for this store. I'm passing")
+    assert done.handoff_note.startswith(
+        "Olivia Ito (olivia.ito5204@example.com) wants the removal of items from the order "
+        "(order #W5442520)")
+
+
 async def test_the_order_changed_between_proposal_and_yes(db: Database, pipeline: Pipeline
                                                          ) -> None:
     chat = Chat(pipeline, db)
