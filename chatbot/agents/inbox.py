@@ -1,8 +1,10 @@
 """What the console shows: inbox rows, counts, the customer panel and read marks (sync SQL).
 
-Every function takes a ``Session`` and is run by the console socket inside one
-transaction (``ConversationService.run``). Rows are plain JSON-ready dicts: their fields
-are documented in ``docs/protocol.md`` ("Console socket").
+Every function takes a ``Session`` and is run inside one transaction by
+:class:`~chatbot.agents.services.InboxService`. Rows are plain JSON-ready dicts: their fields
+are documented in ``docs/protocol.md`` ("Console socket"). Handoff summaries and the
+copilot's choice of question read messages with ``classify`` (the answering router, handed
+in by the server: see :data:`chatbot.agents.summary.Classify`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chatbot.agents.models import AgentRead
-from chatbot.agents.summary import summarize
-from chatbot.answering.facts import item_lines, money, shorten
-from chatbot.answering.router import Intent, route
+from chatbot.agents.summary import NOT_A_QUESTION, Classify, summarize
 from chatbot.conversations.history import recent_turns, verified_orders
 from chatbot.conversations.models import (
     AGENT,
@@ -32,6 +32,7 @@ from chatbot.conversations.models import (
     GuestVerification,
 )
 from chatbot.errors import NotFoundError
+from chatbot.text import item_lines, money, shorten
 from chatbot.types import Turn
 from knowledge_base.models import Customer, Order, Store
 from knowledge_base.orders import customer_orders, verified_guest_orders
@@ -111,6 +112,7 @@ def inbox_rows(
     store_id: int,
     agent_id: int,
     *,
+    classify: Classify,
     filter: str = "open",
     q: str = "",
     only: Sequence[int] | None = None,
@@ -153,23 +155,25 @@ def inbox_rows(
     )
     return [
         _row(conv, customer, store_name, int(n or 0), agent_id, recent[conv.id],
-             handoffs.get(conv.id))
+             handoffs.get(conv.id), classify)
         for conv, customer, store_name, n in found
     ]
 
 
 def inbox_row(
-    session: Session, conversation_id: int, agent_id: int, *, filter: str, q: str
+    session: Session, conversation_id: int, agent_id: int, *, filter: str, q: str,
+    classify: Classify,
 ) -> tuple[dict[str, Any], bool]:
     """One conversation's inbox row, and whether it matches the agent's filter and search."""
     conv = session.get(Conversation, conversation_id)
     if conv is None:
         raise NotFoundError("no such conversation")
     matching = inbox_rows(session, conv.store_id, agent_id, filter=filter, q=q,
-                          only=[conversation_id])
+                          only=[conversation_id], classify=classify)
     if matching:
         return matching[0], True
-    rows = inbox_rows(session, conv.store_id, agent_id, filter="all", only=[conversation_id])
+    rows = inbox_rows(session, conv.store_id, agent_id, filter="all", only=[conversation_id],
+                      classify=classify)
     return rows[0], False
 
 
@@ -233,6 +237,7 @@ def _row(
     agent_id: int,
     recent: list[ChatMessage],
     handoff_at: datetime | None,
+    classify: Classify,
 ) -> dict[str, Any]:
     visible = [m for m in recent if not m.internal]
     last = visible[-1] if visible else None
@@ -248,7 +253,7 @@ def _row(
             waiting_since = message.created_at
     summary = None
     if conv.state in (WAITING, AGENT) and handoff_at is not None:
-        summary = handoff_summary(conv, visible)
+        summary = handoff_summary(conv, visible, classify)
     return {
         "conversation_id": conv.public_id,
         "store": store_name,
@@ -272,17 +277,22 @@ def _row(
     }
 
 
-def handoff_summary(conv: Conversation, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+def handoff_summary(
+    conv: Conversation, messages: Sequence[ChatMessage], classify: Classify
+) -> dict[str, Any]:
     """The deterministic handoff summary (see :mod:`chatbot.agents.summary`)."""
     turns = [Turn(role=m.role, text=m.text) for m in messages if not m.internal]  # type: ignore[arg-type]
     unanswered = sum(1 for m in messages if m.role == "bot" and m.reason in UNGROUNDED_REASONS)
-    return summarize(turns, reason=conv.handoff_reason, unanswered=unanswered).as_dict()
+    return summarize(turns, classify=classify, reason=conv.handoff_reason,
+                     unanswered=unanswered).as_dict()
 
 
 # ---- the open conversation -----------------------------------------------------------------
 
 
-def conversation_details(session: Session, conversation_id: int) -> dict[str, Any]:
+def conversation_details(
+    session: Session, conversation_id: int, classify: Classify
+) -> dict[str, Any]:
     """Customer panel, owner and summary of one conversation (the transcript comes from
     the event log)."""
     conv = session.get(Conversation, conversation_id)
@@ -295,7 +305,7 @@ def conversation_details(session: Session, conversation_id: int) -> dict[str, An
         "store": store_name,
         "customer": customer_panel(session, conv),
         "owner": {"id": conv.agent_id, "name": conv.agent_name} if conv.agent_id else None,
-        "summary": handoff_summary(conv, messages)
+        "summary": handoff_summary(conv, messages, classify)
         if handoff_at is not None or conv.state == WAITING
         else None,
     }
@@ -411,15 +421,16 @@ def owner_of(session: Session, conversation_id: int) -> dict[str, Any] | None:
 
 
 def inbox_snapshot(
-    session: Session, store_id: int, agent_id: int, kind: str, q: str
+    session: Session, store_id: int, agent_id: int, kind: str, q: str, classify: Classify
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The rows and counts of an ``inbox`` frame."""
-    rows = inbox_rows(session, store_id, agent_id, filter=kind, q=q)
+    rows = inbox_rows(session, store_id, agent_id, filter=kind, q=q, classify=classify)
     return rows, inbox_counts(session, store_id, agent_id)
 
 
 def inbox_updates(
-    session: Session, store_id: int, ids: Sequence[int], agent_id: int, kind: str, q: str
+    session: Session, store_id: int, ids: Sequence[int], agent_id: int, kind: str, q: str,
+    classify: Classify,
 ) -> tuple[list[tuple[dict[str, Any], bool]], dict[str, int]]:
     """Fresh rows (and whether they match) for changed conversations, plus the counts.
 
@@ -430,7 +441,8 @@ def inbox_updates(
         select(Conversation.id).where(Conversation.id.in_(list(ids)),
                                       Conversation.store_id == store_id)
     ))
-    updates = [inbox_row(session, i, agent_id, filter=kind, q=q) for i in ids if i in mine]
+    updates = [inbox_row(session, i, agent_id, filter=kind, q=q, classify=classify)
+               for i in ids if i in mine]
     return updates, inbox_counts(session, store_id, agent_id)
 
 
@@ -446,7 +458,9 @@ class CopilotInput:
     dialogue: dict[str, Any] | None = None
 
 
-def copilot_input(session: Session, conversation_id: int) -> CopilotInput | None:
+def copilot_input(
+    session: Session, conversation_id: int, classify: Classify
+) -> CopilotInput | None:
     """The shopper message the copilot should answer, with its context; None if none yet.
 
     That is the newest shopper message with a question in it: "can I talk to a person?" or
@@ -463,7 +477,7 @@ def copilot_input(session: Session, conversation_id: int) -> CopilotInput | None
     if not rows:
         return None
     text, seq = next(
-        (r for r in rows if route(r[0]).intent not in (Intent.HANDOFF, Intent.SMALL_TALK)),
+        (r for r in rows if classify(r[0], ()).intent not in NOT_A_QUESTION),
         rows[0],
     )
     history = recent_turns(session, conversation_id, int(seq or 0), COPILOT_HISTORY)

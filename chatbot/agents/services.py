@@ -18,6 +18,7 @@ from chatbot.agents import authz, inbox, sessions, team
 from chatbot.agents.accounts import accessible_stores
 from chatbot.agents.authz import Principal
 from chatbot.agents.models import Agent
+from chatbot.agents.summary import Classify
 from chatbot.conversations.log import ConversationRef, to_ref
 from chatbot.errors import NotFoundError
 from chatbot.protocol.common import ErrorCode
@@ -27,10 +28,15 @@ Runner = Callable[..., Awaitable[Any]]
 
 
 class InboxService:
-    """What the console reads about a store's conversations, and the read marks."""
+    """What the console reads about a store's conversations, and the read marks.
 
-    def __init__(self, run: Runner) -> None:
+    ``classify`` is the answering router (``chatbot.answering.router.route``): handoff
+    summaries label topics with it and the copilot skips messages that ask nothing.
+    """
+
+    def __init__(self, run: Runner, classify: Classify) -> None:
         self._run = run
+        self._classify = classify
 
     async def store(self, name_or_key: str) -> tuple[int, str] | None:
         """``(store id, name)`` of a store by name or widget key."""
@@ -52,7 +58,7 @@ class InboxService:
     ) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """The rows of one filter and search, with the counts per filter."""
         return await self._run(  # type: ignore[no-any-return]
-            inbox.inbox_snapshot, store_id, agent_id, kind, q
+            inbox.inbox_snapshot, store_id, agent_id, kind, q, self._classify
         )
 
     async def updates(
@@ -60,12 +66,14 @@ class InboxService:
     ) -> tuple[list[tuple[dict[str, Any], bool]], dict[str, int]]:
         """Fresh rows of these conversations (and whether each still matches), the counts."""
         return await self._run(  # type: ignore[no-any-return]
-            inbox.inbox_updates, store_id, ids, agent_id, kind, q
+            inbox.inbox_updates, store_id, ids, agent_id, kind, q, self._classify
         )
 
     async def details(self, conversation_id: int) -> dict[str, Any]:
         """The opened conversation's store, customer panel, owner and handoff summary."""
-        return await self._run(inbox.conversation_details, conversation_id)  # type: ignore[no-any-return]
+        return await self._run(  # type: ignore[no-any-return]
+            inbox.conversation_details, conversation_id, self._classify
+        )
 
     async def owner_id(self, conversation_id: int) -> int | None:
         return await self._run(inbox.owner_id, conversation_id)  # type: ignore[no-any-return]
@@ -79,7 +87,9 @@ class InboxService:
 
     async def copilot_input(self, conversation_id: int) -> inbox.CopilotInput | None:
         """The shopper message the copilot answers, with its context; None before one."""
-        return await self._run(inbox.copilot_input, conversation_id)  # type: ignore[no-any-return]
+        return await self._run(  # type: ignore[no-any-return]
+            inbox.copilot_input, conversation_id, self._classify
+        )
 
 
 class TeamService:

@@ -2,31 +2,51 @@
 
 No model is involved: an agent must be able to trust the summary, and a 135M model
 paraphrasing a complaint is not trustworthy. The summary names why the bot handed off,
-the topic (from the same rule router the bot uses), the order numbers mentioned, and the
-shopper's last messages, so an agent can pick the conversation up without scrolling.
+the topic (from the same rule router the bot uses, handed in as a :data:`Classify`), the
+order numbers mentioned, and the shopper's last messages, so an agent can pick the
+conversation up without scrolling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from chatbot.answering.facts import shorten
-from chatbot.answering.router import Intent, extract_order_numbers, route
+from chatbot.text import extract_order_numbers, shorten
 from chatbot.types import Turn
 
 MAX_QUOTES = 2
 MAX_QUOTE_CHARS = 140
 MAX_REASON_CHARS = 500
 
+
+class Decision(Protocol):
+    """What the classifier says about one shopper message (the router's ``Route``)."""
+
+    @property
+    def intent(self) -> str: ...
+
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+
+# ``classify(message, history)``: the answering router's ``route``. The server hands it in,
+# so the console labels topics exactly as the bot routes them without agents importing
+# answering (tests/unit/test_architecture.py).
+Classify = Callable[[str, Sequence[Turn]], Decision]
+
+# Intents whose message asks nothing of its own (the copilot skips them, topics keep the
+# question before them).
+NOT_A_QUESTION = frozenset({"handoff", "small_talk"})
 _INTENT_LABELS = {
-    Intent.ORDER: "Order",
-    Intent.PRODUCT: "Product question",
-    Intent.POLICY: "Store policy / FAQ",
-    Intent.OUT_OF_SCOPE: "Off-topic",
-    Intent.INJECTION: "Suspicious request",
-    Intent.SMALL_TALK: "Small talk",
-    Intent.HANDOFF: "Asked for a human",
+    "order": "Order",
+    "product": "Product question",
+    "policy": "Store policy / FAQ",
+    "out_of_scope": "Off-topic",
+    "injection": "Suspicious request",
+    "small_talk": "Small talk",
+    "handoff": "Asked for a human",
 }
 _ORDER_TOPIC_LABELS = {
     "status": "status",
@@ -59,24 +79,24 @@ class HandoffSummary:
         }
 
 
-def detect_topic(turns: Sequence[Turn]) -> str:
+def detect_topic(turns: Sequence[Turn], classify: Classify) -> str:
     """The topic of the shopper's latest substantive message, as a short label."""
     history: list[Turn] = []
     topic = ""
     for turn in turns:
         if turn.role == "shopper":
-            decision = route(turn.text, history)
-            if decision.intent is Intent.ORDER:
+            decision = classify(turn.text, history)
+            if decision.intent == "order":
                 parts = [_ORDER_TOPIC_LABELS.get(t, t) for t in decision.topics]
                 topic = f"Order: {', '.join(parts)}"
-            elif decision.intent not in (Intent.SMALL_TALK, Intent.HANDOFF) or not topic:
-                topic = _INTENT_LABELS[decision.intent]
+            elif decision.intent not in NOT_A_QUESTION or not topic:
+                topic = _INTENT_LABELS.get(decision.intent, "General")
         history.append(turn)
     return topic or "General"
 
 
 def summarize(
-    turns: Sequence[Turn], *, reason: str = "", unanswered: int = 0
+    turns: Sequence[Turn], *, classify: Classify, reason: str = "", unanswered: int = 0
 ) -> HandoffSummary:
     """Summarise a conversation for the agent who will take it over.
 
@@ -90,7 +110,7 @@ def summarize(
             for number in extract_order_numbers(turn.text):
                 if number not in orders:
                     orders.append(number)
-    topic = detect_topic(turns)
+    topic = detect_topic(turns, classify)
     quotes = tuple(shorten(text, MAX_QUOTE_CHARS) for text in shopper[-MAX_QUOTES:])
     # The reason may be the bot's note of who wants what (chatbot/answering/escalation.py:
     # the customer, the order, the request and where it stood), so it is kept whole.

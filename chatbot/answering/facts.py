@@ -22,22 +22,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatbot.text import item_lines, money, shorten
 from chatbot.types import Source
 
 if TYPE_CHECKING:
     from knowledge_base.models import Order
     from knowledge_base.retrieval import Hit
 
-# Longest fact text kept in a prompt; longer snippets are cut at a word boundary.
+# Longest fact text kept in a prompt; longer snippets are cut at a word boundary
+# (also the default cut of ``shorten``: chatbot.text.SHORTEN_CHARS).
 MAX_FACT_CHARS = 300
 
 # Order-question topics the router detects; they pick which parts of an order line to show.
 ORDER_TOPICS = (
     "status", "tracking", "items", "total", "returns", "address", "cancel", "change"
 )
-
-_CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "AUD": "A$"}
-
 
 @dataclass(frozen=True)
 class Fact:
@@ -62,22 +61,6 @@ class Fact:
 
     def source(self) -> Source:
         return Source(kind=self.kind, id=self.id, title=self.title or self.id, url=self.url)
-
-
-def shorten(text: str, limit: int = MAX_FACT_CHARS) -> str:
-    """Collapse whitespace and cut ``text`` at a word boundary to at most ``limit`` chars."""
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:")
-    return cut + "…"
-
-
-def money(amount: Decimal | float | int | None, currency: str = "USD") -> str:
-    """``$1,093.34`` style, with the currency's symbol (or code) in front."""
-    value = Decimal(str(amount if amount is not None else 0)).quantize(Decimal("0.01"))
-    symbol = _CURRENCY_SYMBOLS.get(currency.upper(), f"{currency.upper()} ")
-    return f"{symbol}{value:,.2f}"
 
 
 def day(when: datetime | None) -> str:
@@ -485,28 +468,6 @@ def hit_fact(
 def _lower_first(line: str) -> str:
     """ "Color options: Black." -> "color options: Black." (after a product name)."""
     return line[:1].lower() + line[1:] if line[:2].istitle() or line[:1].isupper() else line
-
-
-def _options(options: dict[str, str]) -> str:
-    values = [str(v) for v in options.values() if str(v).strip()]
-    return f" ({', '.join(values)})" if values else ""
-
-
-def item_lines(order: Order, *, with_prices: bool = True) -> list[str]:
-    """The order's items, one string each, with identical lines merged into a quantity."""
-    merged: dict[tuple[str, str, str], list[int]] = {}
-    names: dict[tuple[str, str, str], str] = {}
-    for item in order.items:
-        key = (item.name, _options(item.options), str(item.unit_price))
-        merged.setdefault(key, [0])[0] += item.quantity
-        names[key] = f"{item.name}{_options(item.options)}"
-    lines = []
-    for key, (qty,) in merged.items():
-        line = f"{names[key]} x{qty}"
-        if with_prices:
-            line += f" {money(Decimal(key[2]), order.currency)}"
-        lines.append(line)
-    return lines
 
 
 def _shipment_text(order: Order) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from chatbot.answering.dialogue import DialogueState
+from chatbot.text import extract_order_numbers
 from chatbot.types import Turn
 
 
@@ -38,13 +39,6 @@ class Route:
     email: str | None = None
 
 
-# "#W2611340", "W2611340", "#NW10001", "#1042" (a bare number needs the "#" or "order").
-_ORDER_NUMBER = re.compile(
-    r"(?:#\s?([A-Za-z]{0,3}\d{3,10})\b)"
-    r"|(?<![\w#])([A-Za-z]{1,3}\d{5,10})\b"
-    r"|\border\s+(?:number\s+|no\.?\s+)?(\d{4,10})\b",
-    re.IGNORECASE,
-)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
@@ -180,17 +174,6 @@ def strip_instructions(text: str) -> tuple[str, bool]:
     if len(kept.split()) < 2:
         return text, True
     return kept, True
-
-
-def extract_order_numbers(text: str) -> tuple[str, ...]:
-    """Order numbers in ``text``, upper-cased, with a leading ``#``, in order of mention."""
-    found: list[str] = []
-    for match in _ORDER_NUMBER.finditer(text):
-        raw = next(g for g in match.groups() if g)
-        number = "#" + raw.upper()
-        if number not in found:
-            found.append(number)
-    return tuple(found)
 
 
 def extract_email(text: str) -> str | None:

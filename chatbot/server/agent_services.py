@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chatbot.agents.services import InboxService, TeamService
+from chatbot.answering.router import route
 from chatbot.conversations.log import ConversationRef
 from chatbot.server import console_copilot
 from chatbot.server.limits import FRAMES_BURST, FRAMES_PER_SECOND, TokenBucket
@@ -26,7 +27,7 @@ class AgentServices:
 
     def __init__(self, app: ChatServer) -> None:
         self.app = app
-        self.inbox = InboxService(app.conversations.run)
+        self.inbox = InboxService(app.conversations.run, route)
         self.team = TeamService(app.conversations.run)
         self.frames = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
 
@@ -62,9 +63,12 @@ class AgentServices:
                 return events, high
             case ax.Details(conv):
                 details = await inbox.details(conv.id)
-                # The customer panel lists the conversation's order actions (issue #19).
+                # The customer panel lists the conversation's order actions and what the
+                # form for an agent's own action offers (issue #19).
                 actions = await desk.of_conversation(conv)
-                return {**details, "customer": {**details["customer"], "actions": actions}}
+                form = await desk.form(conv)
+                return {**details, "customer": {**details["customer"], "actions": actions,
+                                                "action_form": form}}
             case ax.Fresh(conv):
                 return await app.conversations.get(conv.id)
             case ax.AgentTransition(conv, action, agent_id, agent_name):

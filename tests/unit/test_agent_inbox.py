@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from chatbot.agents import accounts, inbox
+from chatbot.answering.router import route
 from chatbot.conversations import ownership
 from chatbot.conversations.hub import ConversationHub
 from chatbot.conversations.service import ConversationService
@@ -18,6 +20,9 @@ from knowledge_base.models import Customer, Order, OrderItem, Shipment
 from knowledge_base.stores import get_or_create_store
 
 PASSWORD = "correct horse battery"
+# The inbox labels topics with the router the server hands in.
+inbox_rows = partial(inbox.inbox_rows, classify=route)
+inbox_row = partial(inbox.inbox_row, classify=route)
 
 
 @pytest.fixture()
@@ -67,7 +72,7 @@ async def test_inbox_rows_counts_search_unread_and_summary(
     await service.add_shopper_message(guest, "g1", "Do you sell rain jackets?")
     await service.add_shopper_message(elsewhere, "e1", "other store's secret")
 
-    rows = await service.run(inbox.inbox_rows, world["store"], world["ana"])
+    rows = await service.run(inbox_rows, world["store"], world["ana"])
     assert {r["conversation_id"] for r in rows} == {verified.public_id, guest.public_id}
     row = next(r for r in rows if r["conversation_id"] == verified.public_id)
     assert row["state"] == "waiting"
@@ -83,10 +88,10 @@ async def test_inbox_rows_counts_search_unread_and_summary(
     assert "I want to talk to a human please" in summary["text"]
 
     # The copilot answers the question, not the request for a person that followed it.
-    target = await service.run(inbox.copilot_input, verified.id)
+    target = await service.run(inbox.copilot_input, verified.id, route)
     assert target is not None and target.text == "Where is my order #W2611340?"
     assert target.history == []
-    other = await service.run(inbox.copilot_input, elsewhere.id)
+    other = await service.run(inbox.copilot_input, elsewhere.id, route)
     assert other is not None and (other.text, other.seq) == ("other store's secret", 1)
 
     counts = await service.run(inbox.inbox_counts, world["store"], world["ana"])
@@ -94,32 +99,32 @@ async def test_inbox_rows_counts_search_unread_and_summary(
                       "mine": 0}
 
     # Filters and search (customer name, message text, order number; never another store).
-    waiting = await service.run(inbox.inbox_rows, world["store"], world["ana"], filter="waiting")
+    waiting = await service.run(inbox_rows, world["store"], world["ana"], filter="waiting")
     assert [r["conversation_id"] for r in waiting] == [verified.public_id]
     for q, expected in [("mia", [verified.public_id]), ("rain jack", [guest.public_id]),
                         ("W2611340", [verified.public_id]), ("secret", []), ("100%", [])]:
-        found = await service.run(inbox.inbox_rows, world["store"], world["ana"], filter="all",
+        found = await service.run(inbox_rows, world["store"], world["ana"], filter="all",
                                   q=q)
         assert [r["conversation_id"] for r in found] == expected, q
 
     # Reading clears unread for this agent only.
     await service.run(inbox.mark_read, world["ana"], verified.id)
     await service.run(inbox.mark_read, world["ana"], verified.id)  # idempotent
-    row, matches = await service.run(inbox.inbox_row, verified.id, world["ana"], filter="open",
+    row, matches = await service.run(inbox_row, verified.id, world["ana"], filter="open",
                                      q="")
     assert matches and row["unread"] == 0
-    bob_row, _ = await service.run(inbox.inbox_row, verified.id, world["bob"], filter="open", q="")
+    bob_row, _ = await service.run(inbox_row, verified.id, world["bob"], filter="open", q="")
     assert bob_row["unread"] == 2
 
     # Ana takes over: "mine" for her, not for Bob; a row leaving a filter says so.
     await service.transition(verified, ownership.Action.TAKE_OVER, agent_id=world["ana"],
                              agent_name="Ana")
-    row, matches = await service.run(inbox.inbox_row, verified.id, world["ana"], filter="mine",
+    row, matches = await service.run(inbox_row, verified.id, world["ana"], filter="mine",
                                      q="")
     assert matches and row["mine"] and row["owner"] == {"id": world["ana"], "name": "Ana"}
-    _, matches = await service.run(inbox.inbox_row, verified.id, world["bob"], filter="mine", q="")
+    _, matches = await service.run(inbox_row, verified.id, world["bob"], filter="mine", q="")
     assert not matches
-    _, matches = await service.run(inbox.inbox_row, verified.id, world["ana"], filter="waiting",
+    _, matches = await service.run(inbox_row, verified.id, world["ana"], filter="waiting",
                                    q="")
     assert not matches
 
@@ -127,7 +132,7 @@ async def test_inbox_rows_counts_search_unread_and_summary(
 async def test_customer_panel_verified_and_guest(db: Database, world: dict[str, int]) -> None:
     service = ConversationService(db, ConversationHub())
     verified, _ = await service.open(world["store"], world["customer"])
-    details = await service.run(inbox.conversation_details, verified.id)
+    details = await service.run(inbox.conversation_details, verified.id, route)
     panel = details["customer"]
     assert panel["verified"] and panel["name"] == "Mia Lee"
     assert [o["number"] for o in panel["orders"]] == ["#W2611340"]
@@ -138,9 +143,9 @@ async def test_customer_panel_verified_and_guest(db: Database, world: dict[str, 
     assert details["summary"] is None
 
     guest, _ = await service.open(world["store"], None)
-    panel = (await service.run(inbox.conversation_details, guest.id))["customer"]
+    panel = (await service.run(inbox.conversation_details, guest.id, route))["customer"]
     assert not panel["verified"] and panel["orders"] == []
     await service.add_verified_orders(guest, frozenset({"#W2611340"}), "bot")
-    panel = (await service.run(inbox.conversation_details, guest.id))["customer"]
+    panel = (await service.run(inbox.conversation_details, guest.id, route))["customer"]
     assert panel["verified_orders"] == ["#W2611340"]
     assert [o["number"] for o in panel["orders"]] == ["#W2611340"]

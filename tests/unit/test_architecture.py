@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("chatbot", "knowledge_base")
 # chatbot's domain packages: everything but the roots every layer may use
-# (chatbot.errors, chatbot.settings, chatbot.types, chatbot.storage, chatbot.security).
+# (chatbot.errors, chatbot.settings, chatbot.types, chatbot.text, chatbot.storage,
+# chatbot.security).
 DOMAIN = (
     "chatbot.actions",
     "chatbot.agents",
@@ -157,22 +158,19 @@ def test_sessions_and_protocol_do_no_io() -> None:
     assert not _violations(("chatbot.session", "chatbot.protocol"), io)
 
 
-# Known, listed exceptions: the inbox and the handoff summary label a conversation's topic
-# with the answering router (and reuse its text helpers). Issue #17 leaves these two for a
-# follow-up that injects a classifier; the list must only shrink.
-AGENTS_USING_ANSWERING = {
-    ("chatbot.agents.inbox", "chatbot.answering.facts"),
-    ("chatbot.agents.inbox", "chatbot.answering.router"),
-    ("chatbot.agents.summary", "chatbot.answering.facts"),
-    ("chatbot.agents.summary", "chatbot.answering.router"),
-}
-
-
 def test_agents_do_not_import_answering() -> None:
-    found = _violations("chatbot.agents", "chatbot.answering")
-    new = found - AGENTS_USING_ANSWERING
-    assert not new, f"new imports of answering: {new}"
-    assert found == AGENTS_USING_ANSWERING, "an exception is gone: drop it from the list"
+    """The console labels topics with the router the server hands in (``Classify``) and
+    shares the text helpers through the root ``chatbot.text``: no exception is left."""
+    assert not _violations("chatbot.agents", "chatbot.answering")
+
+
+# The roots every layer may use; they import nothing of ours.
+ROOTS = ("chatbot.errors", "chatbot.settings", "chatbot.types", "chatbot.text")
+
+
+def test_the_roots_import_nothing_of_ours() -> None:
+    assert all(root in MODULES for root in ROOTS)
+    assert not _violations(ROOTS, ("chatbot", "knowledge_base"))
 
 
 def test_no_import_cycle() -> None:
