@@ -17,16 +17,19 @@
     return_items: "Return items", exchange_items: "Exchange items",
     modify_default_address: "Change default address", remove_order_items: "Remove items"
   };
-  var ACTION_TEMPLATES = {
-    cancel_order: { order: "#", reason: "no longer needed" },
-    modify_order_address: { order: "#", address: { address1: "", address2: "", city: "", state: "", country: "", zip: "" } },
-    modify_order_payment: { order: "#", payment_method: "" },
-    modify_order_items: { order: "#", items: [], new_items: [], payment_method: "" },
-    return_items: { order: "#", items: [], payment_method: "" },
-    exchange_items: { order: "#", items: [], new_items: [], payment_method: "" },
-    modify_default_address: { address: { address1: "", address2: "", city: "", state: "", country: "", zip: "" } },
-    remove_order_items: { order: "#", items: [] }
+  // What each kind's form asks for (the kind's parameters, docs/actions.md).
+  var ACTION_FIELDS = {
+    cancel_order: ["order", "reason"],
+    modify_order_address: ["order", "address"],
+    modify_order_payment: ["order", "payment"],
+    modify_order_items: ["order", "items", "variants", "difference"],
+    return_items: ["order", "items", "refund"],
+    exchange_items: ["order", "items", "variants", "difference"],
+    modify_default_address: ["address"],
+    remove_order_items: ["order", "items"]
   };
+  var ADDRESS_FIELDS = [["address1", "Street", true], ["address2", "Apartment, suite", true],
+    ["city", "City"], ["state", "State"], ["zip", "Zip code"], ["country", "Country"]];
   var MODE_LABELS = { auto: "Automatic (the shopper's yes)", approval: "Needs an agent's approval", off: "Off (offer a person)" };
   var ACTION_STATUS = {
     proposed: "Waiting for the shopper", executed: "Done", declined: "Declined", failed: "Failed",
@@ -50,6 +53,7 @@
     mode: "reply",
     actions: null, // the store's approval queue: {store, pending, modes, can_configure}
     preview: null, // the agent's own action being previewed: {conversation_id, action}
+    actionForm: null, // what the form offers: customer.action_form of the open conversation
     retry: 0,
     loggingOut: false,
     sendCounter: 0,
@@ -674,6 +678,7 @@
       orders.appendChild(el("li", "items", customer.verified ? "No orders." : "Orders are shown once the shopper is verified."));
     }
     renderCustomerActions(customer.actions || []);
+    state.actionForm = customer.action_form || null;
     resetAgentAction();
   }
 
@@ -698,23 +703,229 @@
 
   function resetAgentAction() {
     var select = $("agent-action-kind");
-    if (!select.options.length) {
-      Object.keys(ACTION_KINDS).forEach(function (kind) {
-        var opt = el("option", "", ACTION_KINDS[kind]);
-        opt.value = kind;
-        select.appendChild(opt);
-      });
-    }
+    clear(select);
+    var modes = (state.actionForm && state.actionForm.kinds) || {};
+    Object.keys(ACTION_KINDS).forEach(function (kind) {
+      var opt = el("option", "", ACTION_KINDS[kind] + (modes[kind] === "off" ? " (off for this store)" : ""));
+      opt.value = kind;
+      select.appendChild(opt);
+    });
     state.preview = null;
     $("agent-action-card").hidden = true;
     $("agent-action-error").hidden = true;
     $("agent-action-preview").disabled = false;
-    fillActionTemplate();
+    renderActionFields();
   }
 
-  function fillActionTemplate() {
+  // ---- the form per kind: order, reason, items and their new options, payment, address ----
+
+  function formOrders() { return (state.actionForm && state.actionForm.orders) || []; }
+
+  function chosenOrder() {
+    var pick = $("aa-order");
+    var number = pick ? pick.value : "";
+    return formOrders().filter(function (o) { return o.number === number; })[0] || null;
+  }
+
+  function field(labelText, control) {
+    var box = el("div", "field");
+    var label = el("label", "", labelText);
+    label.htmlFor = control.id;
+    box.appendChild(label);
+    box.appendChild(control);
+    return box;
+  }
+
+  function selectOf(id, choices, value) {
+    var select = el("select");
+    select.id = id;
+    choices.forEach(function (c) {
+      var opt = el("option", "", c[1]);
+      opt.value = c[0];
+      if (c[0] === value) opt.selected = true;
+      select.appendChild(opt);
+    });
+    return select;
+  }
+
+  function optionsText(options) {
+    return Object.keys(options || {}).map(function (k) { return options[k]; }).filter(Boolean).join(", ");
+  }
+
+  function methodChoices(order, exceptId) {
+    var form = state.actionForm || {};
+    var list = (form.payment_methods || []).slice();
+    ((order && order.paid_with) || []).forEach(function (m) { list.push(m); });
+    return list.filter(function (m) { return m.id !== exceptId; }).map(function (m) {
+      var label = m.label || m.id;
+      if (order && m.id === order.payment_method) label += " (original)";
+      if (m.balance !== null && m.balance !== undefined) label += " · balance $" + m.balance;
+      return [m.id, label];
+    });
+  }
+
+  function renderActionFields() {
+    var box = $("agent-action-fields");
+    clear(box);
     var kind = $("agent-action-kind").value;
-    $("agent-action-params").value = JSON.stringify(ACTION_TEMPLATES[kind] || {});
+    var needs = ACTION_FIELDS[kind] || [];
+    var form = state.actionForm || {};
+    var orders = formOrders();
+    $("agent-action-preview").disabled = false;
+    if (needs.indexOf("order") >= 0) {
+      if (!orders.length) {
+        box.appendChild(el("p", "note", "No orders to act on: the customer is not verified, or has none."));
+        $("agent-action-preview").disabled = true;
+        return;
+      }
+      var pick = selectOf("aa-order", orders.map(function (o) { return [o.number, o.number + " · " + o.status]; }), "");
+      pick.addEventListener("change", renderOrderFields);
+      box.appendChild(field("Order", pick));
+    }
+    var rest = el("div", "action-fields");
+    rest.id = "aa-order-fields";
+    box.appendChild(rest);
+    if (needs.indexOf("order") < 0 && needs.indexOf("address") >= 0) {
+      rest.appendChild(addressFields(form.address || {}, "The customer's new default address"));
+    }
+    if (needs.indexOf("order") >= 0) renderOrderFields();
+  }
+
+  function addressFields(address, legendText) {
+    var set = el("fieldset", "address");
+    set.appendChild(el("legend", "", legendText));
+    ADDRESS_FIELDS.forEach(function (f) {
+      var input = el("input");
+      input.id = "aa-" + f[0];
+      input.value = address[f[0]] || "";
+      input.autocomplete = "off";
+      var box = field(f[1], input);
+      if (f[2]) box.className += " wide";
+      set.appendChild(box);
+    });
+    return set;
+  }
+
+  /** The parts of the form that depend on the order: reason, address, items, payment. */
+  function renderOrderFields() {
+    var box = $("aa-order-fields");
+    if (!box) return;
+    clear(box);
+    var kind = $("agent-action-kind").value;
+    var needs = ACTION_FIELDS[kind] || [];
+    var order = chosenOrder();
+    var form = state.actionForm || {};
+    if (!order) return;
+    if (needs.indexOf("reason") >= 0) {
+      if (form.reasons && form.reasons.length) {
+        box.appendChild(field("Reason", selectOf("aa-reason", form.reasons.map(function (r) { return [r, r]; }), form.reasons[0])));
+      } else {
+        var reason = el("input");
+        reason.id = "aa-reason";
+        reason.placeholder = "Why the customer cancels";
+        box.appendChild(field("Reason", reason));
+      }
+    }
+    if (needs.indexOf("address") >= 0) box.appendChild(addressFields(order.address || {}, "New shipping address"));
+    if (needs.indexOf("payment") >= 0) {
+      var others = methodChoices(order, order.payment_method);
+      if (!others.length) box.appendChild(el("p", "note", "The customer has no other saved payment method."));
+      else box.appendChild(field("Pay with", selectOf("aa-payment", others, others[0][0])));
+    }
+    if (needs.indexOf("items") >= 0) box.appendChild(itemFields(order, needs.indexOf("variants") >= 0));
+    var payLabel = needs.indexOf("difference") >= 0 ? "Charge or refund the price difference with"
+      : needs.indexOf("refund") >= 0 ? "Refund to" : "";
+    if (payLabel) {
+      var methods = methodChoices(order, null);
+      if (methods.length) box.appendChild(field(payLabel, selectOf("aa-payment", methods, order.payment_method)));
+    }
+  }
+
+  function itemFields(order, withVariants) {
+    var set = el("fieldset", "items");
+    set.appendChild(el("legend", "", withVariants ? "Items to change" : "Items"));
+    (order.items || []).forEach(function (item, i) {
+      var line = el("div", "line");
+      line.dataset.itemId = item.item_id;
+      var pick = el("div", "pick");
+      var check = el("input");
+      check.type = "checkbox";
+      check.id = "aa-item-" + i;
+      check.className = "aa-item";
+      var label = el("label", "", (item.quantity > 1 ? item.quantity + " × " : "") + item.name +
+        (optionsText(item.options) ? " (" + optionsText(item.options) + ")" : "") + " · $" + item.price);
+      label.htmlFor = check.id;
+      pick.appendChild(check);
+      pick.appendChild(label);
+      line.appendChild(pick);
+      var units = null;
+      if (item.quantity > 1) {
+        units = el("input", "units");
+        units.type = "number";
+        units.min = "1";
+        units.max = String(item.quantity);
+        units.value = String(item.quantity);
+        units.id = "aa-units-" + i;
+        units.disabled = true;
+        line.appendChild(field("How many", units));
+      }
+      var variant = null;
+      if (withVariants) {
+        var choices = (item.variants || []).map(function (v) {
+          return [v.item_id, (optionsText(v.options) || v.item_id) + " · $" + v.price + (v.current ? " (as now)" : "")];
+        });
+        variant = selectOf("aa-variant-" + i, choices, "");
+        variant.disabled = true;
+        if (choices.length > 1) variant.selectedIndex = 1;  // another option than the current
+        line.appendChild(field("New option", variant));
+      }
+      check.addEventListener("change", function () {
+        if (units) units.disabled = !check.checked;
+        if (variant) variant.disabled = !check.checked;
+      });
+      set.appendChild(line);
+    });
+    return set;
+  }
+
+  /** The kind's parameters from the form, or a message saying what is missing. */
+  function actionParams(kind) {
+    var needs = ACTION_FIELDS[kind] || [];
+    var params = {};
+    var order = chosenOrder();
+    if (needs.indexOf("order") >= 0) {
+      if (!order) return "Choose an order.";
+      params.order = order.number;
+    }
+    if (needs.indexOf("reason") >= 0) {
+      params.reason = ($("aa-reason").value || "").trim();
+      if (!params.reason) return "Give the reason for the cancellation.";
+    }
+    if (needs.indexOf("address") >= 0) {
+      var address = {};
+      ADDRESS_FIELDS.forEach(function (f) { address[f[0]] = ($("aa-" + f[0]).value || "").trim(); });
+      params.address = address;
+    }
+    if (needs.indexOf("items") >= 0) {
+      params.items = [];
+      if (needs.indexOf("variants") >= 0) params.new_items = [];
+      (order.items || []).forEach(function (item, i) {
+        if (!$("aa-item-" + i).checked) return;
+        var units = $("aa-units-" + i);
+        var n = units ? Math.max(1, Math.min(item.quantity, parseInt(units.value, 10) || 1)) : 1;
+        for (var k = 0; k < n; k += 1) {
+          params.items.push(item.item_id);
+          if (params.new_items) params.new_items.push($("aa-variant-" + i).value);
+        }
+      });
+      if (!params.items.length) return "Choose at least one item.";
+    }
+    if (needs.indexOf("payment") >= 0 || needs.indexOf("difference") >= 0 || needs.indexOf("refund") >= 0) {
+      var method = $("aa-payment");
+      if (!method) return "There is no payment method to use.";
+      params.payment_method = method.value;
+    }
+    return params;
   }
 
   function previewAgentAction(event) {
@@ -722,16 +933,14 @@
     if (!state.conv) return;
     var error = $("agent-action-error");
     error.hidden = true;
-    var params;
-    try {
-      params = JSON.parse($("agent-action-params").value || "{}");
-      if (!params || typeof params !== "object" || Array.isArray(params)) throw new Error("not an object");
-    } catch (e) {
-      error.textContent = "The details must be a JSON object, e.g. {\"order\": \"#W1234567\"}.";
+    var kind = $("agent-action-kind").value;
+    var params = actionParams(kind);
+    if (typeof params === "string") {
+      error.textContent = params;
       error.hidden = false;
       return;
     }
-    if (send("propose_action", { conversation_id: state.conv.id, kind: $("agent-action-kind").value, params: params })) {
+    if (send("propose_action", { conversation_id: state.conv.id, kind: kind, params: params })) {
       $("agent-action-preview").disabled = true;
     }
   }
@@ -1096,7 +1305,7 @@
     $("btn-suggest").addEventListener("click", suggest);
     $("btn-insert").addEventListener("click", insertSuggestion);
     $("agent-action").addEventListener("submit", previewAgentAction);
-    $("agent-action-kind").addEventListener("change", function () { fillActionTemplate(); $("agent-action-card").hidden = true; });
+    $("agent-action-kind").addEventListener("change", function () { renderActionFields(); $("agent-action-card").hidden = true; });
     $("agent-action-confirm").addEventListener("click", function () { answerAgentAction(true); });
     $("agent-action-cancel").addEventListener("click", function () { answerAgentAction(false); });
     $("composer").addEventListener("submit", submitComposer);

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 
+from chatbot.actions.forms import action_form
 from chatbot.actions.models import (
     AWAITING_APPROVAL,
     DECLINED,
@@ -30,7 +31,7 @@ from chatbot.actions.models import (
     PROPOSED,
     ActionProposal,
 )
-from chatbot.actions.policy import KINDS, SETTINGS_KEY
+from chatbot.actions.policy import KINDS, SETTINGS_KEY, load_config
 from chatbot.actions.service import ActionIdError, ActionService, Outcome, Proposal, get_config
 from chatbot.actions.service import set_modes as store_set_modes
 from chatbot.conversations.history import verified_orders
@@ -297,16 +298,38 @@ class ActionDesk:
         """The conversation's proposals with their status, oldest first."""
         return await self._call(self._of_conversation, conv.store_id, conv.public_id)
 
+    async def _whom(self, conv: ConversationRef) -> tuple[int | None, list[str]]:
+        """Whom an agent acts for: the conversation's signed-in customer, else the one the
+        bot identified as the store's policy says (kept in the dialogue state), and the
+        orders a guest proved."""
+        return await self.conversations.run(_whom, conv)
+
     async def propose(self, conv: ConversationRef, kind: str, params: dict[str, Any],
                       agent: str) -> Proposal:
         """An agent proposes ``kind`` for the conversation's customer (or the orders the
         guest proved); raises ``ActionRefused`` with the policy's reason."""
-        orders = await self.conversations.run(verified_orders, conv.id)
+        customer_id, orders = await self._whom(conv)
         return await self._call(
-            self.actions.propose, conv.store_id, kind, params, customer_id=conv.customer_id,
-            verified_orders=sorted(orders), conversation_id=conv.public_id, actor="agent",
+            self.actions.propose, conv.store_id, kind, params, customer_id=customer_id,
+            verified_orders=orders, conversation_id=conv.public_id, actor="agent",
             actor_id=agent,
         )
+
+    def _form(self, store_id: int, customer_id: int | None, orders: list[str]
+              ) -> dict[str, Any]:
+        with self.db.session() as session:
+            store = session.get(Store, store_id)
+            config = load_config(store.settings if store is not None else {})
+            return action_form(session, store_id, config, customer_id=customer_id,
+                               verified_orders=orders)
+
+    async def form(self, conv: ConversationRef) -> dict[str, Any]:
+        """The choices of the console's form for an agent's own action in ``conv``
+        (orders and their lines with the available options, payment methods, reasons,
+        the address; see :mod:`chatbot.actions.forms`): the customer panel's
+        ``action_form``."""
+        customer_id, orders = await self._whom(conv)
+        return await self._call(self._form, conv.store_id, customer_id, orders)
 
     async def answer(self, conv: ConversationRef, action_id: str, accept: bool,
                      agent: str) -> Outcome:
@@ -353,6 +376,18 @@ def _preview_only(p: ActionProposal) -> bool:
     """An agent's preview that ended without running (declined, expired): told to agents
     when it ended, never to the shopper, who did not see it."""
     return p.proposed_by == "agent" and p.status in (DECLINED, EXPIRED)
+
+
+def _whom(session: Any, conv: ConversationRef) -> tuple[int | None, list[str]]:
+    from chatbot.conversations.models import Conversation
+
+    customer_id = conv.customer_id
+    if customer_id is None:
+        dialogue = session.scalar(select(Conversation.dialogue)
+                                  .where(Conversation.id == conv.id)) or {}
+        found = dialogue.get("customer_id") if isinstance(dialogue, dict) else None
+        customer_id = int(found) if isinstance(found, int) and found > 0 else None
+    return customer_id, sorted(verified_orders(session, conv.id))
 
 
 def _find_conversation(session: Any, store_id: int, public_id: str) -> ConversationRef | None:

@@ -9,6 +9,8 @@ Screenshots are saved to ``tests/browser/artifacts/``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -367,15 +369,12 @@ async def test_widget_card_with_the_real_pipeline_on_a_demo_order(
         db.dispose()
 
 
-async def test_console_agent_runs_an_action_for_the_customer(browser: Any, tmp_path: Any) -> None:
-    """An agent previews and confirms a cancellation for a signed-in shopper in the console;
-    the shopper's widget shows the outcome and the bot's short message (real pipeline, no
-    model)."""
+@asynccontextmanager
+async def pipeline_live(tmp_path: Any) -> AsyncIterator[tuple[LiveServer, Any, str]]:
+    """The demo store behind the real ChatServer and Pipeline (no model: SilentEngine),
+    with agent Ana: (live server, database, the store's identity secret)."""
     import dataclasses
 
-    from widget_support import new_page
-
-    from chatbot import identity
     from chatbot.agents import accounts
     from chatbot.answering.pipeline import Pipeline
     from chatbot.evaluation.actions import SilentEngine
@@ -384,7 +383,6 @@ async def test_console_agent_runs_an_action_for_the_customer(browser: Any, tmp_p
     from chatbot.storage.db import Database
     from chatbot.training.build import load_tokenizer
     from knowledge_base.demo import ensure_demo_store
-    from knowledge_base.models import Order
     from knowledge_base.retrieval import Retriever
 
     base = Settings.from_env()
@@ -402,50 +400,135 @@ async def test_console_agent_runs_an_action_for_the_customer(browser: Any, tmp_p
     port = await app.start(host="127.0.0.1", port=0)
     live = LiveServer(f"http://127.0.0.1:{port}", port, app, db,
                       None, store.identity_secret)  # type: ignore[arg-type]
-    console = await new_page(browser, live, viewport={"width": 1440, "height": 900})
-    shopper = await new_page(browser, live)
     try:
-        await shopper.goto(live.url + "/demo")
-        await shopper.wait_for_function("() => !!window.StorefrontChat")
-        await shopper.evaluate("t => StorefrontChat.setIdentity(t)",
-                               identity.sign(store.identity_secret, "mei_nelson_9261"))
-        await shopper.click(f"{W} .launcher")
-        # Straight to a person (no bot turn): the conversation waits in the inbox.
-        await shopper.get_by_role("button", name="Talk to a person").click()
-        await shopper.locator(f"{W} .items .row.system").first.wait_for()
-
-        await log_in(console, live)
-        await console.locator(".inbox-item").first.click()
-        await console.locator("#customer-actions").wait_for()
-        await console.select_option("#agent-action-kind", "cancel_order")
-        await console.fill("#agent-action-params",
-                           '{"order": "#NW10966", "reason": "no longer needed"}')
-        await console.click("#agent-action-preview")
-        summary = console.locator("#agent-action-summary")
-        await console.locator("#agent-action-card").wait_for()
-        assert (await summary.inner_text()).startswith("Cancel order #NW10966")
-        # The preview changed nothing yet.
-        with db.session() as session:
-            assert session.scalars(
-                select(Order.status).where(Order.number == "#NW10966")).one() == "pending"
-        await shot(console, "console-agent-action-preview")
-        await console.click("#agent-action-confirm")
-        await console.locator("#agent-action-status.executed").wait_for()
-        await console.locator("#transcript .action-line.executed").wait_for()
-        await console.wait_for_function(
-            "() => document.querySelector('#customer-actions').textContent.includes('Done')")
-
-        # The shopper sees what was done, without a card (they did not propose it).
-        await shopper.wait_for_function(
-            f"() => [...{SHADOW}.querySelectorAll('.row.system .action-status')]"
-            ".some(s => s.textContent.startsWith('Done'))")
-        await shopper.locator(f"{W} .items .row.bot", has_text="is cancelled").wait_for()
-        with db.session() as session:
-            assert session.scalars(
-                select(Order.status).where(Order.number == "#NW10966")).one() == "cancelled"
-        assert console.errors == [] and shopper.errors == [] and live.dialogs == []
+        yield live, db, store.identity_secret
     finally:
-        await console.context.close()
-        await shopper.context.close()
         await app.stop(drain_s=0)
         db.dispose()
+
+
+async def signed_in_shopper_waits(shopper: Any, live: LiveServer, customer: str) -> None:
+    """A signed-in shopper goes straight to a person: the conversation waits in the inbox."""
+    from chatbot import identity
+
+    await shopper.goto(live.url + "/demo")
+    await shopper.wait_for_function("() => !!window.StorefrontChat")
+    await shopper.evaluate("t => StorefrontChat.setIdentity(t)",
+                           identity.sign(live.store_secret, customer))
+    await shopper.click(f"{W} .launcher")
+    await shopper.get_by_role("button", name="Talk to a person").click()
+    await shopper.locator(f"{W} .items .row.system").first.wait_for()
+
+
+def order_row(db: Any, number: str) -> Any:
+    from knowledge_base.models import Order
+
+    with db.session() as session:
+        order = session.scalars(select(Order).where(Order.number == number)).one()
+        return order.status, [i.variant_source_id for i in order.items]
+
+
+async def test_console_agent_runs_an_action_for_the_customer(browser: Any, tmp_path: Any) -> None:
+    """An agent previews and confirms a cancellation for a signed-in shopper in the console;
+    the shopper's widget shows the outcome and the bot's short message (real pipeline, no
+    model)."""
+    from widget_support import new_page
+
+    async with pipeline_live(tmp_path) as (live, db, _):
+        console = await new_page(browser, live, viewport={"width": 1440, "height": 900})
+        shopper = await new_page(browser, live)
+        try:
+            await signed_in_shopper_waits(shopper, live, "mei_nelson_9261")
+            await log_in(console, live)
+            await console.locator(".inbox-item").first.click()
+            await console.locator("#customer-actions").wait_for()
+            await console.select_option("#agent-action-kind", "cancel_order")
+            await console.select_option("#aa-order", "#NW10966")
+            # The demo store takes any reason: a text field, not a list.
+            await console.fill("#aa-reason", "no longer needed")
+            await console.click("#agent-action-preview")
+            summary = console.locator("#agent-action-summary")
+            await console.locator("#agent-action-card").wait_for()
+            assert (await summary.inner_text()).startswith("Cancel order #NW10966")
+            assert order_row(db, "#NW10966")[0] == "pending", "the preview changed nothing"
+            await shot(console, "console-agent-action-preview")
+            await console.click("#agent-action-confirm")
+            await console.locator("#agent-action-status.executed").wait_for()
+            await console.locator("#transcript .action-line.executed").wait_for()
+            await console.wait_for_function(
+                "() => document.querySelector('#customer-actions').textContent.includes('Done')")
+
+            # The shopper sees what was done, without a card (they did not propose it).
+            await shopper.wait_for_function(
+                f"() => [...{SHADOW}.querySelectorAll('.row.system .action-status')]"
+                ".some(s => s.textContent.startsWith('Done'))")
+            await shopper.locator(f"{W} .items .row.bot", has_text="is cancelled").wait_for()
+            assert order_row(db, "#NW10966")[0] == "cancelled"
+            assert console.errors == [] and shopper.errors == [] and live.dialogs == []
+        finally:
+            await console.context.close()
+            await shopper.context.close()
+
+
+async def test_console_action_form_changes_an_items_option(browser: Any, tmp_path: Any) -> None:
+    """The form per kind: the order's lines with the product's available options, the
+    saved payment methods, the address filled from the order; keyboard only for the item
+    change; the same preview and confirmation as the shopper's."""
+    from widget_support import new_page
+
+    async with pipeline_live(tmp_path) as (live, db, _):
+        console = await new_page(browser, live, viewport={"width": 1440, "height": 1000})
+        shopper = await new_page(browser, live)
+        try:
+            await signed_in_shopper_waits(shopper, live, "mia_patel_8497")
+            await log_in(console, live)
+            await console.locator(".inbox-item").first.click()
+            await console.locator("#customer-actions").wait_for()
+
+            # The address form starts from the order's shipping address.
+            await console.select_option("#agent-action-kind", "modify_order_address")
+            await console.select_option("#aa-order", "#NW10967")
+            assert await console.input_value("#aa-city") != ""
+            assert await console.locator("label[for=aa-zip]").inner_text() == "Zip code"
+
+            await console.select_option("#agent-action-kind", "modify_order_items")
+            await console.select_option("#aa-order", "#NW10967")
+            lines = console.locator("#agent-action-fields .line")
+            assert await lines.count() == 2
+            assert "Summit Insulated Ski Gloves (Black, M)" in await lines.nth(0).inner_text()
+            # Nothing chosen: said in the form, nothing sent.
+            await console.click("#agent-action-preview")
+            error = console.locator("#agent-action-error")
+            await error.wait_for()
+            assert await error.inner_text() == "Choose at least one item."
+            assert await console.locator("#agent-action-card").is_hidden()
+
+            # Keyboard: tick the gloves, pick size L, the card to pay any difference.
+            await console.focus("#aa-item-0")
+            await console.keyboard.press("Space")
+            assert await console.is_enabled("#aa-variant-0")
+            assert await console.is_disabled("#aa-variant-1"), "only ticked lines change"
+            options = await console.locator("#aa-variant-0 option").all_inner_texts()
+            assert options[0] == "Black, M · $79.00 (as now)" and "Black, L · $79.00" in options
+            await console.select_option("#aa-variant-0", "NW-SIG-BLA-L")
+            payments = await console.locator("#aa-payment option").all_inner_texts()
+            assert payments[0] == "Mastercard ending in 7414 (original)"
+            await console.focus("#agent-action-preview")
+            await console.keyboard.press("Enter")
+            card = console.locator("#agent-action-card")
+            await card.wait_for()
+            summary = await console.locator("#agent-action-summary").inner_text()
+            assert summary.startswith("Change items in order #NW10967"), summary
+            assert await error.is_hidden(), "the earlier message went"
+            assert order_row(db, "#NW10967") == ("pending", ["NW-SIG-BLA-M", "NW-KCD-NAV-S"])
+            await console.screenshot(path=str(tmp_path / "console-action-form.png"))
+
+            await console.keyboard.press("Enter")  # Confirm has the focus
+            await console.locator("#agent-action-status.executed").wait_for()
+            assert order_row(db, "#NW10967")[1] == ["NW-SIG-BLA-L", "NW-KCD-NAV-S"]
+            await shopper.locator(f"{W} .items .row.bot", has_text="are changed").wait_for()
+            assert console.errors == [] and shopper.errors == []
+            assert live.dialogs == []
+        finally:
+            await console.context.close()
+            await shopper.context.close()

@@ -217,3 +217,62 @@ async def test_an_agent_runs_an_action_for_the_customer_then_another_approves_it
 def order_status(db: Database, number: str) -> str:
     with db.session() as session:
         return str(session.scalars(select(Order.status).where(Order.number == number)).one())
+
+
+async def test_the_customer_panel_carries_what_the_action_form_offers(tmp_path: Path) -> None:
+    async with demo_server(tmp_path) as srv:
+        add_agent(srv.db, "ana@shop.example", ["demo"], name="Ana")
+        async with srv.client() as shopper, \
+                agent_client(srv, token_for(srv.db, "ana@shop.example")) as ana:
+            welcome = await shopper.hello(
+                identity=identity.sign(srv.secrets["demo"], "mia_patel_8497"))
+            await shopper.ask("hello")
+            await ana.send(type="open", conversation_id=welcome["conversation_id"])
+            form = (await ana.until("conversation"))[-1]["customer"]["action_form"]
+        assert form["reasons"] is None  # the demo store takes any reason
+        assert form["kinds"]["remove_order_items"] == "auto" and form["signed_in"] is True
+        assert [m["id"] for m in form["payment_methods"]] == [
+            "card_mastercard_7414", "card_visa_8511", "card_mastercard_7113"]
+        assert form["payment_methods"][1]["label"] == "Visa ending in 8511"
+        order = next(o for o in form["orders"] if o["number"] == "#NW10967")
+        # The payment row says "Mastercard ending in 7414": the saved method it names.
+        assert (order["status"], order["payment_method"], order["paid_with"]) == (
+            "pending", "card_mastercard_7414", [])
+        gloves = order["items"][0]
+        assert (gloves["item_id"], gloves["name"], gloves["quantity"]) == (
+            "NW-SIG-BLA-M", "Summit Insulated Ski Gloves", 1)
+        assert [v["item_id"] for v in gloves["variants"]] == [
+            "NW-SIG-BLA-M", "NW-SIG-BLA-S", "NW-SIG-BLA-L", "NW-SIG-BLA-XL"]
+        assert gloves["variants"][0]["current"] is True
+        assert order["address"]["city"] and set(order["address"]) == {
+            "address1", "address2", "city", "state", "zip", "country"}
+        # A guest who proved nothing is offered nothing to act on.
+        async with srv.client() as guest, \
+                agent_client(srv, token_for(srv.db, "ana@shop.example")) as ana:
+            other = await guest.hello()
+            await guest.ask("hello")
+            await ana.send(type="open", conversation_id=other["conversation_id"])
+            empty = (await ana.until("conversation"))[-1]["customer"]["action_form"]
+        assert empty["orders"] == [] and empty["payment_methods"] == []
+        assert empty["signed_in"] is False
+        # Once the bot identified the shopper (the store's identify_by, kept in the
+        # dialogue state), the agent acts for that customer.
+        from chatbot.conversations.models import Conversation
+        from knowledge_base.models import Customer
+
+        with srv.db.transaction() as session:
+            mia = session.scalars(select(Customer.id)
+                                  .where(Customer.source_id == "mia_patel_8497")).one()
+            session.execute(update(Conversation)
+                            .where(Conversation.public_id == other["conversation_id"])
+                            .values(dialogue={"customer_id": mia}))
+        async with agent_client(srv, token_for(srv.db, "ana@shop.example")) as ana:
+            await ana.send(type="open", conversation_id=other["conversation_id"])
+            known = (await ana.until("conversation"))[-1]["customer"]["action_form"]
+            assert known["signed_in"] is True and "#NW10967" in [
+                o["number"] for o in known["orders"]]
+            await ana.send(type="propose_action", conversation_id=other["conversation_id"],
+                           kind="cancel_order",
+                           params={"order": "#NW10967", "reason": "ordered by mistake"})
+            preview = (await ana.until("action_preview"))[-1]["action"]
+        assert preview["summary"].startswith("Cancel order #NW10967")
