@@ -149,10 +149,10 @@ def _ensure_demo_login(settings: Settings, db: Any, store_name: str) -> None:
 
 async def _load_answerer(settings: Settings, db: Any, demo: bool, demo_store_id: int | None) -> Any:
     if settings.fake_answerer:
-        from chatbot.fake_answerer import SlowEchoAnswerer
+        from chatbot.fake_answerer import FakeAnswerer
 
         log.warning("CHATBOT_FAKE_ANSWERER is set: placeholder echo replies, no model (tests)")
-        return SlowEchoAnswerer.from_spec(settings.fake_answerer)
+        return FakeAnswerer.from_spec(settings.fake_answerer)
     from chatbot.answering import build_answerer
 
     if demo:
