@@ -6,7 +6,6 @@ Library errors become ``click.ClickException`` here, at the edge, and nowhere el
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ from chatbot.settings import Settings
 DISTRIBUTION = "storefront-chatbot"
 
 # name -> "module:attribute"; imported only when the command runs, so `chatbot --help`
-# stays fast and a heavy dependency (torch) loads only for commands that need it.
+# stays fast and a heavy dependency (torch) loads only for commands that need it. Every
+# entry must import (tests/unit/test_cli_commands.py): a missing module is an error when
+# the command is listed or run, never a command that silently disappears.
 COMMANDS: dict[str, str] = {
     "kb": "chatbot.commands.kb:kb",
     "model": "chatbot.commands.model:model",
@@ -40,14 +41,13 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in COMMANDS if _available(name))
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
-        if target is None or not _available(cmd_name):
+        if target is None:
             return super().get_command(ctx, cmd_name)  # commands added with @cli.command
-        module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        return load_command(target)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -56,9 +56,14 @@ class LazyGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def _available(name: str) -> bool:
-    module_name = COMMANDS[name].split(":")[0]
-    return importlib.util.find_spec(module_name) is not None
+def load_command(target: str) -> click.Command:
+    """The click command at ``"module:attribute"``; an ``ImportError`` (a broken install, a
+    renamed module) propagates: the command must not vanish from ``chatbot --help``."""
+    module_name, attr = target.split(":")
+    command = getattr(importlib.import_module(module_name), attr)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{target} is not a click command")
+    return command
 
 
 class State:
