@@ -18,7 +18,7 @@ Layout decisions, each for speed on a small CPU:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -300,9 +300,37 @@ class Kernels:
     threads: int = 0
 
 
-# Prompt chunks start on multiples of this many tokens and run in pieces of this size
-# (see Llama.forward and Scheduler._plan): the same prompt, the same computations.
+# With batch invariance, a prompt is computed in pieces of at most this many tokens (see
+# prompt_piece_end, Llama.forward and Scheduler._plan): the same prompt, the same computations.
 PREFILL_ALIGN = 64
+
+
+def prompt_piece_end(tokens: Sequence[int], start: int, end: int, segment_ends: Set[int]) -> int:
+    """Where the prompt piece that starts at ``start`` ends (at most ``end``).
+
+    Pieces are PREFILL_ALIGN tokens long, and one also ends after a segment-end token (the
+    chat template's end of message, ``<|im_end|>``), so the next message starts a piece.
+    Where a piece ends depends only on the tokens before that point, so two prompts that
+    share a prefix cut it into the same pieces: a prefix-cache hit can be reused up to
+    any piece end within it (the store's whole system prompt, not only its first
+    multiple of 64 tokens) and the rest is computed as it would be without the cache.
+    """
+    stop = min(start + PREFILL_ALIGN, end)
+    for i in range(start, stop):
+        if tokens[i] in segment_ends:
+            return i + 1
+    return stop
+
+
+def prompt_piece_floor(tokens: Sequence[int], n: int, segment_ends: Set[int]) -> int:
+    """The last piece end at or before ``n`` (0 when the first piece is longer)."""
+    at = 0
+    while at < n:
+        nxt = prompt_piece_end(tokens, at, len(tokens), segment_ends)
+        if nxt > n:
+            break
+        at = nxt
+    return at
 
 
 @dataclass
@@ -501,9 +529,9 @@ class Llama:
             # on whether its prefix came from the cache (issue #16). Decode rows go through
             # the native step, whose rows are exact and independent of each other (calls of
             # at most max_rows rows, in order: a row attends to what earlier rows of its
-            # slot wrote). Prompt chunks go through torch one PREFILL_ALIGN-token piece at a
-            # time, each sequence alone: the scheduler starts every chunk on a multiple of
-            # PREFILL_ALIGN, so the same prompt always meets the same computations.
+            # slot wrote). Prompt chunks go through torch one piece at a time, each
+            # sequence alone: the scheduler plans every chunk as one piece of the prompt
+            # (prompt_piece_end), so the same prompt always meets the same computations.
             x = F.embedding(tokens[:n_dec], self.embed).float()
             step = dec.max_rows
             for start in range(0, n_dec, step):

@@ -28,6 +28,9 @@ class CacheEntry:
     tokens: torch.Tensor  # [T] int64
     k: torch.Tensor  # [layers, kv_heads, T, head_dim]
     v: torch.Tensor
+    # how many leading positions were computed as prompt (the rest: a reply's decode rows,
+    # whose keys/values come from another kernel than a prompt's)
+    prompt_len: int = -1
 
     @property
     def nbytes(self) -> int:
@@ -36,11 +39,13 @@ class CacheEntry:
 
 @dataclass
 class CacheHit:
-    """The first ``length`` positions of ``k``/``v`` match the request's tokens."""
+    """The first ``length`` positions of ``k``/``v`` match the request's tokens; the first
+    ``prompt_len`` of the entry's positions were computed as a prompt."""
 
     length: int
     k: torch.Tensor
     v: torch.Tensor
+    prompt_len: int
 
 
 class PrefixCache:
@@ -72,14 +77,21 @@ class PrefixCache:
         self.entries.move_to_end(best_key)
         self.hits += 1
         entry = self.entries[best_key]
-        return CacheHit(best_len, entry.k, entry.v)
+        prompt_len = entry.prompt_len if entry.prompt_len >= 0 else len(entry.tokens)
+        return CacheHit(best_len, entry.k, entry.v, prompt_len)
 
     def store(
-        self, tokens: tuple[int, ...], k: torch.Tensor, v: torch.Tensor, key: str | None
+        self,
+        tokens: tuple[int, ...],
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key: str | None,
+        prompt_len: int = -1,
     ) -> None:
-        """Remember ``k``/``v`` for ``tokens`` (a conversation's under ``key``)."""
+        """Remember ``k``/``v`` for ``tokens`` (a conversation's under ``key``); the first
+        ``prompt_len`` positions were computed as a prompt (-1: all of them)."""
         name = _conv_key(key) if key is not None else _token_key(tokens)
-        entry = CacheEntry(torch.tensor(tokens, dtype=torch.long), k, v)
+        entry = CacheEntry(torch.tensor(tokens, dtype=torch.long), k, v, prompt_len)
         if entry.nbytes > self.max_bytes:
             return
         old = self.entries.pop(name, None)

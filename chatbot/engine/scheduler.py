@@ -40,11 +40,12 @@ import torch
 
 from chatbot.engine.model import (
     FEW_DECODE_ROWS,
-    PREFILL_ALIGN,
     KVCache,
     Llama,
     Prefill,
     StepPlan,
+    prompt_piece_end,
+    prompt_piece_floor,
 )
 from chatbot.engine.prefix_cache import PrefixCache
 from chatbot.engine.runner import ModelRunner
@@ -289,11 +290,12 @@ class Scheduler:
             hit = self.prefix_cache.lookup(seq.tokens, seq.cache_key)
             if hit is not None:
                 # Keep at least one prompt token to compute: its logits give the first token.
-                # With aligned prefill, reuse up to a chunk boundary only, so the rest of
-                # the prompt is computed in the same pieces as without the cache.
+                # With aligned prefill, reuse what the donor computed as a prompt, up to a
+                # piece end, so the rest of the prompt is computed in the same pieces as
+                # without the cache.
                 n = min(hit.length, len(seq.tokens) - 1)
                 if self.aligned_prefill:
-                    n -= n % PREFILL_ALIGN
+                    n = prompt_piece_floor(seq.tokens, min(n, hit.prompt_len), self.eos)
                 if n > 0:
                     self.cache.write(slot, hit.k[:, :, :n], hit.v[:, :, :n])
                     seq.n_cached = seq.cached_hit = n
@@ -330,12 +332,20 @@ class Scheduler:
             if budget <= 0:
                 break
             take = min(budget, len(seq.tokens) - seq.n_cached)
-            if self.aligned_prefill and seq.n_cached + take < len(seq.tokens):
-                # end on a chunk boundary (chunks start on one: see Llama.forward)
-                take = max(take - (seq.n_cached + take) % PREFILL_ALIGN, 0)
+            if self.aligned_prefill:
+                # whole pieces only, each its own chunk (see prompt_piece_end)
+                take = 0
+                while seq.n_cached + take < len(seq.tokens):
+                    at = seq.n_cached + take
+                    end = prompt_piece_end(seq.tokens, at, len(seq.tokens), self.eos)
+                    if take + end - at > budget:
+                        break
+                    plan.prefills.append(Prefill(seq.slot, at, end - at))
+                    take += end - at
                 if take == 0:
                     break
-            plan.prefills.append(Prefill(seq.slot, seq.n_cached, take))
+            else:
+                plan.prefills.append(Prefill(seq.slot, seq.n_cached, take))
             tokens.extend(seq.tokens[seq.n_cached : seq.n_cached + take])
             done = seq.n_cached + take == len(seq.tokens)
             if done:
@@ -382,7 +392,9 @@ class Scheduler:
         # serves other conversations as a prefix donor; others store their prompt now.
         if seq.cache_key is None and seq.cached_hit < seq.prompt_len - 16:
             k, v = self.cache.read(seq.slot, seq.n_cached)
-            self.prefix_cache.store(tuple(seq.tokens[: seq.n_cached]), k, v, key=None)
+            self.prefix_cache.store(
+                tuple(seq.tokens[: seq.n_cached]), k, v, key=None, prompt_len=seq.prompt_len
+            )
         n_dec = sum(1 for s in self.active if s.state is State.DECODE)
         other = self.active[n_dec]
         if other is not seq:
@@ -427,7 +439,9 @@ class Scheduler:
         for seq in done:
             if seq.cache_key is not None and seq.n_cached > 0:
                 k, v = self.cache.read(seq.slot, seq.n_cached)
-                self.prefix_cache.store(tuple(seq.tokens[: seq.n_cached]), k, v, seq.cache_key)
+                self.prefix_cache.store(
+                    tuple(seq.tokens[: seq.n_cached]), k, v, seq.cache_key, seq.prompt_len
+                )
             if seq.finish_reason == "cancelled":
                 self._notify(seq, -1)
         decoding = [s for s in self.active if s.state is State.DECODE]

@@ -129,3 +129,30 @@ def test_drafting_speeds_a_quoting_reply_without_changing_it(settings: Settings)
     assert runs[1][0] == runs[0][0]
     assert "30 days of delivery" in engine.tokenizer.decode(runs[0][0])
     assert engine.scheduler.accepted > 0 and runs[1][1] < runs[0][1]
+
+
+def test_a_prompt_gets_the_same_keys_and_values_whatever_the_cache_holds(
+    settings: Settings,
+) -> None:
+    """On the real model (where torch's prompt matmuls do change with their row count): a
+    prompt's keys/values are the same cold, beside other prompts, and after prompts that
+    left a prefix of it in the cache, one ending inside a piece (issue #16)."""
+    from tests.unit.test_engine_invariance import END, _prompt_kv
+
+    model = Llama.from_folder(settings.model_path, "q4")
+    if model.native_decoder is None:
+        pytest.skip("no native q4 kernel on this machine")
+    g = torch.Generator().manual_seed(4)
+
+    def ids(n: int) -> list[int]:
+        return [int(t) for t in torch.randint(3, model.config.vocab_size, (n,), generator=g)]
+
+    system = ids(150) + [END]
+    prompts = [system + ids(n) for n in (40, 130)]
+    cold = [_prompt_kv(model, [p], [])[0] for p in prompts]
+    batched = _prompt_kv(model, prompts, [])
+    inside = _prompt_kv(model, prompts, [system[:100] + ids(20)])  # a hit ending mid-piece
+    whole = _prompt_kv(model, prompts, [system + ids(30)])  # the whole system message
+    for runs in zip(cold, batched, inside, whole, strict=True):
+        for kv in zip(*runs, strict=True):
+            assert all(torch.equal(kv[0], other) for other in kv[1:])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import pytest
 import torch
 
 from chatbot.engine.model import Prefill, StepPlan, choose_kernels
@@ -55,3 +57,125 @@ def test_settings_read_the_switch() -> None:
 
     assert Settings.from_env({}).engine_batch_invariant
     assert not Settings.from_env({"CHATBOT_ENGINE_BATCH_INVARIANT": "0"}).engine_batch_invariant
+
+
+# -- prompt pieces ------------------------------------------------------------------------
+
+END = 2  # <|im_end|> in SmolLM2's vocabulary (and the tiny test tokenizer's)
+
+
+def _pieces(tokens: list[int]) -> list[tuple[int, int]]:
+    from chatbot.engine.model import prompt_piece_end
+
+    out, at = [], 0
+    while at < len(tokens):
+        end = prompt_piece_end(tokens, at, len(tokens), {END})
+        out.append((at, end))
+        at = end
+    return out
+
+
+def test_a_piece_is_at_most_64_tokens_and_a_message_end_closes_one() -> None:
+    system = [5] * 150 + [END]  # a 151-token system message
+    user = [7] * 70
+    assert _pieces(system + user) == [(0, 64), (64, 128), (128, 151), (151, 215), (215, 221)]
+    assert _pieces([9] * 10) == [(0, 10)]
+
+
+def test_two_prompts_sharing_a_prefix_cut_it_into_the_same_pieces() -> None:
+    """Where a piece ends depends only on the tokens before it: whatever follows the shared
+    system prompt, the pieces inside the shared part are the same, so a cache hit can be
+    reused up to any piece end in it."""
+    import random
+
+    from chatbot.engine.model import prompt_piece_floor
+
+    rng = random.Random(3)
+    for _ in range(200):
+        shared = [rng.choice([END, 4, 5, 6]) if rng.random() < 0.05 else 5
+                  for _ in range(rng.randrange(1, 300))]  # fmt: skip
+        a = shared + [rng.randrange(3, 9) for _ in range(rng.randrange(1, 120))]
+        b = shared + [rng.randrange(3, 9) for _ in range(rng.randrange(1, 120))]
+        n = len(shared)
+        in_a = [p for p in _pieces(a) if p[1] <= n]
+        in_b = [p for p in _pieces(b) if p[1] <= n]
+        assert in_a == in_b
+        floor = prompt_piece_floor(a, n, {END})
+        assert floor == (in_a[-1][1] if in_a else 0)
+        assert floor == prompt_piece_floor(b, n, {END})
+
+
+def test_a_cache_hit_serves_only_what_its_donor_computed_as_a_prompt() -> None:
+    """A conversation's entry holds its reply too, whose keys/values came from the decode
+    kernel: a later prompt may reuse only the donor's prompt part."""
+    from chatbot.engine.prefix_cache import PrefixCache
+
+    cache = PrefixCache(1 << 20, min_hit=1)
+    k = v = torch.zeros(1, 1, 30, 2)
+    cache.store(tuple(range(30)), k, v, key="conv-1", prompt_len=20)
+    hit = cache.lookup(list(range(28)) + [99])
+    assert hit is not None and hit.length == 28 and hit.prompt_len == 20
+    cache.store(tuple(range(100, 130)), k, v, key=None)
+    hit = cache.lookup(list(range(100, 125)))
+    assert hit is not None and hit.prompt_len == 30
+
+
+@pytest.fixture(scope="module")
+def tiny_q4(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from engine_support import make_tiny_model
+
+    from chatbot.engine import native
+    from chatbot.engine.model import Llama
+
+    if native.kernel() is None:
+        pytest.skip("no native q4 kernel on this machine (no C compiler)")
+    model = Llama.from_folder(make_tiny_model(tmp_path_factory.mktemp("tiny-q4"), seed=5), "q4")
+    assert model.native_decoder is not None
+    return model
+
+
+def _prompt_kv(model: Any, prompts: list[list[int]], warm: list[list[int]]) -> list[Any]:
+    """Run ``warm`` (one at a time) then ``prompts`` (all at once) through a fresh scheduler
+    with batch invariance; the keys/values of each of ``prompts`` when its first token came."""
+    from chatbot.engine.scheduler import SamplingParams, Scheduler, Sequence
+
+    sched = Scheduler(model, max_batch=8, max_len=512, eos_token_ids=(END,), draft_tokens=0)
+    assert sched.aligned_prefill
+    kv: dict[int, Any] = {}
+
+    def sink(seq: Sequence, token: int, finish: str | None) -> bool:
+        if seq.id not in kv:  # the first token: the slot holds exactly the prompt
+            k, v = sched.cache.read(seq.slot, seq.prompt_len)
+            kv[seq.id] = (k.clone(), v.clone())
+        return False
+
+    def run(batch: list[list[int]]) -> list[Any]:
+        seqs = [sched.submit(p, SamplingParams(max_new_tokens=3), sink) for p in batch]
+        while any(s.finish_reason is None for s in seqs):
+            sched.step()
+        return [kv[s.id] for s in seqs]
+
+    for p in warm:
+        run([p])
+    return run(prompts)
+
+
+def test_a_prompt_gets_the_same_keys_and_values_cold_warm_and_batched(tiny_q4: Any) -> None:
+    """The whole point of the pieces: a prompt's keys/values (what its reply is computed
+    from) are bit for bit the same whether it runs alone on a cold engine, beside other
+    prompts, or after another prompt with the same system message filled the cache."""
+    g = torch.Generator().manual_seed(2)
+    vocab = tiny_q4.config.vocab_size
+
+    def ids(n: int) -> list[int]:
+        return [int(t) for t in torch.randint(3, vocab, (n,), generator=g)]
+
+    system = ids(100) + [END]
+    prompts = [system + ids(n) for n in (40, 90, 7)]
+    cold = [_prompt_kv(tiny_q4, [p], [])[0] for p in prompts]
+    batched = _prompt_kv(tiny_q4, prompts, [])
+    warm = _prompt_kv(tiny_q4, prompts, [system[:80] + ids(50)])
+    warm2 = _prompt_kv(tiny_q4, prompts, [system + ids(30)])
+    for c, b, w, w2 in zip(cold, batched, warm, warm2, strict=True):
+        for x, y, z, z2 in zip(c, b, w, w2, strict=True):
+            assert torch.equal(x, y) and torch.equal(x, z) and torch.equal(x, z2)
