@@ -155,7 +155,7 @@ class ActionDesk:
                 .order_by(ActionProposal.id)
             ):
                 waiting[store_id].append(public_id)
-            settings = dict(session.execute(
+            settings: dict[int, Any] = dict(session.execute(
                 select(Store.id, Store.settings).where(Store.id.in_(store_ids))).all())
         return {
             store_id: (tuple(ids), repr(sorted(
