@@ -215,10 +215,10 @@ class ConsoleHttp:
                      req.remote_ip)
             return _error(401, "invalid_credentials", "Wrong email or password.")
         counters.CONSOLE_LOGINS.inc(1, "ok")
-        result, principal = result
+        opened, principal = result
         max_age = int(sessions.DEFAULT_TTL.total_seconds())
-        cookie = session_cookie(result.token, max_age, secure=is_https(req.headers))
-        expires = result.expires_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        cookie = session_cookie(opened.token, max_age, secure=is_https(req.headers))
+        expires = opened.expires_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
         return json_response({"agent": principal.as_json(), "expires_at": expires},
                              headers={"Set-Cookie": cookie})
 
