@@ -13,8 +13,10 @@ it)::
 
 With nothing queued it answers ``default``, or ``echo_tokens`` numbered echo pieces of the
 message (``"where#0 is#1 my#2 where#3 "``), or else echoes ``You said: <message>`` word by
-word. ``requests`` records every ``AnswerRequest``; ``started``, ``finished`` and
-``cancelled`` count generations, and ``active`` is how many are streaming now.
+word. ``requests`` lists the last ``keep_requests`` requests (:data:`KEEP_REQUESTS` by
+default), oldest first: bounded, so a fake-mode server that runs for hours
+(``bench/load.py --fake``) does not grow; ``started``, ``finished`` and ``cancelled`` count
+every generation, and ``active`` is how many are streaming now.
 
 ``CHATBOT_FAKE_ANSWERER=TOKENS:DELAY`` (e.g. ``40:0.05``) makes ``chatbot serve`` use
 :meth:`FakeAnswerer.from_spec` instead of loading the model: every message is answered with
@@ -33,6 +35,10 @@ from typing import Any
 
 from chatbot.errors import ConfigError
 from chatbot.types import AnswerRequest, ReplyDone, ReplyEvent, ReplyToken, Source
+
+# How many requests a FakeAnswerer keeps for inspection. A test makes a few dozen at most;
+# a load run makes thousands, and only the counters need to cover all of them.
+KEEP_REQUESTS = 1000
 
 
 @dataclass
@@ -67,6 +73,7 @@ class FakeAnswerer:
         delay_s: float = 0.0,
         first_delay_s: float = 0.0,
         ready: bool = True,
+        keep_requests: int = KEEP_REQUESTS,
     ) -> None:
         self.scripts: deque[Script] = deque()
         self.default = list(default) if default is not None else None
@@ -74,7 +81,7 @@ class FakeAnswerer:
         self.delay_s = delay_s
         self.first_delay_s = first_delay_s
         self.ready = ready
-        self.requests: list[AnswerRequest] = []
+        self._requests: deque[AnswerRequest] = deque(maxlen=keep_requests)
         self.started = 0
         self.finished = 0
         self.cancelled = 0
@@ -82,6 +89,12 @@ class FakeAnswerer:
         self.tokens_emitted = 0
         self.paused = asyncio.Event()  # set while a script waits at ``pause_at``
         self._gate = asyncio.Event()
+
+    @property
+    def requests(self) -> list[AnswerRequest]:
+        """The last ``keep_requests`` requests, oldest first (a copy: a list, so tests
+        index, slice and compare it like one)."""
+        return list(self._requests)
 
     @classmethod
     def from_spec(cls, spec: str) -> FakeAnswerer:
@@ -135,7 +148,7 @@ class FakeAnswerer:
 
     async def answer(self, request: AnswerRequest) -> AsyncIterator[ReplyEvent]:
         """Yield the next script's tokens, then one ``ReplyDone``."""
-        self.requests.append(request)
+        self._requests.append(request)
         script = self._next_script(request)
         self.started += 1
         self.active += 1

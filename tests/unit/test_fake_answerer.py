@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatbot.errors import ConfigError
-from chatbot.fake_answerer import FakeAnswerer
+from chatbot.fake_answerer import KEEP_REQUESTS, FakeAnswerer
 from chatbot.types import AnswerRequest, ReplyDone, ReplyToken
 from tests import fakes
 
@@ -54,3 +54,23 @@ def test_bad_specs_are_config_errors(spec: str) -> None:
 async def test_without_a_spec_or_script_it_says_what_it_heard() -> None:
     pieces, done = await reply(FakeAnswerer(), "hello there")
     assert "".join(pieces) == "You said: hello there " and done.reason == "grounded"
+
+
+async def test_it_keeps_only_the_last_requests_but_counts_them_all() -> None:
+    """A fake-mode server answers for hours (``bench/load.py --fake``): what it keeps for
+    inspection is bounded, the counters are not."""
+    fake = FakeAnswerer(default=["ok"], keep_requests=3)
+    for i in range(5):
+        await reply(fake, f"q{i}")
+    assert [r.message for r in fake.requests] == ["q2", "q3", "q4"]
+    assert fake.started == fake.finished == 5
+
+
+async def test_the_default_bound_holds_more_than_a_test_needs_and_no_more() -> None:
+    fake = FakeAnswerer(default=["ok"])
+    for i in range(KEEP_REQUESTS + 2):
+        await reply(fake, f"q{i}")
+    requests = fake.requests
+    assert len(requests) == KEEP_REQUESTS >= 100
+    assert (requests[0].message, requests[-1].message) == ("q2", f"q{KEEP_REQUESTS + 1}")
+    assert FakeAnswerer().requests == []  # a list: tests compare and slice it as one
