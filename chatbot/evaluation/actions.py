@@ -332,7 +332,9 @@ class ScriptedCustomer:
             return method_in_summary(self._method(a.get("payment_method_id", "")), text)
         items = a.get("item_ids") or []
         if kind == "return_items":
-            listed = text.split(". ")[0] if ". " in text else text
+            # the proposal may follow an answer to the question asked ("Yes, you can.")
+            listed = text[max(text.find("Return from order"), 0) :]
+            listed = listed.split(". ")[0] if ". " in listed else listed
             if any(listed.count(self._item_words(i, order)) < 1 for i in items):
                 return False
             if listed.count(" $") != len(items):
