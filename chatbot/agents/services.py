@@ -1,9 +1,10 @@
-"""The console socket's narrow services: the inbox and the team, one method per question.
+"""The console's narrow services: the inbox and the team, one method per question.
 
 Each method runs one transaction in the database thread (through the ``run`` the server
 hands in: :meth:`~chatbot.conversations.service.ConversationService.run`), so the socket
-asks "the inbox snapshot of this store for this agent", never "run this function on a
-session". Writes to a conversation's event log (agent messages, notes, takeovers) stay in
+and the console's HTTP endpoints ask "the inbox snapshot of this store for this agent" or
+"open the session of this login", never "run this function on a session". Writes to a
+conversation's event log (agent messages, notes, takeovers) stay in
 :class:`~chatbot.conversations.service.ConversationService`.
 """
 
@@ -20,8 +21,10 @@ from chatbot.agents.authz import Principal
 from chatbot.agents.models import Agent
 from chatbot.agents.summary import Classify
 from chatbot.conversations.log import ConversationRef, to_ref
-from chatbot.errors import NotFoundError
+from chatbot.errors import AuthError, NotFoundError
 from chatbot.protocol.common import ErrorCode
+from chatbot.security.login import throttle as login_throttle
+from chatbot.security.throttle import Key
 
 # ``run(fn, *args)``: ``fn(session, *args)`` in one transaction, in the database thread.
 Runner = Callable[..., Awaitable[Any]]
@@ -116,6 +119,19 @@ class TeamService:
 
         return await self._run(fn)  # type: ignore[no-any-return]
 
+    async def finish_login(
+        self, keys: Sequence[Key], agent_id: int | None, new_hash: str | None, *,
+        user_agent: str, ip: str,
+    ) -> tuple[sessions.LoginResult, Principal] | None:
+        """The write after a login's password check, in one transaction: with no
+        ``agent_id`` (a wrong password, an unknown or inactive account) one more failure
+        counted for the account + address ``keys``; else their failures cleared and a
+        session opened (``new_hash``: the password rehashed with today's parameters).
+        None when the login failed, also when the account went away in between."""
+        return await self._run(  # type: ignore[no-any-return]
+            _finish_login, keys, agent_id, new_hash, user_agent=user_agent, ip=ip
+        )
+
     async def logout(self, token: str) -> bool:
         """End the session behind ``token``; True when there was one."""
         return await self._run(sessions.logout, token)  # type: ignore[no-any-return]
@@ -123,3 +139,19 @@ class TeamService:
     async def apply(self, token: str | None, action: team.TeamAction) -> list[dict[str, Any]]:
         """Run an admin's team action (list, add, remove, set stores); the team after it."""
         return await self._run(team.apply, token, action)  # type: ignore[no-any-return]
+
+
+def _finish_login(
+    session: Session, keys: Sequence[Key], agent_id: int | None, new_hash: str | None, *,
+    user_agent: str, ip: str,
+) -> tuple[sessions.LoginResult, Principal] | None:
+    if agent_id is None:
+        login_throttle.fail(session, keys)
+        return None
+    login_throttle.settle(session, keys, failed=False)  # clears this pair's failures
+    try:
+        result = sessions.open_session(session, agent_id, user_agent=user_agent, ip=ip,
+                                       new_hash=new_hash)
+    except AuthError:
+        return None
+    return result, Principal.of(result.agent)

@@ -96,6 +96,17 @@ def to_ref(c: Conversation) -> ConversationRef:
     )
 
 
+def find_in_store(session: Session, store_id: int, public_id: str) -> ConversationRef | None:
+    """A store's conversation by its public id, or None. No proof is asked: for the
+    server's own bookkeeping (an order action's outcome told in its conversation), never
+    for a shopper's resume, which needs the customer or the resume token."""
+    row = session.scalars(
+        select(Conversation).where(Conversation.store_id == store_id,
+                                   Conversation.public_id == public_id)
+    ).first()
+    return to_ref(row) if row is not None else None
+
+
 def status_event(kind: str, state: str, agent: str = "", text: str | None = None) -> NewEvent:
     """A stored ``status`` event with the standard shopper-facing text."""
     if text is None:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chatbot.conversations import ownership
-from chatbot.conversations.history import HISTORY_TURNS, recent_turns, verified_orders
+from chatbot.conversations.history import HISTORY_TURNS, recent_turns, shopper_of, verified_orders
 from chatbot.conversations.hub import Audience, ConversationHub, HubItem, StoredEvent
 from chatbot.conversations.log import (
     BotSilencedError,
@@ -36,6 +36,7 @@ from chatbot.conversations.log import (
     append_action_events,
     append_events,
     events_after,
+    find_in_store,
     hash_token,
     now_iso,
     status_event,
@@ -260,6 +261,18 @@ class ConversationService:
             return to_ref(conv)
 
         return await self.run(fn)
+
+    async def find(self, store_id: int, public_id: str) -> ConversationRef | None:
+        """A store's conversation by its public id, or None. No proof is asked: for the
+        server's own bookkeeping (an order action's outcome told in its conversation); a
+        shopper resumes through :meth:`find_for_resume`."""
+        return await self.run(find_in_store, store_id, public_id)
+
+    async def shopper(self, conv: ConversationRef) -> tuple[int | None, list[str]]:
+        """Who the shopper is: the signed-in customer, else the one the bot identified
+        (kept in the dialogue state), or None; and the orders a guest proved, sorted. An
+        agent's own order action is made for them."""
+        return await self.run(shopper_of, conv)
 
     async def replay(
         self, conv: ConversationRef, after_seq: int, *, include_internal: bool = False

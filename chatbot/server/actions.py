@@ -34,9 +34,8 @@ from chatbot.actions.models import (
 from chatbot.actions.policy import KINDS, SETTINGS_KEY, load_config
 from chatbot.actions.service import ActionIdError, ActionService, Outcome, Proposal, get_config
 from chatbot.actions.service import set_modes as store_set_modes
-from chatbot.conversations.history import verified_orders
 from chatbot.conversations.hub import HubItem, StoredEvent
-from chatbot.conversations.log import ConversationRef, told_actions
+from chatbot.conversations.log import ConversationRef, find_in_store, told_actions
 from chatbot.conversations.service import ConversationService, store_action_outcome
 from chatbot.storage.clock import utcnow
 from knowledge_base.models import Store
@@ -204,8 +203,7 @@ class ActionDesk:
         for action_id, store_id, conversation_id in due:
             conv = None
             if conversation_id:
-                conv = await self.conversations.run(_find_conversation, store_id,
-                                                    conversation_id)
+                conv = await self.conversations.find(store_id, conversation_id)
             if conv is None:  # proposed outside a conversation (CLI): nobody to tell
                 count += await self._call(self._expire_alone, action_id)
                 continue
@@ -255,7 +253,7 @@ class ActionDesk:
                     by_agent: str) -> None:
         if not conversation_id:
             return  # proposed outside a conversation (CLI): nobody to tell
-        conv = await self.conversations.run(_find_conversation, store_id, conversation_id)
+        conv = await self.conversations.find(store_id, conversation_id)
         if conv is None:
             return
         await self.conversations.add_action_outcome(
@@ -302,7 +300,7 @@ class ActionDesk:
         """Whom an agent acts for: the conversation's signed-in customer, else the one the
         bot identified as the store's policy says (kept in the dialogue state), and the
         orders a guest proved."""
-        return await self.conversations.run(_whom, conv)
+        return await self.conversations.shopper(conv)
 
     async def propose(self, conv: ConversationRef, kind: str, params: dict[str, Any],
                       agent: str) -> Proposal:
@@ -364,7 +362,7 @@ def tell_conversation(db: Any, store_id: int, conversation_id: str, outcome: Out
     if not conversation_id:
         return False
     with db.transaction() as session:
-        conv = _find_conversation(session, store_id, conversation_id)
+        conv = find_in_store(session, store_id, conversation_id)
         if conv is None:
             return False
         store_action_outcome(session, conv.id, outcome.to_event(),
@@ -376,29 +374,6 @@ def _preview_only(p: ActionProposal) -> bool:
     """An agent's preview that ended without running (declined, expired): told to agents
     when it ended, never to the shopper, who did not see it."""
     return p.proposed_by == "agent" and p.status in (DECLINED, EXPIRED)
-
-
-def _whom(session: Any, conv: ConversationRef) -> tuple[int | None, list[str]]:
-    from chatbot.conversations.models import Conversation
-
-    customer_id = conv.customer_id
-    if customer_id is None:
-        dialogue = session.scalar(select(Conversation.dialogue)
-                                  .where(Conversation.id == conv.id)) or {}
-        found = dialogue.get("customer_id") if isinstance(dialogue, dict) else None
-        customer_id = int(found) if isinstance(found, int) and found > 0 else None
-    return customer_id, sorted(verified_orders(session, conv.id))
-
-
-def _find_conversation(session: Any, store_id: int, public_id: str) -> ConversationRef | None:
-    from chatbot.conversations.log import to_ref
-    from chatbot.conversations.models import Conversation
-
-    row = session.scalars(
-        select(Conversation).where(Conversation.store_id == store_id,
-                                   Conversation.public_id == public_id)
-    ).first()
-    return to_ref(row) if row is not None else None
 
 
 __all__ = ["AWAITING_APPROVAL", "ActionDesk", "proposal_row", "shopper_text",

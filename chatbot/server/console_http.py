@@ -29,7 +29,6 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from chatbot.agents import sessions
-from chatbot.agents.authz import Principal
 from chatbot.agents.services import TeamService
 from chatbot.errors import AuthError
 from chatbot.protocol.common import ErrorCode
@@ -126,21 +125,6 @@ def _prepare(session: Session, email: str, keys: list[Any]) -> tuple[Any, Any]:
     return None, sessions.credentials(session, email)
 
 
-def _finish(session: Session, keys: list[Any], agent_id: int | None, new_hash: str | None,
-            *, user_agent: str, ip: str) -> tuple[sessions.LoginResult, Principal] | None:
-    """Record a failure (one write), or open the session when the password matched."""
-    if agent_id is None:
-        login_throttle.fail(session, keys)
-        return None
-    login_throttle.settle(session, keys, failed=False)  # clears this pair's failures
-    try:
-        result = sessions.open_session(session, agent_id, user_agent=user_agent, ip=ip,
-                                       new_hash=new_hash)
-    except AuthError:
-        return None
-    return result, Principal.of(result.agent)
-
-
 def _error(status: int, code: str, message: str, **kw: Any) -> Response:
     return json_response({"error": code, "message": message}, status, **kw)
 
@@ -200,8 +184,8 @@ class ConsoleHttp:
                 ok, new_hash = await self.checks.verify(creds_row.password_hash, password)
                 ok = ok and creds_row.agent_id is not None and creds_row.active
                 # One write on the database thread: a failure counted, or the session.
-                result = await self.app.conversations.run(
-                    _finish, keys, creds_row.agent_id if ok else None, new_hash,
+                result = await self.team.finish_login(
+                    keys, creds_row.agent_id if ok else None, new_hash,
                     user_agent=req.headers.get("User-Agent", ""), ip=req.remote_ip,
                 )
         except Busy:

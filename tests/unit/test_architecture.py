@@ -305,3 +305,95 @@ def test_only_the_protocol_uses_the_frame_encoder() -> None:
 )
 def test_the_frame_check_catches_hand_built_frames(source: str) -> None:
     assert _frame_literals(ast.parse(source), _wire_types())
+
+
+# ---- the conversation service is no SQL executor ---------------------------------------
+
+# ``ConversationService.run(fn)`` runs any function in a transaction on the database
+# thread. Outside chatbot/conversations nobody calls it: a question gets a named method
+# on the service that owns the data (``ConversationService.find``, ``.shopper``,
+# ``TeamService.finish_login``, ...). It is only handed, uncalled, to the narrow services
+# below, whose methods are those named questions (one transaction each, on that thread).
+RUNNER_HOLDERS = frozenset({"InboxService", "TeamService", "StoreLookup"})
+
+
+def _conversation_service_runs(tree: ast.AST) -> tuple[list[int], list[int]]:
+    """Lines where the conversation service's ``run`` is used, split into (handed to a
+    narrow service, anything else). The service is ``<...>.conversations``, a name or
+    attribute assigned from one, or a parameter annotated ``ConversationService``."""
+    aliases: set[str] = set()
+
+    def is_service(node: ast.expr) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "conversations") or (
+            ast.unparse(node) in aliases
+        )
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                pairs = (
+                    zip(target.elts, node.value.elts, strict=False)
+                    if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                    else [(target, node.value)]
+                )
+                aliases |= {ast.unparse(t) for t, v in pairs if is_service(v)}
+        elif isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None and (
+            "ConversationService" in ast.unparse(node.annotation)
+        ):
+            aliases.add(node.arg if isinstance(node, ast.arg) else ast.unparse(node.target))
+    handed: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in RUNNER_HOLDERS:
+            handed |= {id(a) for a in node.args}
+    ok: list[int] = []
+    bad: list[int] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "run" and is_service(node.value):
+            (ok if id(node) in handed else bad).append(node.lineno)
+    return ok, bad
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "async def f(self): await self.conversations.run(fn, 1)",
+        "async def f(app): await app.conversations.run(fn)",
+        "service = app.conversations\nservice.run(fn)",
+        "app, service = self.app, self.app.conversations\nservice.run(fn)",
+        "self.service = app.conversations\nself.service.run(fn)",
+        "def f(s: ConversationService) -> None:\n    s.run(fn)",
+        "runner = app.conversations.run",  # held for later, by no narrow service
+        "Anything(app.conversations.run)",
+    ],
+)
+def test_the_runner_check_catches_sql_run_through_the_service(source: str) -> None:
+    assert _conversation_service_runs(ast.parse(source))[1]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "InboxService(app.conversations.run, route)",
+        "self.team = TeamService(self.app.conversations.run)",
+        "await self.conversations.find(1, 'c_1')",
+        "await self.session.run([t])",
+        "asyncio.run(main())",
+    ],
+)
+def test_the_runner_check_lets_narrow_services_be(source: str) -> None:
+    assert not _conversation_service_runs(ast.parse(source))[1]
+
+
+def test_only_the_conversations_package_runs_functions_on_the_conversation_service() -> None:
+    handed: set[str] = set()
+    found: set[str] = set()
+    for name, path in MODULES.items():
+        if _within(name, "chatbot.conversations"):
+            continue
+        ok, bad = _conversation_service_runs(ast.parse(path.read_text(encoding="utf-8")))
+        if ok:
+            handed.add(name)
+        found |= {f"{name}:{line}" for line in bad}
+    assert not found
+    # Not vacuous: the runner is seen where the server hands it to the narrow services.
+    assert {"chatbot.server.agent_services", "chatbot.server.chat_services"} <= handed
