@@ -184,6 +184,13 @@ class Retriever:
             index = self._indexes.setdefault(store_id, StoreIndex(self.index_dir, store_id))
         return index
 
+    def generation(self, store_id: int) -> int | None:
+        """The store's committed index generation (None before its first sync). It changes
+        with every sync that changes a chunk, in whichever process ran it, so callers can
+        key their own caches of the store's rows on it."""
+        snapshot = self.store_index(store_id).snapshot()
+        return snapshot.generation if snapshot is not None else None
+
     # -- building ------------------------------------------------------------------
 
     def store_chunks(self, store_id: int) -> list[Chunk]:

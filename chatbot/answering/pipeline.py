@@ -139,7 +139,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self._synced: set[int] = set()
         self._sync_lock = threading.Lock()
-        self._catalogues: dict[int, tuple[list[tuple[str, str]], set[str]]] = {}
+        # by store: (index generation it was read at, titles by source id, kind words)
+        self._catalogues: dict[int, tuple[int | None, list[tuple[str, str]], set[str]]] = {}
         self._flow: ActionFlow | None = None
 
     @property
@@ -727,11 +728,13 @@ class Pipeline:
         return self._catalogue(store_id)[1]
 
     def _catalogue(self, store_id: int) -> tuple[list[tuple[str, str]], set[str]]:
-        """The store's product titles (by source id) and kind words, in one read per process
-        (products imported later are seen after a restart)."""
+        """The store's product titles (by source id) and kind words, read again when the
+        store's search index has a new generation (an import, in any process, syncs it), so
+        a product imported while the server runs is known at its next message."""
+        generation = self._index_generation(store_id)
         cached = self._catalogues.get(store_id)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] == generation:
+            return cached[1], cached[2]
         from sqlalchemy import select
 
         from knowledge_base.models import Product
@@ -746,8 +749,13 @@ class Pipeline:
         for _, _, product_type, tags in rows:
             words |= _words_of(f"{product_type or ''} {' '.join(tags or [])}")
         words -= _KIND_GENERIC
-        self._catalogues[store_id] = (titles, words)
+        self._catalogues[store_id] = (generation, titles, words)
         return titles, words
+
+    def _index_generation(self, store_id: int) -> int | None:
+        """The store's committed index generation (one small read of its sidecar), or None
+        without an index."""
+        return self.retriever.generation(store_id) if self.retriever is not None else None
 
     def _plan_order(self, request: AnswerRequest, decision: Route) -> Plan:
         with self.db.sessions() as session:

@@ -134,6 +134,8 @@ def test_first_sync_embeds_everything_then_nothing(world: World, embedder: Embed
 def test_editing_one_article_reembeds_only_its_chunks(world: World, embedder: Embedder) -> None:
     retriever = Retriever(world.db, world.index_dir, embedder)
     retriever.sync(world.shop)
+    first = retriever.generation(world.shop)
+    assert first is not None
     new_body = "\n\n".join(
         f"Paragraph {i}: " + "Returns are accepted within sixty days for store credit. " * 9
         for i in range(4)
@@ -149,6 +151,9 @@ def test_editing_one_article_reembeds_only_its_chunks(world: World, embedder: Em
     # One chunk existed, now there are ``expected``: 1 updated + the rest added.
     assert stats.embedded == expected == embedder.texts_encoded - before
     assert (stats.updated, stats.added, stats.removed) == (1, expected - 1, 0)
+    # a new generation (what caches of the store's rows key on, e.g. the pipeline's catalogue)
+    assert retriever.generation(world.shop) == first + 1
+    assert Retriever(world.db, world.index_dir, embedder).generation(world.shop) == first + 1
     hits = retriever.search(world.shop, "can I return things after sixty days", k=3)
     assert hits[0].id == "returns-policy" and "sixty days" in hits[0].snippet
 

@@ -89,6 +89,9 @@ class KeywordRetriever:
     def sync(self, store_id: int, *, progress: bool = False) -> None:
         self.synced.append(store_id)
 
+    def generation(self, store_id: int) -> int | None:
+        return self.synced.count(store_id) or None
+
     def search(self, store_id: int, query: str, k: int = 5) -> list[FakeHit]:
         words = {w.strip("?.,!").lower() for w in query.split() if len(w) > 3}
         scored = []

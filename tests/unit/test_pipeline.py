@@ -330,3 +330,25 @@ async def test_closing_the_reply_stops_the_engine_stream(
     assert isinstance(first, ReplyToken)
     await replies_stream.aclose()  # the shopper went away mid-reply
     assert engine.closed == 1
+
+
+def test_products_imported_while_serving_are_known_after_the_index_syncs(
+    world: World, retriever: KeywordRetriever, pipeline: Pipeline
+) -> None:
+    """The catalogue words are cached per process, keyed on the store's index generation:
+    an import (in any process) syncs the index, and the next message sees the new product."""
+    from knowledge_base.models import Product
+
+    def add(title: str, kind: str) -> None:
+        with world.db.session() as session:
+            session.add(Product(store_id=world.shop, source_id=title, title=title,
+                                product_type=kind))  # fmt: skip
+            session.commit()
+
+    add("Trail Runner", "sneakers")
+    retriever.sync(world.shop)
+    assert "sneaker" in pipeline._kind_words(world.shop)
+    add("Summit Parka", "parkas")
+    assert "parka" not in pipeline._kind_words(world.shop)  # cached: the index is unchanged
+    retriever.sync(world.shop)  # what an import does
+    assert "parka" in pipeline._kind_words(world.shop)
