@@ -8,7 +8,9 @@ against a fresh session (a logout, an expiry or a revoked store bites on the nex
 ownership, replies, what each live item becomes and which errors end the connection are
 unit-tested with scripted results (``tests/unit/test_agent_session.py``).
 :class:`~chatbot.server.agent_socket.AgentSocket` is the pump: timers, hub subscriptions,
-the inbox debounce and the copilot stream.
+the inbox debounce and the copilot stream. The followed inbox is
+:mod:`chatbot.session.agent_inbox`'s part of the session, the approval queue and an agent's
+own order actions :mod:`chatbot.session.agent_actions`'s.
 
 Phases::
 
@@ -35,14 +37,12 @@ from chatbot.protocol import agent as proto
 from chatbot.protocol import chat
 from chatbot.protocol.common import CloseCode, ErrorCode
 from chatbot.session import agent_effects as ax
+from chatbot.session.agent_actions import ActionsMixin, AgentActionMessage, StoreActionMessage
+from chatbot.session.agent_effects import Steps
+from chatbot.session.agent_inbox import InboxMixin, InboxView
 
 log = logging.getLogger(__name__)
 
-# Stored events that change an inbox row (tokens do not: the preview changes on ``done``).
-ROW_EVENTS = frozenset({"ack", "done", "agent_message", "note", "status"})
-# Stored events that change a store's approval queue (an action awaiting approval, an
-# agent's decision, an expiry).
-QUEUE_EVENTS = frozenset({"action"})
 # Auth errors after which the socket is closed (1008) instead of answering with an error.
 SESSION_ENDED = frozenset({ErrorCode.UNAUTHORIZED, "session_expired"})
 LOG_IN_FIRST = "log in first (send 'auth')"
@@ -54,10 +54,6 @@ OWNERSHIP: dict[type[proto.ConversationAction], Action] = {
     proto.Reopen: Action.REOPEN,
 }
 
-Steps = Generator[ax.AgentEffect, Any, None]
-StoreActionMessage = (
-    proto.ListActions | proto.ApproveAction | proto.RejectAction | proto.SetActionModes
-)
 TeamMessage = proto.ListAgents | proto.AddAgent | proto.RemoveAgent | proto.SetAgentStores
 
 
@@ -76,17 +72,7 @@ class Forward:
     with_owner: bool = False
 
 
-@dataclass(frozen=True)
-class InboxView:
-    """The store inbox this console follows: the store, the filter and the search."""
-
-    store_id: int
-    store: str
-    filter: str = "open"
-    q: str = ""
-
-
-class AgentSession:
+class AgentSession(InboxMixin, ActionsMixin):
     """One console connection: who is signed in, what it follows, what it has seen."""
 
     def __init__(self, *, origin: str | None = None, host: str = "") -> None:
@@ -240,7 +226,7 @@ class AgentSession:
             yield from self._team(msg)
         elif isinstance(msg, StoreActionMessage):
             yield from self._store_actions(msg)
-        elif isinstance(msg, proto.ProposeAction | proto.ConfirmAction):
+        elif isinstance(msg, AgentActionMessage):
             yield from self._agent_action(msg)
         elif isinstance(msg, proto.MarkRead):
             conv = yield from self._conversation(msg.conversation_id)
@@ -302,12 +288,6 @@ class AgentSession:
                 code=ErrorCode.NOT_ALLOWED,
             )
 
-    def check_configure_actions(self) -> None:
-        """Only admins change a store's action modes (auto / approval / off, issue #19);
-        any agent of the store sees the queue, approves and rejects."""
-        if not self._me().is_admin:
-            raise AuthError("only admins change the action modes", code=ErrorCode.FORBIDDEN)
-
     def shows_typing(self, conv: ConversationRef, owner_id: int | None) -> bool:
         """Only the owner's typing is shown to the shopper (others': nothing to report)."""
         return conv.state == AGENT and owner_id == self._me().agent_id
@@ -347,59 +327,7 @@ class AgentSession:
             # socket of this process re-checks now, not at its next timer.
             yield ax.RecheckPeers()
 
-    # ---- order actions (issue #19) ---------------------------------------------------------
-
-    def _store_actions(self, msg: StoreActionMessage) -> Steps:
-        store = yield from self._store(msg.store)
-        me = self._me()
-        if isinstance(msg, proto.SetActionModes):
-            self.check_configure_actions()
-            yield ax.SetModes(store[0], msg.modes, me.email)
-        elif isinstance(msg, proto.ApproveAction):
-            yield ax.Approve(store[0], msg.action_id, me.email)
-        elif isinstance(msg, proto.RejectAction):
-            yield ax.Reject(store[0], msg.action_id, me.email, msg.reason)
-        self.actions_store = store
-        yield from self.send_actions()
-
-    def send_actions(self) -> Steps:
-        """The followed store's approval queue, as it is now."""
-        if self.actions_store is None or self.principal is None:
-            return
-        store_id, name = self.actions_store
-        queue = yield ax.ActionQueue(store_id)
-        yield ax.Send(proto.encode(proto.Actions(
-            name, queue["pending"], queue["modes"], self._me().is_admin
-        )))
-
-    def _agent_action(self, msg: proto.ProposeAction | proto.ConfirmAction) -> Steps:
-        conv = yield from self._conversation(msg.conversation_id)
-        me = self._me()
-        if isinstance(msg, proto.ProposeAction):
-            preview = yield ax.Propose(conv, msg.kind, msg.params, me.email)
-        else:
-            preview = yield ax.AnswerProposal(conv, msg.action_id, msg.accept, me.email)
-        yield ax.Send(proto.encode(proto.ActionPreview(conv.public_id, preview)))
-
-    # ---- the inbox -----------------------------------------------------------------------
-
-    def _subscribe(self, msg: proto.SubscribeInbox) -> Steps:
-        store_id, name = yield from self._store(msg.store)
-        yield ax.StopInbox()
-        self.inbox = InboxView(store_id, name, msg.filter, msg.q)
-        self.pending.clear()
-        # Follow before reading: a change committed in between arrives as an update.
-        yield ax.FollowInbox(store_id)
-        yield from self.inbox_snapshot()
-        yield ax.StartInboxPump()
-
-    def inbox_snapshot(self) -> Steps:
-        """The followed inbox as it is now (also the periodic refresh of several processes)."""
-        view, me = self.inbox, self.principal
-        if view is None or me is None:
-            return
-        rows, counts = yield ax.InboxSnapshot(view.store_id, me.agent_id, view.filter, view.q)
-        yield ax.Send(proto.encode(proto.Inbox(view.store, view.filter, view.q, rows, counts)))
+    # ---- live items of the followed store ------------------------------------------------
 
     def inbox_item(self, item: HubItem) -> list[ax.AgentEffect]:
         """A live item of the followed store: which rows and queues to send again (soon)."""
@@ -411,37 +339,6 @@ class AgentSession:
         ):
             out.append(ax.FlushActions())
         return out
-
-    def inbox_fell_behind(self) -> Steps:
-        """The store's live queue overflowed: start over with a fresh snapshot."""
-        if self.inbox is not None:
-            view = self.inbox
-            yield from self.receive(proto.SubscribeInbox(view.store, view.filter, view.q))
-
-    def _queue_row(self, conversation_id: int) -> list[ax.AgentEffect]:
-        if self.inbox is None:
-            return []
-        self.pending.add(conversation_id)
-        return [ax.FlushRows()]
-
-    def flush_rows(self) -> Steps:
-        """The rows queued since the last flush, one ``inbox_update`` each."""
-        view, me = self.inbox, self.principal
-        if view is None or me is None:
-            return
-        ids, self.pending = sorted(self.pending), set()
-        updates, counts = yield ax.InboxUpdates(view.store_id, ids, me.agent_id, view.filter,
-                                                view.q)
-        for row, matches in updates:
-            yield ax.Send(proto.encode(proto.InboxUpdate(view.store, row, matches, counts)))
-
-    @staticmethod
-    def changes_inbox_row(item: HubItem) -> bool:
-        return item.stored is not None and item.stored.kind in ROW_EVENTS
-
-    @staticmethod
-    def changes_action_queue(item: HubItem) -> bool:
-        return item.stored is not None and item.stored.kind in QUEUE_EVENTS
 
     # ---- the open conversation -------------------------------------------------------------
 
@@ -520,3 +417,6 @@ class AgentSession:
         log.error("copilot failed for conversation %s", conv.public_id, exc_info=exc)
         return [self.error(ErrorCode.ANSWER_FAILED, "the copilot could not suggest a reply",
                            "suggest", conv.public_id)]
+
+
+__all__ = ["AgentSession", "Forward", "InboxView", "Phase", "Steps"]

@@ -11,7 +11,7 @@ exception the service raised.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,3 +273,6 @@ AgentEffect = (
     | FollowConversation | StartConversationPump | StopConversation | FlushRows | FlushActions
     | StartSuggestion | RecheckPeers
 )
+
+# What an AgentSession step is: a generator of effects, each answered at its ``yield``.
+Steps = Generator[AgentEffect, Any, None]
