@@ -75,11 +75,17 @@ def _pieces(tokens: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def test_a_piece_is_at_most_64_tokens_and_a_message_end_closes_one() -> None:
+def test_a_piece_is_at_most_64_tokens_and_the_system_message_end_closes_one() -> None:
     system = [5] * 150 + [END]  # a 151-token system message
     user = [7] * 70
     assert _pieces(system + user) == [(0, 64), (64, 128), (128, 151), (151, 215), (215, 221)]
+    # later message ends (the shopper's, then the assistant header) do not cut a piece
+    header = [1, 9, 4]
+    assert _pieces(system + user + [END] + header) == [
+        (0, 64), (64, 128), (128, 151), (151, 215), (215, 225)
+    ]  # fmt: skip
     assert _pieces([9] * 10) == [(0, 10)]
+    assert _pieces([5] * 63 + [END] + [6] * 3) == [(0, 64), (64, 67)]
 
 
 def test_two_prompts_sharing_a_prefix_cut_it_into_the_same_pieces() -> None:
