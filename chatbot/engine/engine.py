@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -204,7 +204,7 @@ class Engine:
         if request.temperature < 0 or not 0 < request.top_p <= 1:
             raise GenerationError("temperature must be >= 0 and top_p in (0, 1]")
 
-    async def stream_events(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+    async def stream_events(self, request: GenerationRequest) -> AsyncGenerator[TokenEvent, None]:
         """Like :meth:`stream`, but one :class:`TokenEvent` per generated token."""
         self._validate(request)
         await self.start()

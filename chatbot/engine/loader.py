@@ -208,7 +208,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path, *, bar: Any = None) -> None:
     copied into a fresh ``LlamaForCausalLM`` built from the same config and that is saved.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     def step(name: str) -> None:
         if bar is not None:
@@ -223,7 +223,8 @@ def convert_gguf(gguf_file: Path, out_dir: Path, *, bar: Any = None) -> None:
         bar.update(1)
     step("convert")
     config = src.config
-    if config.model_type != "llama":
+    # (AutoConfig makes a LlamaConfig of every "llama" config.)
+    if config.model_type != "llama" or not isinstance(config, LlamaConfig):
         raise ConfigError(f"{gguf_file.name}: expected a llama model, got {config.model_type!r}")
     fresh = LlamaForCausalLM(config)
     missing, unexpected = fresh.load_state_dict(src.state_dict(), strict=False)
@@ -270,7 +271,8 @@ def verify_model(path: Path) -> VerifyReport:
         out = model.generate(
             ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id
         )
-    sample = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    # (decode is typed str | list[str], for a batch; batch_decode of our one row is a str.)
+    sample = tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)[0]
     if _VERIFY_EXPECT not in sample.lower():
         problems.append(f"greedy continuation of {_VERIFY_PROMPT!r} is not sensible: {sample!r}")
     first = next(iter(model.state_dict().values()))

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from chatbot.security.models import SecurityThrottle
@@ -214,7 +214,9 @@ class Throttle:
 
 def _where(session: Session) -> str:
     """The database a session talks to (the cache never mixes two databases)."""
-    return str(session.get_bind().url) + "\x00"
+    bind = session.get_bind()  # an Engine, or the Connection a session was bound to
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    return str(engine.url) + "\x00"
 
 
 def _unique(keys: Sequence[Key]) -> list[Key]:
@@ -248,11 +250,16 @@ def _lock_rows(session: Session, keys: Sequence[Key], now: datetime) -> list[Sec
         # A write first: on SQLite it takes the database's write lock for the whole
         # transaction, so the read-modify-write below cannot interleave with another
         # process's.
+        # (Each dialect's INSERT is its own type; both have ON CONFLICT DO NOTHING.)
         if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            session.execute(
+                sqlite_insert(SecurityThrottle).values(values).on_conflict_do_nothing())
         else:
-            from sqlalchemy.dialects.postgresql import insert
-        session.execute(insert(SecurityThrottle).values(values).on_conflict_do_nothing())
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            session.execute(pg_insert(SecurityThrottle).values(values).on_conflict_do_nothing())
     else:  # pragma: no cover - other databases: create the missing rows one by one
         have = set(session.scalars(
             select(SecurityThrottle.key).where(SecurityThrottle.key.in_(digests))

@@ -173,8 +173,8 @@ def train_lora(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # fp32 for training: bf16 matmuls on CPU are slower and the LoRA updates are small.
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
-    model.config.use_cache = False
+    base = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    base.config.use_cache = False
     lora = LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
@@ -184,7 +184,7 @@ def train_lora(
         ),
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(base, lora)  # the base with LoRA layers: what trains
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("LoRA r=%d on %s: %d trainable parameters", cfg.rank, cfg.target_modules, trainable)
     pad_id = int(model.config.pad_token_id or model.config.eos_token_id or 0)
