@@ -3,7 +3,9 @@
 Each method runs one transaction in the database thread (through the ``run`` the server
 hands in: :meth:`~chatbot.conversations.service.ConversationService.run`), so the socket
 and the console's HTTP endpoints ask "the inbox snapshot of this store for this agent" or
-"open the session of this login", never "run this function on a session". Writes to a
+"open the session of this login", never "run this function on a session". The one
+exception to the thread is the login's read-only check, :meth:`TeamService.login_check`,
+which the login endpoint runs on a reader thread of its own (``read``). Writes to a
 conversation's event log (agent messages, notes, takeovers) stay in
 :class:`~chatbot.conversations.service.ConversationService`.
 """
@@ -24,7 +26,7 @@ from chatbot.conversations.log import ConversationRef, to_ref
 from chatbot.errors import AuthError, NotFoundError
 from chatbot.protocol.common import ErrorCode
 from chatbot.security.login import throttle as login_throttle
-from chatbot.security.throttle import Key
+from chatbot.security.throttle import Key, Refusal
 
 # ``run(fn, *args)``: ``fn(session, *args)`` in one transaction, in the database thread.
 Runner = Callable[..., Awaitable[Any]]
@@ -96,10 +98,17 @@ class InboxService:
 
 
 class TeamService:
-    """Who is signed in, what they may do, and (admins) the team's accounts."""
+    """Who is signed in, what they may do, and (admins) the team's accounts.
 
-    def __init__(self, run: Runner) -> None:
+    ``read`` runs :meth:`login_check` (default ``run``): the console's login endpoint
+    gives it a thread of its own (:func:`chatbot.storage.db.thread_runner`), so checking
+    a login never queues behind, or in front of, the chat's writes on the database thread
+    (SQLite WAL readers never block).
+    """
+
+    def __init__(self, run: Runner, *, read: Runner | None = None) -> None:
         self._run = run
+        self._read = read or run
 
     async def authorize(self, token: str | None, store_id: int | None = None) -> Principal:
         """The live session's principal (and access to ``store_id``), else ``AuthError``."""
@@ -118,6 +127,12 @@ class TeamService:
             return principal, rows
 
         return await self._run(fn)  # type: ignore[no-any-return]
+
+    async def login_check(self, email: str, keys: Sequence[Key]) -> Refusal | sessions.Credentials:
+        """Read only, before the password check: the refusal when the account + address
+        ``keys`` are backing off after failures, else the stored credentials of ``email``
+        (an unknown account's have no agent and no hash: the check costs the same)."""
+        return await self._read(_login_check, email, keys)  # type: ignore[no-any-return]
 
     async def finish_login(
         self, keys: Sequence[Key], agent_id: int | None, new_hash: str | None, *,
@@ -139,6 +154,13 @@ class TeamService:
     async def apply(self, token: str | None, action: team.TeamAction) -> list[dict[str, Any]]:
         """Run an admin's team action (list, add, remove, set stores); the team after it."""
         return await self._run(team.apply, token, action)  # type: ignore[no-any-return]
+
+
+def _login_check(
+    session: Session, email: str, keys: Sequence[Key]
+) -> Refusal | sessions.Credentials:
+    refusal = login_throttle.check(session, keys)
+    return refusal if refusal is not None else sessions.credentials(session, email)
 
 
 def _finish_login(

@@ -13,7 +13,6 @@ needs a CORS preflight, which this server never grants.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -24,7 +23,6 @@ from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.orm import Session
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
@@ -34,10 +32,10 @@ from chatbot.errors import AuthError
 from chatbot.protocol.common import ErrorCode
 from chatbot.security import counters
 from chatbot.security.login import Busy, PasswordChecks, login_keys
-from chatbot.security.login import throttle as login_throttle
+from chatbot.security.throttle import Refusal
 from chatbot.server.http import HttpRequest, json_response
 from chatbot.server.limits import KeyedRateLimiter
-from chatbot.storage.db import transaction
+from chatbot.storage.db import thread_runner
 
 if TYPE_CHECKING:
     from chatbot.server.app import ChatServer
@@ -117,14 +115,6 @@ def same_origin(headers: Headers) -> bool:
     return urlsplit(origin).netloc.lower() == headers.get("Host", "").lower()
 
 
-def _prepare(session: Session, email: str, keys: list[Any]) -> tuple[Any, Any]:
-    """Read only: is the account+address backing off? Else the stored hash."""
-    refusal = login_throttle.check(session, keys)
-    if refusal is not None:
-        return refusal, None
-    return None, sessions.credentials(session, email)
-
-
 def _error(status: int, code: str, message: str, **kw: Any) -> Response:
     return json_response({"error": code, "message": message}, status, **kw)
 
@@ -138,8 +128,10 @@ class ConsoleHttp:
         self.per_email = KeyedRateLimiter(LOGIN_PER_EMAIL_PER_MIN)
         # argon2 runs here, not on the database thread (issue #18).
         self.checks = PasswordChecks()
+        # The login's read-only check runs here: it never queues behind (or in front of)
+        # the chat's writes on the database thread (SQLite WAL readers never block).
         self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatbot-auth-read")
-        self.team = TeamService(app.conversations.run)
+        self.team = TeamService(app.conversations.run, read=thread_runner(app.db, self.reader))
         # Called with the token of an ended session: closes its sockets at once.
         self.on_logout = on_logout
 
@@ -147,16 +139,6 @@ class ConsoleHttp:
         router.add(LOGIN_PATH, self.login)
         router.add(LOGOUT_PATH, self.logout)
         router.add(SESSION_PATH, self.session)
-
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A read-only login step on its own thread: it never queues behind (or in front
-        of) the chat's writes on the database thread (SQLite WAL readers never block)."""
-
-        def call() -> Any:
-            with transaction(self.app.db.sessions) as session:
-                return fn(session, *args)
-
-        return await asyncio.get_running_loop().run_in_executor(self.reader, call)
 
     async def login(self, req: HttpRequest) -> Response:
         """``POST /console/login`` with ``Authorization: Basic``: open a session, set the cookie."""
@@ -176,11 +158,11 @@ class ConsoleHttp:
         keys = login_keys(email, req.remote_ip)
         try:
             async with self.checks.slot():
-                refusal, creds_row = await self._read(_prepare, email, keys)
-                if refusal is not None:
+                creds_row = await self.team.login_check(email, keys)
+                if isinstance(creds_row, Refusal):
                     counters.CONSOLE_LOGINS.inc(1, "locked")
                     return _error(429, "rate_limited", "too many failed sign-ins; wait a while",
-                                  headers={"Retry-After": str(refusal.retry_after_s)})
+                                  headers={"Retry-After": str(creds_row.retry_after_s)})
                 ok, new_hash = await self.checks.verify(creds_row.password_hash, password)
                 ok = ok and creds_row.agent_id is not None and creds_row.active
                 # One write on the database thread: a failure counted, or the session.

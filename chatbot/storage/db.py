@@ -6,12 +6,15 @@ conversations, the agents and whatever else declares tables on :class:`Base`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -111,3 +114,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def thread_runner(db: Database, executor: Executor | None) -> Callable[..., Awaitable[Any]]:
+    """``run(fn, *args, **kwargs)``: ``fn(session, *args, **kwargs)`` in one transaction on
+    ``executor``'s thread (None: the event loop's default pool), awaited from the loop.
+
+    For a narrow service that reads away from the database thread: it is handed, uncalled,
+    to one whose named methods are its only callers (the console login's read-only check,
+    :meth:`chatbot.agents.services.TeamService.login_check`, on a thread of its own so a
+    login never queues behind, or in front of, the chat's writes).
+    """
+
+    async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            with transaction(db.sessions) as session:
+                return fn(session, *args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+    return run
