@@ -77,6 +77,20 @@ _NEGATION = re.compile(
     re.IGNORECASE,
 )
 _LEADING_YES = re.compile(r"^\W*(yes|yep|sure|absolutely|of course)\b", re.IGNORECASE)
+# A sentence that only says yes ("Sure!", "Yes, of course.").
+_BARE_YES = re.compile(
+    r"^\W*(yes|yep|sure|absolutely|of course|certainly)\b[\s,!.]*"
+    r"((it is|you can|we do|of course|certainly)[\s!.]*)?$",
+    re.IGNORECASE,
+)
+_CONDITION = re.compile(r"\b(only|must|unless|except|as long as|provided that)\b", re.I)
+# A yes/no question, also after what the shopper said first ("I live in Canada, is the
+# return free for me too?").
+_YES_NO_QUESTION = re.compile(
+    r"(?:^|[,.;:!?]\s*)\W*(can|could|may|do|does|did|is|are|was|will|would|should|have|has)"
+    r"\b",
+    re.IGNORECASE,
+)
 _LEADING_NO = re.compile(r"^\W*no\b(?!\s+(?:problem|worries))", re.IGNORECASE)
 REFUSAL = re.compile(
     r"\b(don't|do not|doesn't) (have|know|see)\b|\bcan(?:'t|not| not) (find|see|help|confirm|"
@@ -85,6 +99,8 @@ REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _MONEY = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?")
+# A number or an address: a short sentence that holds one still answers something.
+_DATUM = re.compile(r"\d|@")
 _CLAUSE_SPLIT = re.compile(r";\s+|,\s+(?:and|but|while|whereas)\s+|(?<=[.!?])\s+|\s+-\s+")
 _WORDS = re.compile(r"[a-z][a-z'-]+")
 _CAPITALISED = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-z]+(?:\s[A-Z][a-z]+)*)\b")
@@ -190,8 +206,9 @@ class ClaimContext:
                 sentence = customer_facing(raw)
                 if not sentence or sentence.rstrip().endswith("?"):
                     continue
-                if len(_WORDS.findall(sentence)) < 3:
-                    continue  # "Bluetooth Speaker:" says nothing
+                if len(_WORDS.findall(sentence)) < 3 and not _DATUM.search(sentence):
+                    # "Bluetooth Speaker:" says nothing; "Phone: 1-800-555-0142." does.
+                    continue
                 self._fact_sentences.append((fact, sentence))
                 clauses = [c for c in _PRICED_CLAUSES.split(sentence) if c.strip()]
                 if len(clauses) > 1 and sum(bool(_MONEY.search(c)) for c in clauses) > 1:
@@ -201,6 +218,12 @@ class ClaimContext:
                         text = clause.strip().rstrip(".")
                         self._fact_sentences.append((fact, text[:1].upper() + text[1:] + "."))
         self.previous = {_key(s) for s in split_sentences(self.previous_reply)}
+        # The previous reply's sentences that say something: three words, or a datum
+        # ("Total: $148.00.").
+        self.previous_content = {
+            _key(s) for s in split_sentences(self.previous_reply)
+            if len(_key(s).split()) >= 3 or _DATUM.search(s)
+        }
         self._answers: list[str] | None = None
         text = "\n".join(f.line() for f in self.facts)
         self.fact_text = text
@@ -373,6 +396,13 @@ def check_sentence(sentence: str, ctx: ClaimContext) -> Verdict:
     restated = ctx.restated(text)
     if restated and all(_inverts(text, s) for s in restated):
         return Verdict(False, "polarity")
+    if _BARE_YES.match(text) and _YES_NO_QUESTION.search(ctx.question):
+        # "Sure!" to "can I get overnight shipping to Hawaii?" reads as a yes; when the
+        # answer is no ("Overnight shipping is not available") or depends on a condition
+        # ("Items must be unused", "only if its status is 'pending'") it is a wrong one.
+        answers = ctx.answer_sentences()
+        if answers and (negated(answers[0]) or _CONDITION.search(answers[0])):
+            return Verdict(False, "polarity")
     if not _faithful_copy(text, ctx):
         return Verdict(False, "copy")
     if not _roles_agree(text, ctx):
@@ -595,8 +625,7 @@ class SentenceGuard:
         """Whether the held sentences are the whole previous reply (its sentences that say
         something) and nothing new was said beside them."""
         said_new = any(len(_stems(s)) >= 2 for s in split_sentences(self.text))
-        content = {k for k in self.ctx.previous if len(k.split()) >= 3}
-        return not said_new and content <= {_key(s) for s in self._held}
+        return not said_new and self.ctx.previous_content <= {_key(s) for s in self._held}
 
     def _ensure_answer(self) -> str:
         """Add the code's best answer sentence when no sentence said restates it, so the
@@ -654,8 +683,9 @@ class SentenceGuard:
         key = _key(sentence)
         if key in self._said or key in {_key(s) for s in self._held}:
             return ""
-        if key in self.ctx.previous and len(_stems(sentence)) >= 2:
-            # ("Sure!" is no repeat: only sentences that say something are held)
+        if key in self.ctx.previous and (len(_stems(sentence)) >= 2 or _DATUM.search(sentence)):
+            # ("Sure!" is no repeat: only sentences that say something are held, "Total:
+            # $148.00." among them)
             self._held.append(sentence.strip())
             return ""
         return self._emit(sentence)

@@ -90,7 +90,14 @@ _FOR_THE_SHOPPER = tuple(
         (r"\bthe user needs to (confirm|provide|give)\b", "you need to give"),
         (r"\bafter user confirmation\b", "after you confirm"),
         (r"\bthe user'?s\b", "your"),
-        (r"\bthe user (will|can|may|must|needs|has|is)\b", r"you \1"),
+        (r"\bthe user (will|can|may|must|should|cannot|can't)\b", r"you \1"),
+        # The verb agrees with "you" ("you need", never "you needs"): "If the user provides
+        # a gift card, it must have enough balance" -> "If you provide a gift card, ...".
+        (r"\bthe user needs\b", "you need"),
+        (r"\bthe user has\b", "you have"),
+        (r"\bthe user is\b", "you are"),
+        (r"\bthe user does\b", "you do"),
+        (r"\bthe user (?!id)([a-z]+?)(?<!s)s\b", r"you \1"),
         (r"\buser confirmation\b", "your confirmation"),
     )
 )
@@ -264,6 +271,18 @@ def _similarities(embedder: SentenceEmbedder, sentences: Sequence[str], query: s
     return [float(x) for x in matrix @ np.asarray(embedder.encode_query(query))]
 
 
+def sentence_similarity(embedder: SentenceEmbedder, text: str, query: str) -> float:
+    """The MiniLM cosine of ``query`` and the sentence of ``text`` closest to it in meaning
+    (how near the text comes to saying what is asked)."""
+    sentences = split_sentences(text)
+    return max(_similarities(embedder, sentences, query), default=0.0) if sentences else 0.0
+
+
+def topic_stems(text: str) -> set[str]:
+    """The word stems of ``text`` that carry a topic (no question or function words)."""
+    return _stems(text)
+
+
 def sentence_scores(
     sentences: Sequence[str], query: str, embedder: SentenceEmbedder | None = None
 ) -> list[float]:
@@ -294,10 +313,23 @@ def sentence_scores(
             # it, whatever other words of the question a sentence shares.
             scores = [s + ANSWER_TYPE_BONUS * bool(has.search(t)) for s, t in
                       zip(scores, sentences, strict=True)]
+    for asks, has in _NOT_FOR:
+        if asks.search(query):
+            scores = [s - ANSWER_TYPE_BONUS * bool(has.search(t)) for s, t in
+                      zip(scores, sentences, strict=True)]
     return scores
 
 
 ANSWER_TYPE_BONUS = 0.3
+# Questions for a contact datum, and the datum: a sentence that holds the phone number or
+# the address asked for answers the question (see ``gives_contact_asked``).
+_CONTACT_TYPES = (
+    (
+        re.compile(r"\b(phone|call|number to|telephone)\b", re.I),
+        re.compile(r"\d{3}[-.\s]\d{3}[-.\s]\d{4}\b"),
+    ),
+    (re.compile(r"\be-?mail\b", re.I), re.compile(r"@")),
+)
 _ANSWER_TYPES = (
     (
         re.compile(r"\b(how long|window|deadline|how many (days|weeks)|how soon|when)\b", re.I),
@@ -307,11 +339,37 @@ _ANSWER_TYPES = (
         re.compile(r"\b(how much|cost|price|fee|charge)\b", re.I),
         re.compile(r"\$\s?\d"),
     ),
+    *_CONTACT_TYPES,
     (
-        re.compile(r"\b(phone|call|number to|telephone)\b", re.I),
-        re.compile(r"\d{3}[-.\s]\d{3}[-.\s]\d{4}\b"),
+        # "What products were included in my order?" is answered by the item list (order
+        # lines write a quantity as "x2"), not by the order's status.
+        re.compile(r"\b(items?|products?|contents?|included|what did i (order|buy|get)|"
+                   r"what(?:'s| is| was) in)\b", re.I),
+        re.compile(r"\bx\d+\b"),
     ),
-    (re.compile(r"\be-?mail\b", re.I), re.compile(r"@")),
+    (
+        # "Where does my refund go?" is answered by where money or items go to.
+        re.compile(r"\bwhere\b.{0,40}\b(go|goes|went|sent|refund\w*|money)\b", re.I),
+        re.compile(r"\b(go|goes|sent|back|refunded|credited) to\b", re.I),
+    ),
+)
+
+
+def gives_contact_asked(question: str, sentence: str) -> bool:
+    """Whether ``question`` asks for a phone number or an email address and ``sentence``
+    holds one ("What is your customer service phone number?" / "Phone: 1-800-555-0142.")."""
+    return any(asks.search(question) and has.search(sentence) for asks, has in _CONTACT_TYPES)
+
+
+# Sentences whose rule is for someone else: a shopper abroad (the pipeline marks the
+# question "international": "I live in Canada, is the return free for me too?") is not
+# answered by the rule for US addresses ("Returns within the US are free").
+_NOT_FOR = (
+    (
+        re.compile(r"\binternational\b", re.I),
+        re.compile(r"\b(within|inside|in) the (US|U\.S\.|United States|contiguous)\b|"
+                   r"\b(US|domestic) (addresses|orders|customers)\b", re.I),
+    ),
 )
 
 
@@ -323,7 +381,24 @@ def best_sentences(
     *,
     embedder: SentenceEmbedder | None = None,
 ) -> str:
+    """Up to ``n`` sentences of ``text`` that best answer ``query``, best first, as one
+    string (see :func:`best_sentence_list`)."""
+    return " ".join(best_sentence_list(text, query, n, max_chars, embedder=embedder))
+
+
+def best_sentence_list(
+    text: str,
+    query: str,
+    n: int,
+    max_chars: int = MAX_FACT_CHARS,
+    *,
+    embedder: SentenceEmbedder | None = None,
+) -> list[str]:
     """Up to ``n`` sentences of ``text`` that best answer ``query``, best first.
+
+    A list item stays in the sentence that introduces it ("We have three stores:
+    Portland ...; Seattle ...; Denver ..."), and the list keeps them apart: splitting the
+    joined text again would cut the list at its semicolons.
 
     A small model copies from one or two sentences reliably and from a paragraph badly,
     so code picks the sentences and the model only rephrases them (see
@@ -336,7 +411,7 @@ def best_sentences(
     # Policy written for the agent ("the user must confirm ...") is never read out.
     sentences = [s for s in map(customer_facing, split_sentences(text)) if s]
     if not sentences:
-        return ""
+        return []
     scores = sentence_scores(sentences, query, embedder)
     lexical = sentence_scores(sentences, query) if embedder is not None else scores
     # Earlier sentences win ties: articles usually lead with the answer.
@@ -344,7 +419,7 @@ def best_sentences(
     best = _best_clause(sentences[ranked[0]], query)
     if best is not None:
         # The best sentence lists several priced options and the question names one.
-        return best
+        return [best]
     keep = [ranked[0]]
     used = len(sentences[ranked[0]])
     for i in ranked[1:n]:
@@ -356,7 +431,7 @@ def best_sentences(
             break
         keep.append(i)
         used += 1 + len(sentences[i])
-    return " ".join(sentences[i] for i in keep)
+    return [sentences[i] for i in keep]
 
 
 def _best_clause(sentence: str, query: str) -> str | None:
@@ -449,10 +524,12 @@ def hit_fact(
     snippet = " ".join(hit.snippet.split())
     if snippet.lower().startswith(hit.title.lower()):
         snippet = snippet[len(hit.title) :].lstrip(" :.-")
+    picked: list[str] | None = None
     if query:
-        snippet = best_sentences(
+        picked = best_sentence_list(
             snippet, query, sentences, MAX_FACT_CHARS - len(hit.title) - 2, embedder=embedder
         )
+        snippet = " ".join(picked)
     if hit.title.rstrip().endswith("?") and snippet:
         # A title phrased as a shopper's question ("My jacket zipper broke. Is it
         # covered?") is not a fact: restated, it reads as the bot's own words.
@@ -461,7 +538,7 @@ def hit_fact(
         text = f"{hit.title.rstrip(':.')}: {snippet}" if snippet else hit.title
     return Fact(
         kind=hit.kind, id=hit.id, text=shorten(text), title=hit.title, url=hit.url,
-        sentences=tuple(split_sentences(snippet)),
+        sentences=tuple(picked if picked is not None else split_sentences(snippet)),
     )
 
 

@@ -275,3 +275,79 @@ def test_an_orders_status_comes_from_the_order_not_from_a_policy() -> None:
     )
     claim = "Order #W7464385 is pending and has been cancelled."
     assert not check_sentence(claim, ctx(pending, policy)).ok
+
+
+HAWAII = Fact(
+    "faq",
+    "shipping-to-alaska-hawaii",
+    "Orders to Alaska and Hawaii ship with USPS Priority Mail and arrive in 6-10 business days. "
+    "Overnight shipping is not available, and expedited shipping takes 3-5 business days.",
+)
+CONTACT = Fact(
+    "faq",
+    "contact-us",
+    "Phone: 1-800-555-0142. Email: support@example.com, answered within one business day.",
+    sentences=("Phone: 1-800-555-0142.",
+               "Email: support@example.com, answered within one business day."),
+)
+PRIVACY = Fact(
+    "policy",
+    "privacy-policy",
+    "Privacy policy summary: We collect the details you give us (name, email, addresses, phone "
+    "number, order history) to process orders and provide support.",
+)
+
+
+def test_a_short_sentence_with_a_number_can_be_the_answer() -> None:
+    # "Phone: 1-800-555-0142." has one word, but the number is the answer; the privacy
+    # policy's "phone number" must not take its place.
+    context = ctx(CONTACT, PRIVACY, question="What's your support phone number?")
+    assert context.answer_sentences()[0] == "Phone: 1-800-555-0142."
+
+
+def test_a_bare_yes_to_a_question_whose_answer_is_no_is_dropped() -> None:
+    guard = SentenceGuard(ctx(HAWAII, question="can I get overnight shipping to Hawaii?"))
+    out = stream(guard, ["Sure! ", "Orders to Alaska and Hawaii arrive in 6-10 business days."])
+    assert not out.startswith("Sure")
+    assert out.startswith("Overnight shipping is not available")
+    assert guard.reasons["polarity"] == 1
+
+
+def test_a_bare_yes_to_a_conditional_answer_is_dropped() -> None:
+    rule = Fact("policy", "return-policy", "Return policy: Items must be unused: footwear worn "
+                "indoors only and returned in the original box.")
+    context = ctx(rule, question="Can I return hiking boots I already wore on a muddy hike?")
+    assert check_sentence("Yes.", context).reason == "polarity"
+    # A yes stays where the answer is yes.
+    assert check_sentence("Sure!", ctx(HAWAII, question="Do you ship to Hawaii?")).ok
+
+
+def test_a_reply_made_of_the_last_replys_short_sentences_is_a_repeat() -> None:
+    order = Fact("order", "#NW10935", "status: processing; total $148.00; shipping $9.00",
+                 sentences=("Order #NW10935 is processing.", "The total was $148.00.",
+                            "Shipping was $9.00."))
+    previous = "Order #NW10935 is processing. Total: $148.00. Shipping: $9.00."
+    guard = SentenceGuard(ctx(order, question="so I paid nothing, right?", previous=previous))
+    out = stream(guard, [previous])
+    assert out and out != previous
+    assert guard.reasons["repeat"] == 1
+
+
+def test_part_of_the_last_reply_that_answers_a_new_question_is_said() -> None:
+    order = Fact("order", "#NW10935", "status: processing; no tracking number yet",
+                 sentences=("Order #NW10935 is processing.", "No tracking number yet."))
+    previous = "Order #NW10935 is processing. Total: $148.00. Shipping: $9.00."
+    guard = SentenceGuard(ctx(order, question="what's the status of it?", previous=previous))
+    out = stream(guard, ["Order #NW10935 is processing."])
+    assert out.startswith("Order #NW10935 is processing.")
+    assert guard.reasons["repeat"] == 0
+
+
+def test_an_items_question_is_answered_by_the_item_list() -> None:
+    order = Fact("order", "#NW10151", "status: delivered; items: Tent x1 $349.00, Vest x2 $149.00",
+                 sentences=("Order #NW10151 is delivered.",
+                            "Items: Tent x1 $349.00, Vest x2 $149.00."))
+    context = ctx(order, question="What products were included in my order #NW10151?")
+    assert context.answer_sentences()[0].startswith("Items:")
+    assert ctx(order, question="has #NW10151 arrived?").answer_sentences()[0] == (
+        "Order #NW10151 is delivered.")
