@@ -48,6 +48,11 @@ DEFAULT = DEFAULT_IDENTIFY_BY
 
 ASK = ("I can help with that. First I need to find your account: please tell me the email "
        "address of your account, or your first and last name and your zip code.")
+# Asked again (an order number alone, say): the same request in other words, so a
+# reply never repeats the one before it.
+ASK_AGAIN = ("Before I can look at an order, I still need to find your account: please send "
+             "the email address of your account, or your first and last name and your zip "
+             "code.")
 FAILED = ("I couldn't find an account with those details. Please check them and try again "
           "(your email address, or your first and last name and zip code), or ask for a "
           "person.")

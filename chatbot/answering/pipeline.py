@@ -345,9 +345,17 @@ class Pipeline:
                     identifying.FAILED, "identify_failed", pending="identify",
                     extra={"request": state.pending_request}))
             return self._identified(request, state, customer)
-        wants = requested_kind(request.message) or decision.intent is Intent.ORDER
+        # "Can I exchange a t-shirt for a pair of shoes?" asks what the policy allows (the
+        # router found no order in it): answered from the policy, with no account needed;
+        # "I want to cancel order #W1" and "please cancel it" ask to act.
+        general = decision.intent is Intent.POLICY and bool(_GENERAL_ASK.match(request.message))
+        wants = (requested_kind(request.message) and not general) or (
+            decision.intent is Intent.ORDER
+        )
         if wants and not (decision.order_numbers and "order_email" in methods):
-            return _acted_plan(ActionPlan(identifying.ASK, "identify_needed",
+            # (Asked just before: the same request in other words, never the same reply.)
+            ask = identifying.ASK_AGAIN if state.last_reply == identifying.ASK else identifying.ASK
+            return _acted_plan(ActionPlan(ask, "identify_needed",
                                           pending="identify",
                                           extra={"request": request.message}))
         return None
@@ -1076,6 +1084,10 @@ _REFERS_BACK = re.compile(
     r"\b(it|its|it's|they|them|their|this one|that one|the same one|"
     r"the (?:[a-z]+ ){0,2}one|this|that)\b",
     re.IGNORECASE,
+)
+# A question about what is possible ("Can I return an order that is not delivered?").
+_GENERAL_ASK = re.compile(
+    r"\W*(can|could|may|do|does|is|are)\s+(i|we|you|it|an?|orders?)\b", re.IGNORECASE
 )
 _WHAT_ABOUT = re.compile(r"^\W*(and\s+)?(what|how)\s+about\b|^\W*and\s+(in|for|the)\b", re.I)
 _KIND_GENERIC = {
