@@ -337,6 +337,16 @@ class ActionService:
             )
             return [self._proposal(p) for p in rows]
 
+    def of_conversation(self, store_id: int, conversation_id: str) -> list[Proposal]:
+        """A conversation's proposals with their status, oldest first."""
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(ActionProposal).where(ActionProposal.store_id == store_id,
+                                             ActionProposal.conversation_id == conversation_id)
+                .order_by(ActionProposal.id)
+            )
+            return [self._proposal(p) for p in rows]
+
     def expire_due(self, *, store_id: int | None = None) -> int:
         """Mark proposals past their expiry as ``expired``; returns how many. (The server
         expires them with their ``action`` event: ``ActionDesk.expire_due``.)"""

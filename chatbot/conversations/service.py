@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +41,7 @@ from chatbot.conversations.log import (
     now_iso,
     status_event,
     to_ref,
+    told_actions,
     transition_with_event,
 )
 from chatbot.conversations.models import (
@@ -57,6 +58,9 @@ from chatbot.protocol import chat
 from chatbot.storage.clock import utcnow
 from chatbot.storage.db import Database, transaction
 from chatbot.types import Source, Turn
+
+if TYPE_CHECKING:  # (the actions domain hands itself in: no import at run time)
+    from chatbot.actions.service import ActionService, Outcome
 
 T = TypeVar("T")
 
@@ -480,6 +484,29 @@ class ConversationService:
         stored again. ``internal``: the event is for agents only (no text then)."""
         return (await self.write(conv, store_action_outcome, conv.id, action, text,
                                  internal=internal))[0]
+
+    async def expire_action(
+        self, conv: ConversationRef, actions: ActionService, action_id: str
+    ) -> Outcome | None:
+        """Expire a proposal of the conversation that nobody answered
+        (:meth:`ActionService.expire_in`) and store its ``action`` event (``expired``), in
+        one transaction, so the card says so; an agent's unanswered preview is told to
+        agents only. None, and nothing stored, when it was not due or no longer
+        ``proposed`` (answered meanwhile, or expired by another process's sweep)."""
+
+        def fn(session: Session) -> tuple[Outcome | None, list[StoredEvent]]:
+            outcome = actions.expire_in(session, action_id)
+            if outcome is None:
+                return None, []
+            stored, _ = store_action_outcome(session, conv.id, outcome.to_event(),
+                                             internal=outcome.proposed_by == "agent")
+            return outcome, stored
+
+        return (await self.write(conv, fn))[0]
+
+    async def told_actions(self, conv: ConversationRef) -> set[tuple[str, str]]:
+        """The ``(action id, status)`` pairs the conversation's log already tells."""
+        return await self.run(told_actions, conv.id)
 
     async def add_agent_message(
         self,

@@ -9,38 +9,25 @@ conversation), sets the modes (admins), lists a conversation's actions for the c
 panel, and runs an action for the customer on an agent's own preview and confirmation.
 
 The domain rules (policy, idempotency, audit) are :class:`chatbot.actions.service.
-ActionService`'s; this module only calls it from the database thread and tells the
-conversation what happened.
+ActionService`'s; this module asks them through :class:`chatbot.actions.async_service.
+AsyncActionService` (one named call each, on the database thread) and tells the
+conversation what happened through :class:`~chatbot.conversations.service.
+ConversationService`'s named methods (``add_action_outcome``, ``expire_action``, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import select
-
-from chatbot.actions.forms import action_form
-from chatbot.actions.models import (
-    AWAITING_APPROVAL,
-    DECLINED,
-    EXPIRED,
-    PROPOSED,
-    ActionProposal,
-)
-from chatbot.actions.policy import KINDS, SETTINGS_KEY, load_config
-from chatbot.actions.service import ActionIdError, ActionService, Outcome, Proposal, get_config
-from chatbot.actions.service import set_modes as store_set_modes
+from chatbot.actions.async_service import AsyncActionService, QueueSignature
+from chatbot.actions.models import AWAITING_APPROVAL, ActionProposal
+from chatbot.actions.service import ActionIdError, ActionService, Outcome, Proposal
 from chatbot.conversations.hub import HubItem, StoredEvent
-from chatbot.conversations.log import ConversationRef, find_in_store, told_actions
+from chatbot.conversations.log import ConversationRef, find_in_store
 from chatbot.conversations.service import ConversationService, store_action_outcome
-from chatbot.storage.clock import utcnow
-from knowledge_base.models import Store
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # How often each server process expires proposals nobody answered (their ttl is 30 min).
@@ -84,54 +71,25 @@ def shopper_text(outcome: Outcome, *, by_agent: str) -> str:
 
 
 class ActionDesk:
-    """Order actions for the sockets; every call runs in the database thread."""
+    """Order actions for the sockets: the actions domain through ``self.calls`` (on the
+    database thread), the conversations through their service's named methods.
+
+    ``conversations.executor`` (its database thread) is handed, uncalled, to the
+    :class:`AsyncActionService` alone (tests/unit/test_architecture.py)."""
 
     def __init__(self, conversations: ConversationService,
                  actions: ActionService | None = None) -> None:
         self.conversations = conversations
-        self.db = conversations.db
-        self.actions = actions or ActionService(self.db)
-
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.conversations.executor, functools.partial(fn, *args, **kwargs)
-        )
+        self.actions = actions or ActionService(conversations.db)
+        self.calls = AsyncActionService(self.actions, conversations.executor)
 
     # ---- the shopper's confirm --------------------------------------------------------
-
-    def _check(self, conv: ConversationRef, action_id: str) -> None:
-        p = self.actions.get(action_id, store_id=conv.store_id)  # ActionIdError if unknown
-        if p.conversation_id != conv.public_id:
-            raise ActionIdError("unknown action id", code="unknown_action")
-        if p.status == EXPIRED or (p.status == PROPOSED and p.expires_at <= utcnow()):
-            raise ActionIdError("this action has expired", code="action_expired")
-        if p.status != PROPOSED:
-            raise ActionIdError(f"this action was already answered ({p.status})",
-                                code="action_used")
 
     async def check_confirm(self, conv: ConversationRef, action_id: str) -> None:
         """None if the shopper can still answer ``action_id`` in ``conv``; else
         ``ActionIdError``. Reads only."""
-        await self._call(self._check, conv, action_id)
-
-    def _untold(self, conv: ConversationRef) -> list[dict[str, Any]]:
-        with self.db.session() as session:
-            rows = list(session.scalars(
-                select(ActionProposal)
-                .where(ActionProposal.store_id == conv.store_id,
-                       ActionProposal.conversation_id == conv.public_id,
-                       ActionProposal.status != PROPOSED)
-                .order_by(ActionProposal.decided_at, ActionProposal.id)
-            ))
-            if not rows:
-                return []
-            told = told_actions(session, conv.id)
-        return [
-            Outcome(id=p.public_id, kind=p.kind, status=p.status, summary=p.summary,
-                    reason=p.reason).to_event()
-            for p in rows if (p.public_id, p.status) not in told and not _preview_only(p)
-        ]
+        await self.calls.check_answerable(action_id, store_id=conv.store_id,
+                                          conversation_id=conv.public_id)
 
     async def untold_outcomes(self, conv: ConversationRef) -> list[dict[str, Any]]:
         """The ``action`` events of the conversation's proposals that ended (or went to an
@@ -139,29 +97,13 @@ class ActionDesk:
         shopper moved on from (the pipeline declined it), one whose reply was cut short.
         The reply manager stores them with the reply's ``done`` (deduplicated there,
         under the conversation's lock)."""
-        return await self._call(self._untold, conv)
+        ended = await self.calls.outcomes(conv.store_id, conv.public_id)
+        if not ended:
+            return []
+        told = await self.conversations.told_actions(conv)
+        return [o.to_event() for o in ended if (o.id, o.status) not in told]
 
     # ---- several processes: the approval queue ------------------------------------------
-
-    def _queue_signatures(self, store_ids: list[int]) -> dict[int, tuple[Any, ...]]:
-        """Per store: what its console queue shows (ids awaiting approval, the modes)."""
-        with self.db.session() as session:
-            waiting: dict[int, list[str]] = {store_id: [] for store_id in store_ids}
-            for store_id, public_id in session.execute(
-                select(ActionProposal.store_id, ActionProposal.public_id)
-                .where(ActionProposal.store_id.in_(store_ids),
-                       ActionProposal.status == AWAITING_APPROVAL)
-                .order_by(ActionProposal.id)
-            ):
-                waiting[store_id].append(public_id)
-            settings: dict[int, Any] = dict(session.execute(
-                select(Store.id, Store.settings).where(Store.id.in_(store_ids))).all())
-        return {
-            store_id: (tuple(ids), repr(sorted(
-                ((settings.get(store_id) or {}).get(SETTINGS_KEY) or {}).get("modes", {})
-                .items())))
-            for store_id, ids in waiting.items()
-        }
 
     async def watch_queues(self, interval_s: float) -> None:
         """With several server processes on one database: every ``interval_s``, compare
@@ -170,7 +112,7 @@ class ActionDesk:
         change made through another process) tell the followers, which send ``actions``
         again. What the queue shows lives in the database, so nothing a console must see
         depends on which process wrote it. Runs until cancelled."""
-        seen: dict[int, tuple[Any, ...]] = {}
+        seen: dict[int, QueueSignature] = {}
         hub = self.conversations.hub
         while True:
             await asyncio.sleep(interval_s)
@@ -180,7 +122,7 @@ class ActionDesk:
             if not stores:
                 continue
             try:
-                signatures = await self._call(self._queue_signatures, stores)
+                signatures = await self.calls.queue_signatures(stores)
             except Exception:
                 log.exception("reading the approval queues failed")
                 continue
@@ -198,32 +140,18 @@ class ActionDesk:
         ``action`` event (``expired``) in its conversation, so the card says so; returns
         how many this call expired. Safe in every process at once: the status flip is
         conditional, and an outcome is told once."""
-        due = await self._call(self.actions.due_for_expiry)
+        due = await self.calls.due_for_expiry()
         count = 0
         for action_id, store_id, conversation_id in due:
             conv = None
             if conversation_id:
                 conv = await self.conversations.find(store_id, conversation_id)
             if conv is None:  # proposed outside a conversation (CLI): nobody to tell
-                count += await self._call(self._expire_alone, action_id)
+                count += await self.calls.expire(action_id)
                 continue
-            outcome, _ = await self.conversations.write(conv, self._expire_told, conv.id,
-                                                        action_id)
+            outcome = await self.conversations.expire_action(conv, self.actions, action_id)
             count += outcome is not None
         return count
-
-    def _expire_alone(self, action_id: str) -> bool:
-        with self.db.transaction() as session:
-            return self.actions.expire_in(session, action_id) is not None
-
-    def _expire_told(self, session: Any, conversation_id: int, action_id: str
-                     ) -> tuple[Outcome | None, list[Any]]:
-        outcome = self.actions.expire_in(session, action_id)
-        if outcome is None:
-            return None, []
-        stored, _ = store_action_outcome(session, conversation_id, outcome.to_event(),
-                                         internal=outcome.proposed_by == "agent")
-        return outcome, stored
 
     async def run_expiry(self, interval_s: float = EXPIRY_SWEEP_S) -> None:
         """Expire due proposals every ``interval_s`` until cancelled (one task per
@@ -237,17 +165,10 @@ class ActionDesk:
 
     # ---- the console: queue, decisions, modes -------------------------------------------
 
-    def _queue(self, store_id: int) -> dict[str, Any]:
-        pending = self.actions.awaiting_approval(store_id)[:MAX_QUEUE_ROWS]
-        config = get_config(self.db, store_id)
-        return {
-            "pending": [proposal_row(p) for p in pending],
-            "modes": {kind: config.mode(kind) for kind in KINDS},
-        }
-
     async def queue(self, store_id: int) -> dict[str, Any]:
         """``{"pending": [rows awaiting approval, oldest first], "modes": {kind: mode}}``."""
-        return await self._call(self._queue, store_id)
+        pending, modes = await self.calls.queue(store_id, MAX_QUEUE_ROWS)
+        return {"pending": [proposal_row(p) for p in pending], "modes": modes}
 
     async def _tell(self, store_id: int, outcome: Outcome, conversation_id: str,
                     by_agent: str) -> None:
@@ -262,39 +183,28 @@ class ActionDesk:
 
     async def approve(self, store_id: int, action_id: str, agent: str) -> Outcome:
         """Approve (checked again, then executed); the shopper is told."""
-        p = await self._call(self.actions.get, action_id, store_id=store_id)
-        outcome = await self._call(self.actions.approve, action_id, store_id=store_id,
-                                   agent=agent)
+        p = await self.calls.get(action_id, store_id=store_id)
+        outcome = await self.calls.approve(action_id, store_id=store_id, agent=agent)
         await self._tell(store_id, outcome, p.conversation_id, "approved")
         return outcome
 
     async def reject(self, store_id: int, action_id: str, agent: str, reason: str) -> Outcome:
         """Reject (``declined`` with the reason); the shopper is told."""
-        p = await self._call(self.actions.get, action_id, store_id=store_id)
-        outcome = await self._call(self.actions.reject, action_id, store_id=store_id,
-                                   agent=agent, reason=reason)
+        p = await self.calls.get(action_id, store_id=store_id)
+        outcome = await self.calls.reject(action_id, store_id=store_id, agent=agent,
+                                          reason=reason)
         await self._tell(store_id, outcome, p.conversation_id, "rejected")
         return outcome
 
     async def set_modes(self, store_id: int, modes: dict[str, str], agent: str) -> None:
-        await self._call(store_set_modes, self.db, store_id, modes, actor="agent",
-                         actor_id=agent)
+        await self.calls.set_modes(store_id, modes, agent=agent)
 
     # ---- the console: one conversation ------------------------------------------------
 
-    def _of_conversation(self, store_id: int, public_id: str) -> list[dict[str, Any]]:
-        with self.db.session() as session:
-            rows = session.scalars(
-                select(ActionProposal)
-                .where(ActionProposal.store_id == store_id,
-                       ActionProposal.conversation_id == public_id)
-                .order_by(ActionProposal.id)
-            )
-            return [proposal_row(p) for p in rows]
-
     async def of_conversation(self, conv: ConversationRef) -> list[dict[str, Any]]:
         """The conversation's proposals with their status, oldest first."""
-        return await self._call(self._of_conversation, conv.store_id, conv.public_id)
+        return [proposal_row(p)
+                for p in await self.calls.of_conversation(conv.store_id, conv.public_id)]
 
     async def _whom(self, conv: ConversationRef) -> tuple[int | None, list[str]]:
         """Whom an agent acts for: the conversation's signed-in customer, else the one the
@@ -307,19 +217,10 @@ class ActionDesk:
         """An agent proposes ``kind`` for the conversation's customer (or the orders the
         guest proved); raises ``ActionRefused`` with the policy's reason."""
         customer_id, orders = await self._whom(conv)
-        return await self._call(
-            self.actions.propose, conv.store_id, kind, params, customer_id=customer_id,
-            verified_orders=orders, conversation_id=conv.public_id, actor="agent",
-            actor_id=agent,
+        return await self.calls.propose(
+            conv.store_id, kind, params, customer_id=customer_id, verified_orders=orders,
+            conversation_id=conv.public_id, actor="agent", actor_id=agent,
         )
-
-    def _form(self, store_id: int, customer_id: int | None, orders: list[str]
-              ) -> dict[str, Any]:
-        with self.db.session() as session:
-            store = session.get(Store, store_id)
-            config = load_config(store.settings if store is not None else {})
-            return action_form(session, store_id, config, customer_id=customer_id,
-                               verified_orders=orders)
 
     async def form(self, conv: ConversationRef) -> dict[str, Any]:
         """The choices of the console's form for an agent's own action in ``conv``
@@ -327,23 +228,23 @@ class ActionDesk:
         the address; see :mod:`chatbot.actions.forms`): the customer panel's
         ``action_form``."""
         customer_id, orders = await self._whom(conv)
-        return await self._call(self._form, conv.store_id, customer_id, orders)
+        return await self.calls.form(conv.store_id, customer_id, orders)
 
     async def answer(self, conv: ConversationRef, action_id: str, accept: bool,
                      agent: str) -> Outcome:
         """The agent's own yes / no to a proposal they made for the customer; the shopper
         is told what was done."""
-        p = await self._call(self.actions.get, action_id, store_id=conv.store_id)
+        p = await self.calls.get(action_id, store_id=conv.store_id)
         if p.conversation_id != conv.public_id:
             raise ActionIdError("unknown action id", code="unknown_action")
         if accept:
-            outcome = await self._call(self.actions.execute, action_id, store_id=conv.store_id,
-                                       conversation_id=conv.public_id, actor="agent",
-                                       actor_id=agent)
+            outcome = await self.calls.execute(action_id, store_id=conv.store_id,
+                                               conversation_id=conv.public_id, actor="agent",
+                                               actor_id=agent)
         else:
-            outcome = await self._call(self.actions.decline, action_id, store_id=conv.store_id,
-                                       conversation_id=conv.public_id, actor="agent",
-                                       actor_id=agent)
+            outcome = await self.calls.decline(action_id, store_id=conv.store_id,
+                                               conversation_id=conv.public_id, actor="agent",
+                                               actor_id=agent)
         if accept:
             await self._tell(conv.store_id, outcome, conv.public_id, "ran")
         else:
@@ -368,12 +269,6 @@ def tell_conversation(db: Any, store_id: int, conversation_id: str, outcome: Out
         store_action_outcome(session, conv.id, outcome.to_event(),
                              shopper_text(outcome, by_agent=by_agent))
     return True
-
-
-def _preview_only(p: ActionProposal) -> bool:
-    """An agent's preview that ended without running (declined, expired): told to agents
-    when it ended, never to the shopper, who did not see it."""
-    return p.proposed_by == "agent" and p.status in (DECLINED, EXPIRED)
 
 
 __all__ = ["AWAITING_APPROVAL", "ActionDesk", "proposal_row", "shopper_text",

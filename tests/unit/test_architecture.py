@@ -310,17 +310,23 @@ def test_the_frame_check_catches_hand_built_frames(source: str) -> None:
 # ---- the conversation service is no SQL executor ---------------------------------------
 
 # ``ConversationService.run(fn)`` runs any function in a transaction on the database
-# thread. Outside chatbot/conversations nobody calls it: a question gets a named method
-# on the service that owns the data (``ConversationService.find``, ``.shopper``,
-# ``TeamService.finish_login``, ...). It is only handed, uncalled, to the narrow services
-# below, whose methods are those named questions (one transaction each, on that thread).
-RUNNER_HOLDERS = frozenset({"InboxService", "TeamService", "StoreLookup"})
+# thread, ``.executor`` is that thread, and ``.write(conv, fn)`` runs a function that
+# appends to a conversation's log under its lock, then publishes. Outside
+# chatbot/conversations nobody calls them: a question or a write gets a named method on
+# the service that owns the data (``ConversationService.find``, ``.shopper``,
+# ``.expire_action``, ``TeamService.finish_login``, ``AsyncActionService.approve``, ...).
+# ``run`` and ``executor`` are only handed, uncalled, to the narrow services below, whose
+# methods are those named questions (one call each, on that thread); ``write`` to nobody.
+RUNNER_HOLDERS = frozenset({"InboxService", "TeamService", "StoreLookup", "AsyncActionService"})
+HANDED = frozenset({"run", "executor"})
+NEVER_OUTSIDE = frozenset({"write"})
 
 
 def _conversation_service_runs(tree: ast.AST) -> tuple[list[int], list[int]]:
-    """Lines where the conversation service's ``run`` is used, split into (handed to a
-    narrow service, anything else). The service is ``<...>.conversations``, a name or
-    attribute assigned from one, or a parameter annotated ``ConversationService``."""
+    """Lines where the conversation service's ``run``, ``executor`` or ``write`` is used,
+    split into (``run`` or ``executor`` handed to a narrow service, anything else). The
+    service is ``<...>.conversations``, a name or attribute assigned from one, or a
+    parameter annotated ``ConversationService``."""
     aliases: set[str] = set()
 
     def is_service(node: ast.expr) -> bool:
@@ -348,8 +354,12 @@ def _conversation_service_runs(tree: ast.AST) -> tuple[list[int], list[int]]:
     ok: list[int] = []
     bad: list[int] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr == "run" and is_service(node.value):
+        if not (isinstance(node, ast.Attribute) and is_service(node.value)):
+            continue
+        if node.attr in HANDED:
             (ok if id(node) in handed else bad).append(node.lineno)
+        elif node.attr in NEVER_OUTSIDE:
+            bad.append(node.lineno)
     return ok, bad
 
 
@@ -364,6 +374,14 @@ def _conversation_service_runs(tree: ast.AST) -> tuple[list[int], list[int]]:
         "def f(s: ConversationService) -> None:\n    s.run(fn)",
         "runner = app.conversations.run",  # held for later, by no narrow service
         "Anything(app.conversations.run)",
+        # The conversation's write with a function of the caller's:
+        "async def f(self): await self.conversations.write(conv, self._expire, 1)",
+        "def f(s: ConversationService) -> None:\n    s.write(conv, fn)",
+        "AsyncActionService(app.conversations.write)",
+        # The database thread used for the caller's own function:
+        "loop.run_in_executor(self.conversations.executor, fn)",
+        "def f(conversations: ConversationService) -> None:\n"
+        "    loop.run_in_executor(conversations.executor, fn)",
     ],
 )
 def test_the_runner_check_catches_sql_run_through_the_service(source: str) -> None:
@@ -375,6 +393,10 @@ def test_the_runner_check_catches_sql_run_through_the_service(source: str) -> No
     [
         "InboxService(app.conversations.run, route)",
         "self.team = TeamService(self.app.conversations.run)",
+        "def f(conversations: ConversationService) -> None:\n"
+        "    AsyncActionService(ActionService(db), conversations.executor)",
+        "await self.conversations.expire_action(conv, actions, 'a_1')",
+        "fh.write(text)",
         "await self.conversations.find(1, 'c_1')",
         "await self.session.run([t])",
         "asyncio.run(main())",
@@ -395,5 +417,7 @@ def test_only_the_conversations_package_runs_functions_on_the_conversation_servi
             handed.add(name)
         found |= {f"{name}:{line}" for line in bad}
     assert not found
-    # Not vacuous: the runner is seen where the server hands it to the narrow services.
-    assert {"chatbot.server.agent_services", "chatbot.server.chat_services"} <= handed
+    # Not vacuous: the runner and the thread are seen where the server hands them to the
+    # narrow services.
+    assert {"chatbot.server.agent_services", "chatbot.server.chat_services",
+            "chatbot.server.actions"} <= handed
