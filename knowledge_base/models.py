@@ -108,7 +108,10 @@ class Article(Base):
 
 class Customer(Base):
     __tablename__ = "customers"
-    __table_args__ = (UniqueConstraint("store_id", "source_id"), Index("ix_customers_store_email", "store_id", "email"))
+    __table_args__ = (
+        UniqueConstraint("store_id", "source_id"),
+        Index("ix_customers_store_email", "store_id", "email"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), index=True)
