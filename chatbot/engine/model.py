@@ -303,6 +303,8 @@ class Kernels:
 # With batch invariance, a prompt is computed in pieces of at most this many tokens (see
 # prompt_piece_end, Llama.forward and Scheduler._plan): the same prompt, the same computations.
 PREFILL_ALIGN = 64
+# ... on this many threads (see Llama.forward)
+PIECE_THREADS = 1
 
 
 def prompt_piece_end(tokens: Sequence[int], start: int, end: int, segment_ends: Set[int]) -> int:
@@ -550,12 +552,24 @@ class Llama:
                 return self.lm_head(last, q4_rows).float()  # [R, vocab]
             pieces = [x]
             at = n_dec
-            for pf in plan.prefills:
-                for begin in range(pf.start, pf.start + pf.length, PREFILL_ALIGN):
-                    size = min(PREFILL_ALIGN, pf.start + pf.length - begin)
-                    one = StepPlan(prefills=[Prefill(pf.slot, begin, size)])
-                    pieces.append(self._hidden(tokens[at : at + size], one, cache, 0))
-                    at += size
+            # A piece's ~600 small ops run faster on one thread than on two whose OpenMP
+            # worker sleeps between ops (OMP_WAIT_POLICY=PASSIVE): cold first token 0.72-1.03
+            # -> 0.49-0.65 s for a 319-token prompt on the 2-core Zen 5 (bench/engine.py
+            # prompt), and the other core stays free. (The results are the same bit for
+            # bit: oneDNN splits a matmul's outputs, not its sums, across threads.)
+            threads = torch.get_num_threads()
+            if plan.prefills and threads != PIECE_THREADS:
+                torch.set_num_threads(PIECE_THREADS)
+            try:
+                for pf in plan.prefills:
+                    for begin in range(pf.start, pf.start + pf.length, PREFILL_ALIGN):
+                        size = min(PREFILL_ALIGN, pf.start + pf.length - begin)
+                        one = StepPlan(prefills=[Prefill(pf.slot, begin, size)])
+                        pieces.append(self._hidden(tokens[at : at + size], one, cache, 0))
+                        at += size
+            finally:
+                if torch.get_num_threads() != threads:
+                    torch.set_num_threads(threads)
             x = torch.cat(pieces)
             rows = torch.tensor(plan.logit_rows, dtype=torch.long)
             last = rms_norm(x[rows], self.norm, self.config.rms_eps)  # [R, hidden]
