@@ -147,15 +147,8 @@ static inline float hsum256(__m256 v) {
 #define FOR_EACH_GROUP_COUNT(CASE) CASE(1) CASE(2) CASE(3) CASE(4)
 #elif Q4_GROUP_ROWS == 8
 #define FOR_EACH_GROUP_COUNT(CASE) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#elif Q4_GROUP_ROWS == 12
-#define FOR_EACH_GROUP_COUNT(CASE) \
-    CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
-#elif Q4_GROUP_ROWS == 16
-#define FOR_EACH_GROUP_COUNT(CASE)                                                            \
-    CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) \
-    CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
 #else
-#error "Q4_GROUP_ROWS must be 4, 8, 12 or 16"
+#error "Q4_GROUP_ROWS must be 4 or 8"
 #endif
 
 /* This thread's share [j0, j1) of n items, by OpenMP thread number (a fixed split). */
