@@ -307,30 +307,34 @@ PREFILL_ALIGN = 64
 PIECE_THREADS = 1
 
 
-def prompt_piece_end(tokens: Sequence[int], start: int, end: int, segment_ends: Set[int]) -> int:
+def system_prompt_end(tokens: Sequence[int], segment_ends: Set[int]) -> int:
+    """The position after the first segment-end token (the chat template's end of message,
+    ``<|im_end|>``: the end of the store's system prompt), 0 when there is none."""
+    return next((i + 1 for i, t in enumerate(tokens) if t in segment_ends), 0)
+
+
+def prompt_piece_end(start: int, end: int, system_end: int) -> int:
     """Where the prompt piece that starts at ``start`` ends (at most ``end``).
 
-    Pieces are PREFILL_ALIGN tokens long, except that the first segment-end token (the
-    chat template's end of message, ``<|im_end|>``: the end of the store's system prompt)
-    also ends one, so the shopper's part starts a piece. Where a piece ends depends only
-    on the tokens before that point, so two prompts that share a prefix cut it into the
-    same pieces: a prefix-cache hit can be reused up to any piece end within it (the whole
-    system prompt, not only its first multiple of 64 tokens) and the rest is computed as
-    it would be without the cache. (Later message ends do not end a piece: a short piece
-    costs a whole pass over the weights, ~20 ms on one core.)
+    Pieces are PREFILL_ALIGN tokens long, except that the end of the system prompt
+    (``system_end``, from :func:`system_prompt_end`) also ends one, so the shopper's part
+    starts a piece. Where a piece ends depends only on the tokens before that point, so
+    two prompts that share a prefix cut it into the same pieces: a prefix-cache hit can
+    be reused up to any piece end within it (the whole system prompt, not only its first
+    multiple of 64 tokens) and the rest is computed as it would be without the cache.
+    (Later message ends do not end a piece: a short piece costs a whole pass over the
+    weights, ~20 ms on one core.)
     """
     stop = min(start + PREFILL_ALIGN, end)
-    first = next((i for i, t in enumerate(tokens[:stop]) if t in segment_ends), None)
-    if first is not None and start <= first < stop - 1:
-        return first + 1
-    return stop
+    return system_end if start < system_end < stop else stop
 
 
-def prompt_piece_floor(tokens: Sequence[int], n: int, segment_ends: Set[int]) -> int:
-    """The last piece end at or before ``n`` (0 when the first piece is longer)."""
+def prompt_piece_floor(n: int, length: int, system_end: int) -> int:
+    """The last piece end at or before ``n`` of a prompt of ``length`` tokens (0 when the
+    first piece is longer)."""
     at = 0
     while at < n:
-        nxt = prompt_piece_end(tokens, at, len(tokens), segment_ends)
+        nxt = prompt_piece_end(at, length, system_end)
         if nxt > n:
             break
         at = nxt

@@ -46,6 +46,7 @@ from chatbot.engine.model import (
     StepPlan,
     prompt_piece_end,
     prompt_piece_floor,
+    system_prompt_end,
 )
 from chatbot.engine.prefix_cache import PrefixCache
 from chatbot.engine.runner import ModelRunner
@@ -92,6 +93,7 @@ class Sequence:
     finished_step: int = -1  # the scheduler step count when the slot was freed
     generator: torch.Generator | None = field(default=None, repr=False)
     draft_len: int = 2  # how many tokens the next draft may have (follows acceptance)
+    system_end: int = 0  # with aligned prefill: where its system prompt ends (prompt pieces)
 
     @property
     def n_generated(self) -> int:
@@ -174,6 +176,8 @@ class Scheduler:
             sink=sink,
             cache_key=cache_key,
         )
+        if self.aligned_prefill:
+            seq.system_end = system_prompt_end(prompt_ids, self.eos)
         if params.temperature > 0:
             seq.generator = torch.Generator()
             seq.generator.manual_seed(
@@ -295,7 +299,7 @@ class Scheduler:
                 # without the cache.
                 n = min(hit.length, len(seq.tokens) - 1)
                 if self.aligned_prefill:
-                    n = prompt_piece_floor(seq.tokens, min(n, hit.prompt_len), self.eos)
+                    n = prompt_piece_floor(min(n, hit.prompt_len), seq.prompt_len, seq.system_end)
                 if n > 0:
                     self.cache.write(slot, hit.k[:, :, :n], hit.v[:, :, :n])
                     seq.n_cached = seq.cached_hit = n
@@ -337,7 +341,7 @@ class Scheduler:
                 take = 0
                 while seq.n_cached + take < len(seq.tokens):
                     at = seq.n_cached + take
-                    end = prompt_piece_end(seq.tokens, at, len(seq.tokens), self.eos)
+                    end = prompt_piece_end(at, seq.prompt_len, seq.system_end)
                     if take + end - at > budget:
                         break
                     plan.prefills.append(Prefill(seq.slot, at, end - at))

@@ -65,11 +65,12 @@ END = 2  # <|im_end|> in SmolLM2's vocabulary (and the tiny test tokenizer's)
 
 
 def _pieces(tokens: list[int]) -> list[tuple[int, int]]:
-    from chatbot.engine.model import prompt_piece_end
+    from chatbot.engine.model import prompt_piece_end, system_prompt_end
 
     out, at = [], 0
+    system_end = system_prompt_end(tokens, {END})
     while at < len(tokens):
-        end = prompt_piece_end(tokens, at, len(tokens), {END})
+        end = prompt_piece_end(at, len(tokens), system_end)
         out.append((at, end))
         at = end
     return out
@@ -94,7 +95,7 @@ def test_two_prompts_sharing_a_prefix_cut_it_into_the_same_pieces() -> None:
     reused up to any piece end in it."""
     import random
 
-    from chatbot.engine.model import prompt_piece_floor
+    from chatbot.engine.model import prompt_piece_floor, system_prompt_end
 
     rng = random.Random(3)
     for _ in range(200):
@@ -106,9 +107,9 @@ def test_two_prompts_sharing_a_prefix_cut_it_into_the_same_pieces() -> None:
         in_a = [p for p in _pieces(a) if p[1] <= n]
         in_b = [p for p in _pieces(b) if p[1] <= n]
         assert in_a == in_b
-        floor = prompt_piece_floor(a, n, {END})
+        floor = prompt_piece_floor(n, len(a), system_prompt_end(a, {END}))
         assert floor == (in_a[-1][1] if in_a else 0)
-        assert floor == prompt_piece_floor(b, n, {END})
+        assert floor == prompt_piece_floor(n, len(b), system_prompt_end(b, {END}))
 
 
 def test_a_cache_hit_serves_only_what_its_donor_computed_as_a_prompt() -> None:
