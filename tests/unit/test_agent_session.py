@@ -8,6 +8,7 @@ approval queue and the errors are checked without a server, a database or an eve
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from chatbot.conversations.log import ConversationRef
 from chatbot.conversations.ownership import Action
 from chatbot.errors import AuthError, ChatbotError, ConflictError, NotFoundError
 from chatbot.protocol import agent as proto
+from chatbot.server.pump import drive
 from chatbot.session import agent_effects as ax
 from chatbot.session.agent import AgentSession, InboxView, Phase
 
@@ -91,25 +93,16 @@ class World:
         return handler(effect) if handler else None
 
     def run(self, steps: Any) -> list[Any]:
-        """Drive a session generator to the end, as the socket pump does."""
+        """Drive a session's steps to the end through the socket pumps' own loop."""
         out: list[Any] = []
-        if isinstance(steps, list):
-            self.effects += steps
-            return steps
-        result: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                effect = steps.throw(error) if error else steps.send(result)
-            except StopIteration:
-                self.effects += out
-                return out
+
+        async def perform(effect: Any) -> Any:
             out.append(effect)
-            result, error = None, None
-            try:
-                result = self.answer(effect)
-            except Exception as exc:
-                error = exc
+            return self.answer(effect)
+
+        asyncio.run(drive(steps, perform))
+        self.effects += out
+        return out
 
 
 def frames(effects: list[Any]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ from chatbot.conversations.hub import HubItem, StoredEvent
 from chatbot.conversations.log import ConversationRef
 from chatbot.conversations.ownership import Action
 from chatbot.errors import ConflictError, NotFoundError
+from chatbot.server.pump import drive
 from chatbot.session import chat as s
 from chatbot.session.chat import ChatSession, Phase
 
@@ -73,22 +75,16 @@ class World:
         return handler(effect) if handler else None
 
     def run(self, steps: Any) -> list[Any]:
-        """Drive a session generator to the end, as the socket pump does."""
+        """Drive a session's steps to the end through the socket pumps' own loop."""
         out: list[Any] = []
-        result: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                effect = steps.throw(error) if error else steps.send(result)
-            except StopIteration:
-                self.effects += out
-                return out
+
+        async def perform(effect: Any) -> Any:
             out.append(effect)
-            result, error = None, None
-            try:
-                result = self.answer(effect)
-            except Exception as exc:
-                error = exc
+            return self.answer(effect)
+
+        asyncio.run(drive(steps, perform))
+        self.effects += out
+        return out
 
 
 def session(origin: str | None = "https://shop.example") -> ChatSession:
