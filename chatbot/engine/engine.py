@@ -22,7 +22,7 @@ import torch
 
 from chatbot.engine import native
 from chatbot.engine.formats import resolve_format
-from chatbot.engine.model import Llama
+from chatbot.engine.model import Llama, piece_mode
 from chatbot.engine.sampler import SamplingParams
 from chatbot.engine.scheduler import Scheduler, Sequence
 from chatbot.engine.tokens import IncrementalDetokenizer, StopMatcher
@@ -127,6 +127,9 @@ class Engine:
         kernel = native.kernel(options) if fmt == "q4" else None
         model = Llama.from_folder(path, fmt, adapter=adapter, kernel=kernel)
         model.batch_invariant = settings.engine_batch_invariant
+        if model.batch_invariant and model.native_decoder is not None:
+            # A step's prompt pieces in one pass where this CPU computes them exactly so
+            model.pieces_together, model.piece_threads = piece_mode(model)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         log.info(
             "engine loaded %s (%s weights%s) in %.1fs",

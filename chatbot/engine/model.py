@@ -17,6 +17,7 @@ Layout decisions, each for speed on a small CPU:
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -305,6 +306,8 @@ class Kernels:
 PREFILL_ALIGN = 64
 # ... on this many threads (see Llama.forward)
 PIECE_THREADS = 1
+# Pieces in one pass: every matmul gets at least this many rows (see Llama._hidden)
+PIECE_MIN_ROWS = 16
 
 
 def system_prompt_end(tokens: Sequence[int], segment_ends: Set[int]) -> int:
@@ -425,6 +428,11 @@ class Llama:
         self.kv_dtype = torch.bfloat16 if fmt in ("q4", "bf16") else torch.float32
         # Settings.engine_batch_invariant (the engine sets it after loading)
         self.batch_invariant = True
+        # With batch invariance: a step's prompt pieces go through the layers in one pass,
+        # on piece_threads threads (only where piece_mode found that exact on this CPU;
+        # the engine checks at load)
+        self.pieces_together = False
+        self.piece_threads = PIECE_THREADS
         c = config
 
         def get(name: str) -> torch.Tensor:
@@ -555,22 +563,19 @@ class Llama:
                 last = rms_norm(x[rows], self.norm, self.config.rms_eps)  # [R, hidden]
                 return self.lm_head(last, q4_rows).float()  # [R, vocab]
             pieces = [x]
-            at = n_dec
-            # A piece's ~600 small ops run faster on one thread than on two whose OpenMP
-            # worker sleeps between ops (OMP_WAIT_POLICY=PASSIVE): cold first token 0.72-1.03
-            # -> 0.49-0.65 s for a 319-token prompt on the 2-core Zen 5 (bench/engine.py
-            # prompt), and the other core stays free. (The results are the same bit for
-            # bit: oneDNN splits a matmul's outputs, not its sums, across threads.)
+            # One piece alone: its ~600 small ops run faster on one thread than on two
+            # whose OpenMP worker sleeps between ops (OMP_WAIT_POLICY=PASSIVE): cold first
+            # token 0.72-1.03 -> 0.49-0.65 s for a 319-token prompt on the 2-core Zen 5
+            # (bench/engine.py prompt), and the other core stays free. Several pieces in
+            # one pass make big matmuls: those run on ``piece_threads`` (all threads where
+            # the load check found that exact).
             threads = torch.get_num_threads()
-            if plan.prefills and threads != PIECE_THREADS:
-                torch.set_num_threads(PIECE_THREADS)
+            many = self.pieces_together and sum(pf.length for pf in plan.prefills) > PREFILL_ALIGN
+            want = self.piece_threads if many else PIECE_THREADS
+            if plan.prefills and threads != want:
+                torch.set_num_threads(want)
             try:
-                for pf in plan.prefills:
-                    for begin in range(pf.start, pf.start + pf.length, PREFILL_ALIGN):
-                        size = min(PREFILL_ALIGN, pf.start + pf.length - begin)
-                        one = StepPlan(prefills=[Prefill(pf.slot, begin, size)])
-                        pieces.append(self._hidden(tokens[at : at + size], one, cache, 0))
-                        at += size
+                pieces += self._pieces(tokens[n_dec:], plan.prefills, cache)
             finally:
                 if torch.get_num_threads() != threads:
                     torch.set_num_threads(threads)
@@ -586,12 +591,47 @@ class Llama:
         # decode rows come first in logit_rows too (see StepPlan)
         return self.lm_head(last, q4_rows).float()  # [R, vocab]
 
+    def _pieces(
+        self, tokens: torch.Tensor, prefills: list[Prefill], cache: KVCache
+    ) -> list[torch.Tensor]:
+        """The hidden states of a step's prompt chunks, cut into pieces of at most
+        PREFILL_ALIGN tokens: all pieces through the layers together where that gives each
+        piece the same numbers as alone (``pieces_together``, found by
+        :func:`piece_mode` at load), else one piece at a time."""
+        split = [
+            Prefill(pf.slot, begin, min(PREFILL_ALIGN, pf.start + pf.length - begin))
+            for pf in prefills
+            for begin in range(pf.start, pf.start + pf.length, PREFILL_ALIGN)
+        ]
+        if not split:
+            return []
+        if self.pieces_together:
+            together = StepPlan(prefills=split)
+            return [self._hidden(tokens, together, cache, 0, min_rows=PIECE_MIN_ROWS)]
+        out, at = [], 0
+        for piece in split:
+            one = StepPlan(prefills=[piece])
+            out.append(self._hidden(tokens[at : at + piece.length], one, cache, 0))
+            at += piece.length
+        return out
+
     def _hidden(
-        self, tokens: torch.Tensor, plan: StepPlan, cache: KVCache, q4_rows: int
+        self,
+        tokens: torch.Tensor,
+        plan: StepPlan,
+        cache: KVCache,
+        q4_rows: int,
+        *,
+        min_rows: int = 0,
     ) -> torch.Tensor:
         """Every layer on the step's tokens: the final hidden states [N, hidden].
 
         ``q4_rows``: how many leading decode rows read the 4-bit weights (q4 only).
+        ``min_rows``: each matmul gets at least this many rows (zero rows added, their
+        results dropped): a matmul kernel may take another path, with its sums in another
+        order, for a handful of rows (oneDNN's bf16 matmul on the Zen 4 does below 4 rows,
+        and on two threads below 12), so a short piece gets the same numbers alone as
+        beside others.
         """
         c = self.config
         n_dec = len(plan.decode_positions)
@@ -620,10 +660,18 @@ class Llama:
         ]
         hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
         rep = nh // nkv
+        n_rows = len(tokens)
+        pad = max(0, min_rows - n_rows)
+
+        def matmul(lin: Linear, h: torch.Tensor) -> torch.Tensor:
+            if not pad:
+                return lin(h, q4_rows)
+            return lin(F.pad(h, (0, 0, 0, pad)), q4_rows)[:n_rows]
+
         x = F.embedding(tokens, self.embed).float()  # [N, hidden]
         for li, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, c.rms_eps)
-            qkv = layer.qkv(h, q4_rows)  # [N, (nh + 2 nkv) hd]
+            qkv = matmul(layer.qkv, h)  # [N, (nh + 2 nkv) hd]
             # q and k sit side by side in the fused output: rotate them in one go.
             qk = apply_rope(qkv[:, : (nh + nkv) * hd].view(-1, nh + nkv, hd), cos, sin)
             q, k = qk[:, :nh], qk[:, nh:]
@@ -667,9 +715,74 @@ class Llama:
                 )  # [1, nh, T, hd]
                 out[sl] = o[0].transpose(0, 1)
                 row += pf.length
-            x = x + layer.o(out.view(-1, nh * hd), q4_rows)
+            x = x + matmul(layer.o, out.view(-1, nh * hd))
             h = rms_norm(x, layer.mlp_norm, c.rms_eps)
-            gu = layer.gate_up(h, q4_rows)  # [N, 2 * inter]
+            gu = matmul(layer.gate_up, h)  # [N, 2 * inter]
             gate, up = gu[:, : c.intermediate_size], gu[:, c.intermediate_size :]
-            x = x + layer.down(F.silu(gate) * up, q4_rows)
+            x = x + matmul(layer.down, F.silu(gate) * up)
         return x
+
+
+# Prompt pieces the load-time check puts through one pass, alone and together: a full
+# step's worth (the scheduler's idle budget, 512 tokens) with short and odd pieces among
+# them (below 12 rows oneDNN's bf16 matmul takes other paths on the Zen 4).
+PROBE_PIECES = (64, 37, 64, 1, 64, 5, 3, 11, 64, 64, 64, 15, 30)
+
+
+def piece_mode(model: Llama) -> tuple[bool, int]:
+    """How a step's prompt pieces may run on this CPU: ``(together, threads)``.
+
+    ``together``: pieces in one pass get, bit for bit, the hidden states each gets alone
+    (each matmul given at least PIECE_MIN_ROWS rows, see ``Llama._hidden``); ``threads``:
+    the thread count for a pass bigger than one piece (all of torch's threads where that
+    is exact too, else PIECE_THREADS).
+
+    Every op of a layer is row-wise except the matmuls, whose rows are exact only where
+    the kernel's split of the sums does not depend on how many rows it gets or on the
+    thread count. oneDNN's bf16 matmul on AVX512-BF16 splits outputs, not sums, from a
+    few dozen rows up, but that is no promise for every CPU, library build or thread
+    count, so it is checked on the running machine instead of assumed: random pieces
+    (``PROBE_PIECES``) through the first layer (every layer has the same shapes and
+    kernels), each alone on one thread, then together in several groupings and thread
+    counts. Not exact: ``(False, PIECE_THREADS)``, one piece at a time as before. ~50 ms.
+    """
+    probe = copy.copy(model)
+    probe.layers = model.layers[:1]
+    c = model.config
+    cache = KVCache(c, max_slots=len(PROBE_PIECES), max_len=PREFILL_ALIGN, dtype=model.kv_dtype)
+    cache.reserve(len(PROBE_PIECES), PREFILL_ALIGN)
+    gen = torch.Generator().manual_seed(16)
+    tokens = torch.randint(0, c.vocab_size, (sum(PROBE_PIECES),), generator=gen)
+    pieces = [Prefill(slot, 0, n) for slot, n in enumerate(PROBE_PIECES)]
+    starts = [sum(PROBE_PIECES[:i]) for i in range(len(PROBE_PIECES) + 1)]
+    groups = [(0, len(PROBE_PIECES)), (0, 2), (3, 4), (3, 8), (5, 7), (11, 13)]
+
+    def hidden(threads: int, together: bool, first: int, last: int) -> torch.Tensor:
+        torch.set_num_threads(threads)
+        probe.pieces_together = together
+        part = tokens[starts[first] : starts[last]]
+        return torch.cat(probe._pieces(part, pieces[first:last], cache))
+
+    before = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            # each alone, padded as in one pass: the numbers every grouping must give
+            alone = torch.cat([hidden(PIECE_THREADS, True, i, i + 1) for i in range(len(pieces))])
+
+            def exact(threads: int) -> bool:
+                return all(
+                    torch.equal(hidden(threads, True, a, b), alone[starts[a] : starts[b]])
+                    for a, b in groups
+                )
+
+            together = exact(PIECE_THREADS)
+            threads = before if together and before > 1 and exact(before) else PIECE_THREADS
+    finally:
+        torch.set_num_threads(before)
+    log.info(
+        "prompt pieces on this CPU: %s, on %d thread%s",
+        "together in one pass" if together else "one at a time (not exact in one pass)",
+        threads,
+        "" if threads == 1 else "s",
+    )
+    return together, threads

@@ -186,3 +186,57 @@ def test_a_prompt_gets_the_same_keys_and_values_cold_warm_and_batched(tiny_q4: A
     for c, b, w, w2 in zip(cold, batched, warm, warm2, strict=True):
         for x, y, z, z2 in zip(c, b, w, w2, strict=True):
             assert torch.equal(x, y) and torch.equal(x, z) and torch.equal(x, z2)
+
+
+def test_pieces_in_one_pass_give_each_prompt_the_same_keys_and_values(tiny_q4: Any) -> None:
+    """Where the load-time check finds a step's prompt pieces exact in one pass, running
+    them together changes nothing: a prompt alone on a cold engine gets, bit for bit, what
+    it gets batched with three others (pieces of several prompts in each pass), after a
+    prefix-cache hit, and on one thread."""
+    from chatbot.engine.model import piece_mode
+
+    together, threads = piece_mode(tiny_q4)
+    if not together:
+        pytest.skip("this CPU's kernels change a row with the rows beside it: one at a time")
+    g = torch.Generator().manual_seed(3)
+    vocab = tiny_q4.config.vocab_size
+
+    def ids(n: int) -> list[int]:
+        return [int(t) for t in torch.randint(3, vocab, (n,), generator=g)]
+
+    system = ids(70) + [END]
+    prompts = [system + ids(n) for n in (130, 64, 3, 200)]
+    try:
+        tiny_q4.pieces_together, tiny_q4.piece_threads = True, threads
+        alone = [_prompt_kv(tiny_q4, [p], []) for p in prompts]
+        batched = _prompt_kv(tiny_q4, prompts, [])
+        warm = _prompt_kv(tiny_q4, prompts, [system + ids(20)])
+        tiny_q4.piece_threads = 1  # the other thread count gives the same numbers
+        one_thread = _prompt_kv(tiny_q4, prompts, [])
+    finally:
+        tiny_q4.pieces_together, tiny_q4.piece_threads = False, 1
+    for a, b, w, t in zip(alone, batched, warm, one_thread, strict=True):
+        for x, y, z, u in zip(a[0], b, w, t, strict=True):
+            assert torch.equal(x, y) and torch.equal(x, z) and torch.equal(x, u)
+
+
+def test_the_load_check_notices_rows_that_change_with_the_batch(tiny_q4: Any) -> None:
+    """A matmul whose rows depend on how many rows it gets (as a kernel that splits its
+    sums by the batch size would) fails the check, so the engine keeps one piece at a time."""
+    import copy
+
+    from chatbot.engine.model import piece_mode
+
+    class RowCountLinear:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __call__(self, x: torch.Tensor, decode_rows: int = 0) -> torch.Tensor:
+            y = self.inner(x, decode_rows)
+            return y + 1e-3 * (x.shape[0] > 64)  # exact only up to 64 rows
+
+    model = copy.copy(tiny_q4)
+    layer = copy.copy(tiny_q4.layers[0])
+    layer.down = RowCountLinear(layer.down)
+    model.layers = [layer, *tiny_q4.layers[1:]]
+    assert piece_mode(model) == (False, 1)
