@@ -10,7 +10,9 @@ store, the real model unless ``--fake``) or targets ``--server ws://...``, then:
    must still be connected at the end.
 
 Reports connections held, replies completed, errors (any ``error`` frame, refused or
-dropped connection, reply without ``done``; target 0), p50/p95 TTFT and inter-token gap,
+dropped connection, reply without ``done``; target 0), p50/p95 TTFT, time to the first
+whole sentence (what a shopper can first read: the claim guard shows checked sentences,
+so its first token often is the first sentence) and inter-token gap,
 and the server's RSS over time (sampled from ``/proc/<pid>/status``; growth after the
 warm-up, the first quarter of the load phase). Per-IP limits are raised for the run via
 ``CHATBOT_*`` environment variables (every connection comes from 127.0.0.1).
@@ -33,6 +35,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import resource
 import socket
 import subprocess
@@ -62,6 +65,9 @@ QUESTIONS = [
     "How do I exchange an item for another size?",
     "Is there a warranty on backpacks?",
 ]
+# A sentence's end in the shown text: . ! ? followed by a space or a line end ("$4.99" and
+# "3.5 kg" do not end one).
+SENTENCE_END = re.compile(r"[.!?](\s|$)")
 # The scripted answerer of --fake: 24 tokens, 20 ms apart (~0.5 s per reply).
 FAKE_SPEC = "24:0.02"
 
@@ -81,6 +87,9 @@ class Stats:
     replies_completed: int = 0
     replies_interrupted: int = 0
     ttft: list[float] = field(default_factory=list)
+    # until the shown text first holds a whole sentence (or the reply ends): what a
+    # shopper can first read, whether tokens come one by one or a sentence at a time
+    first_sentence: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -92,6 +101,10 @@ class Stats:
             "errors": len(self.errors),
             "error_samples": self.errors[:10],
             "ttft_ms": {"p50": pct(self.ttft, 0.5), "p95": pct(self.ttft, 0.95)},
+            "first_sentence_ms": {
+                "p50": pct(self.first_sentence, 0.5),
+                "p95": pct(self.first_sentence, 0.95),
+            },
             "inter_token_ms": {"p50": pct(self.gaps, 0.5), "p95": pct(self.gaps, 0.95)},
             "tokens": len(self.gaps) + len(self.ttft),
         }
@@ -185,6 +198,7 @@ async def ask(ws: ClientConnection, msg_id: str, text: str, stats: Stats) -> Non
     start = time.monotonic()
     await ws.send(json.dumps({"v": 1, "type": "message", "id": msg_id, "text": text}))
     last: float | None = None
+    text, sentence = "", False
     while True:
         frame = json.loads(await asyncio.wait_for(ws.recv(), 300))
         kind = frame["type"]
@@ -195,9 +209,15 @@ async def ask(ws: ClientConnection, msg_id: str, text: str, stats: Stats) -> Non
             else:
                 stats.gaps.append(now - last)
             last = now
+            text += frame.get("text", "")
+            if not sentence and SENTENCE_END.search(text):
+                sentence = True
+                stats.first_sentence.append(now - start)
         elif kind == "done" and frame.get("in_reply_to") == msg_id:
             if last is None:  # a reply without tokens (e.g. a handoff): TTFT is the done
                 stats.ttft.append(time.monotonic() - start)
+            if not sentence:
+                stats.first_sentence.append(time.monotonic() - start)
             stats.replies_completed += 1
             stats.replies_interrupted += bool(frame.get("interrupted"))
             return
@@ -346,6 +366,7 @@ def _print(r: dict[str, Any]) -> None:
     print(f"answerer: {r['answerer']}; server ready in {r['server_ready_s']} s")
     print(
         f"baseline (1 shopper): TTFT p50 {b['ttft_ms']['p50']} ms p95 {b['ttft_ms']['p95']} ms;"
+        f" first sentence p50 {b['first_sentence_ms']['p50']} ms;"
         f" gap p50 {b['inter_token_ms']['p50']} ms p95 {b['inter_token_ms']['p95']} ms"
     )
     print(
@@ -359,6 +380,8 @@ def _print(r: dict[str, Any]) -> None:
     )
     print(
         f"  TTFT p50 {load['ttft_ms']['p50']} ms p95 {load['ttft_ms']['p95']} ms; "
+        f"first sentence p50 {load['first_sentence_ms']['p50']} ms "
+        f"p95 {load['first_sentence_ms']['p95']} ms; "
         f"gap p50 {load['inter_token_ms']['p50']} ms p95 {load['inter_token_ms']['p95']} ms"
     )
     print(
