@@ -198,7 +198,7 @@ async def ask(ws: ClientConnection, msg_id: str, text: str, stats: Stats) -> Non
     start = time.monotonic()
     await ws.send(json.dumps({"v": 1, "type": "message", "id": msg_id, "text": text}))
     last: float | None = None
-    text, sentence = "", False
+    shown, sentence = "", False  # the reply's text so far; a whole sentence in it yet?
     while True:
         frame = json.loads(await asyncio.wait_for(ws.recv(), 300))
         kind = frame["type"]
@@ -209,8 +209,8 @@ async def ask(ws: ClientConnection, msg_id: str, text: str, stats: Stats) -> Non
             else:
                 stats.gaps.append(now - last)
             last = now
-            text += frame.get("text", "")
-            if not sentence and SENTENCE_END.search(text):
+            shown += frame.get("text", "")
+            if not sentence and SENTENCE_END.search(shown):
                 sentence = True
                 stats.first_sentence.append(now - start)
         elif kind == "done" and frame.get("in_reply_to") == msg_id:

@@ -18,6 +18,7 @@ Layout decisions, each for speed on a small CPU:
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -299,6 +300,8 @@ class Kernels:
     native_decode: bool = False
     # OpenMP threads for the step (0: leave torch's setting)
     threads: int = 0
+    # ... and for its prompt pieces with batch invariance (0: the step's; see piece_threads)
+    piece_threads: int = 0
 
 
 # With batch invariance, a prompt is computed in pieces of at most this many tokens (see
@@ -393,11 +396,32 @@ def choose_kernels(model: Any, plan: StepPlan, k_cache: torch.Tensor, threads: i
     dec: NativeDecoder | None = getattr(model, "native_decoder", None)
     invariant = getattr(model, "batch_invariant", True)
     if dec is not None and plan.n_tokens > 0 and dec.supports(k_cache):
-        if invariant or (0 < plan.n_sequences <= NATIVE_DECODE_ROWS and n_dec <= dec.max_rows):
+        if invariant:
+            return Kernels(q4_rows=n_dec, native_decode=True, threads=threads,
+                           piece_threads=piece_threads(model, plan))
+        if 0 < plan.n_sequences <= NATIVE_DECODE_ROWS and n_dec <= dec.max_rows:
             return Kernels(q4_rows=n_dec, native_decode=True, threads=threads)
         return Kernels(threads=threads)  # many sequences: the bf16 copy (faster, not exact)
     q4_rows = n_dec if plan.n_sequences <= Q4_DECODE_ROWS else 0
     return Kernels(q4_rows=q4_rows, threads=threads)
+
+
+def piece_threads(model: Any, plan: StepPlan) -> int:
+    """The threads for ``plan``'s prompt pieces with batch invariance (0: none to run).
+
+    One piece alone: its ~600 small ops run faster on one thread (PIECE_THREADS) than on
+    two whose OpenMP worker sleeps between ops (OMP_WAIT_POLICY=PASSIVE): cold first token
+    0.72-1.03 -> 0.49-0.65 s for a 319-token prompt on the 2-core Zen 5 (bench/engine.py
+    prompt), and the other core stays free. Several pieces in one pass make big matmuls:
+    those run on the model's ``piece_threads`` (all threads where :func:`piece_mode`
+    found that exact at load).
+    """
+    if not plan.prefills:
+        return 0
+    tokens = sum(pf.length for pf in plan.prefills)
+    if getattr(model, "pieces_together", False) and tokens > PREFILL_ALIGN:
+        return int(getattr(model, "piece_threads", PIECE_THREADS))
+    return PIECE_THREADS
 
 
 # ---------------------------------------------------------------------------
@@ -545,9 +569,10 @@ class Llama:
             # on whether its prefix came from the cache (issue #16). Decode rows go through
             # the native step, whose rows are exact and independent of each other (calls of
             # at most max_rows rows, in order: a row attends to what earlier rows of its
-            # slot wrote). Prompt chunks go through torch one piece at a time, each
-            # sequence alone: the scheduler plans every chunk as one piece of the prompt
-            # (prompt_piece_end), so the same prompt always meets the same computations.
+            # slot wrote). Prompt chunks go through torch in pieces: the scheduler plans
+            # every chunk as one piece of the prompt (prompt_piece_end), so the same prompt
+            # always meets the same computations, alone or, where piece_mode found that
+            # exact, in one pass with the step's other pieces (Llama._pieces).
             x = F.embedding(tokens[:n_dec], self.embed).float()
             step = dec.max_rows
             for start in range(0, n_dec, step):
@@ -563,16 +588,9 @@ class Llama:
                 last = rms_norm(x[rows], self.norm, self.config.rms_eps)  # [R, hidden]
                 return self.lm_head(last, q4_rows).float()  # [R, vocab]
             pieces = [x]
-            # One piece alone: its ~600 small ops run faster on one thread than on two
-            # whose OpenMP worker sleeps between ops (OMP_WAIT_POLICY=PASSIVE): cold first
-            # token 0.72-1.03 -> 0.49-0.65 s for a 319-token prompt on the 2-core Zen 5
-            # (bench/engine.py prompt), and the other core stays free. Several pieces in
-            # one pass make big matmuls: those run on ``piece_threads`` (all threads where
-            # the load check found that exact).
             threads = torch.get_num_threads()
-            many = self.pieces_together and sum(pf.length for pf in plan.prefills) > PREFILL_ALIGN
-            want = self.piece_threads if many else PIECE_THREADS
-            if plan.prefills and threads != want:
+            want = kernels.piece_threads  # see piece_threads
+            if want and threads != want:
                 torch.set_num_threads(want)
             try:
                 pieces += self._pieces(tokens[n_dec:], plan.prefills, cache)
@@ -755,7 +773,7 @@ def piece_mode(model: Llama) -> tuple[bool, int]:
     gen = torch.Generator().manual_seed(16)
     tokens = torch.randint(0, c.vocab_size, (sum(PROBE_PIECES),), generator=gen)
     pieces = [Prefill(slot, 0, n) for slot, n in enumerate(PROBE_PIECES)]
-    starts = [sum(PROBE_PIECES[:i]) for i in range(len(PROBE_PIECES) + 1)]
+    starts = list(itertools.accumulate(PROBE_PIECES, initial=0))  # where each piece starts
     groups = [(0, len(PROBE_PIECES)), (0, 2), (3, 4), (3, 8), (5, 7), (11, 13)]
 
     def hidden(threads: int, together: bool, first: int, last: int) -> torch.Tensor:

@@ -52,6 +52,20 @@ def test_without_invariance_many_sequences_take_the_bf16_copy() -> None:
     assert not many.native_decode and many.q4_rows == 0
 
 
+def test_prompt_pieces_run_on_one_thread_unless_several_share_a_checked_pass() -> None:
+    from chatbot.engine.model import PIECE_THREADS
+
+    model = FakeModel(batch_invariant=True, native_decoder=FakeDecoder())
+    decode_only = StepPlan(decode_positions=[10], decode_slots=[0])
+    assert choose_kernels(model, decode_only, CACHE, 2).piece_threads == 0
+    assert choose_kernels(model, _plan(2), CACHE, 2).piece_threads == PIECE_THREADS
+    big = StepPlan(prefills=[Prefill(0, 0, 64), Prefill(1, 0, 40)])
+    assert choose_kernels(model, big, CACHE, 2).piece_threads == PIECE_THREADS
+    model.pieces_together, model.piece_threads = True, 2  # type: ignore[attr-defined]
+    assert choose_kernels(model, _plan(2), CACHE, 2).piece_threads == PIECE_THREADS
+    assert choose_kernels(model, big, CACHE, 2).piece_threads == 2
+
+
 def test_settings_read_the_switch() -> None:
     from chatbot.settings import Settings
 
