@@ -265,6 +265,8 @@ class ClaimContext:
             return False  # "Yellow: $159.00." does not say "in stock"
         if not _money(fact_sentence) <= _money(said):
             return False
+        if _numbers(fact_sentence) <= _numbers(said) and _part_of(said, fact_sentence):
+            return True  # "2-3 business days for $14.95." of "Expedited takes 2-3 ..."
         mine, theirs = _stems(said), _stems(fact_sentence)
         return bool(theirs) and len(mine & theirs) >= 0.5 * len(theirs)
 
@@ -681,7 +683,7 @@ class SentenceGuard:
             if not sentence:
                 return ""
         key = _key(sentence)
-        if key in self._said or key in {_key(s) for s in self._held}:
+        if self._said_already(sentence) or key in {_key(s) for s in self._held}:
             return ""
         if key in self.ctx.previous and (len(_stems(sentence)) >= 2 or _DATUM.search(sentence)):
             # ("Sure!" is no repeat: only sentences that say something are held, "Total:
@@ -689,6 +691,14 @@ class SentenceGuard:
             self._held.append(sentence.strip())
             return ""
         return self._emit(sentence)
+
+    def _said_already(self, sentence: str) -> bool:
+        """Whether this reply said the sentence already, alone or inside a longer one ("Items
+        must be unused: a, b and c." holds "A, b and c.", a replacement the model then
+        writes out again). Containment compares numbers too: "$5" is not "$15"."""
+        if _key(sentence) in self._said:
+            return True
+        return any(_part_of(sentence, said) for said in split_sentences(self.text))
 
     def _emit(self, sentence: str) -> str:
         parts = [*self._held, sentence.strip()]
@@ -714,6 +724,30 @@ class SentenceGuard:
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+# A sentence this long that a said sentence holds word for word is said already.
+_CONTAINED_MIN_WORDS = 5
+
+
+def _part_of(sentence: str, other: str) -> bool:
+    """Whether ``other`` holds ``sentence``'s words in order (at least five of them)."""
+    words = _full_key(sentence)
+    return len(words.split()) >= _CONTAINED_MIN_WORDS and f" {words} " in f" {_full_key(other)} "
+
+
+def _numbers(text: str) -> set[str]:
+    return set(_NUMBER.findall(text))
+
+
+_NUMBER = re.compile(r"\d+(?:[.,:-]\d+)*")
+
+
+def _full_key(sentence: str) -> str:
+    return " ".join(_ALL_WORDS.findall(sentence.lower()))
+
+
+_ALL_WORDS = re.compile(r"[a-z0-9$#%][a-z0-9$#%'.,-]*[a-z0-9%]|[a-z0-9]")
 
 
 def _key(sentence: str) -> str:

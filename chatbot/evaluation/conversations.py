@@ -16,7 +16,8 @@ Per turn this records:
   only list what contradicts the store's data: a wrong status, an injected claim, a wrong
   polarity, words meant for agents);
 - ``repeat``: the reply is the previous bot reply again (case and spacing aside) while the
-  shopper wrote something different;
+  shopper wrote something different, or the reply says one of its sentences twice (the
+  ``no_self_repeat`` check every reply gets);
 - ``handoff_ok``: for turns that state ``handoff:``, whether the reply's flag matches.
 
 Systems: ``adapter`` and ``base`` (the full pipeline, with and without the LoRA adapter,
@@ -221,7 +222,8 @@ async def play(
             checks=[_check_row(c) for c in checks],
             passed=all(c.passed for c in checks),
             false_claim=bool(false_claims(checks)),
-            repeat=is_repeat(got.text, previous_reply, step.text, previous_message),
+            repeat=is_repeat(got.text, previous_reply, step.text, previous_message)
+            or any(c.name == "no_self_repeat" and not c.passed for c in checks),
             handoff_expected=step.expect.handoff, seconds=round(seconds, 2), error=got.error,
             verified_orders=sorted(got.verified_orders),
         ))

@@ -141,7 +141,32 @@ def check_reply(
         checks.append(Check("max_ttft_ms", f"<= {expect.max_ttft_ms:.0f} ms", seen, ok))
     if expect.no_unsupported_claims:
         checks.append(_claims_check(reply, store, evidence, shopper_texts))
+    if reply.text.strip():
+        said_twice = repeated_sentence(reply.text)
+        checks.append(Check("no_self_repeat", "no sentence said twice in one reply",
+                            f"said twice: {_quote(said_twice)}" if said_twice else actual,
+                            said_twice is None))
     return checks
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_WORD = re.compile(r"[a-z0-9$#%']+")
+SELF_REPEAT_MIN_WORDS = 5
+
+
+def repeated_sentence(text: str) -> str | None:
+    """A sentence of ``text`` whose words (at least five, in order) another sentence of the
+    same text already holds, or None: "Items must be unused: a, b and c. A, b and c." says
+    its list twice. Checked on every reply, whatever the turn expects."""
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    words = [" ".join(_WORD.findall(s.lower())) for s in sentences]
+    for i, short in enumerate(words):
+        if len(short.split()) < SELF_REPEAT_MIN_WORDS:
+            continue
+        for j, other in enumerate(words):
+            if i != j and f" {short} " in f" {other} " and (len(other) > len(short) or j < i):
+                return sentences[i]
+    return None
 
 
 def _claims_check(

@@ -7,6 +7,7 @@ import pytest
 from chatbot.answering.claims import ClaimContext, SentenceGuard, check_sentence, statuses
 from chatbot.answering.facts import Fact, eligibility
 from chatbot.answering.router import strip_instructions
+from chatbot.replay.checks import repeated_sentence
 
 SHIPPING = Fact(
     "faq",
@@ -320,6 +321,43 @@ def test_a_bare_yes_to_a_conditional_answer_is_dropped() -> None:
     assert check_sentence("Yes.", context).reason == "polarity"
     # A yes stays where the answer is yes.
     assert check_sentence("Sure!", ctx(HAWAII, question="Do you ship to Hawaii?")).ok
+
+
+def test_a_replacement_the_model_then_writes_out_again_is_said_once() -> None:
+    # Seen in the Zen 4 dialogue eval: "Yes." failed, was replaced by the rule, and the model
+    # went on with the rule's list, so the reply said the list twice.
+    rule = Fact("policy", "return-policy", "Return policy: Items must be unused: clothing "
+                "unwashed and unworn with the tags attached, footwear worn indoors only.")
+    guard = SentenceGuard(ctx(rule, question="Can I return hiking boots I already wore?"))
+    out = stream(guard, ["Yes. ", "Clothing unwashed and unworn with the tags attached, ",
+                         "footwear worn indoors only."])
+    assert out.endswith("Items must be unused: clothing unwashed and unworn with the tags "
+                        "attached, footwear worn indoors only.")
+    assert out.lower().count("clothing unwashed") == 1
+    assert repeated_sentence(out) is None
+
+
+def test_a_part_of_the_answer_with_all_its_numbers_is_the_answer() -> None:
+    # Seen on the Intel box: "2-3 business days for $14.95." then the code's answer sentence
+    # "Expedited shipping takes 2-3 business days for $14.95." added as if unsaid.
+    expedited = Fact("faq", "shipping-times-and-costs",
+                     "Expedited shipping takes 2-3 business days for $14.95.",
+                     title="How long does shipping take?")
+    guard = SentenceGuard(ctx(expedited, question="how long does expedited take?"))
+    out = stream(guard, ["2-3 business days for $14.95."])
+    assert out == "2-3 business days for $14.95."
+    assert repeated_sentence(out) is None
+    # A part without the answer's numbers is no answer: the code's sentence follows.
+    guard = SentenceGuard(ctx(expedited, question="how long does expedited take?"))
+    out = stream(guard, ["Expedited shipping takes 2-3 business days."])
+    assert out.startswith("Expedited shipping takes 2-3 business days.") and "$14.95" in out
+
+
+def test_a_shorter_sentence_with_other_numbers_is_not_said_already() -> None:
+    guard = SentenceGuard(ctx(SHIPPING, question="how much is shipping?"))
+    out = stream(guard, ["Standard shipping takes 5-7 business days for $5.95. ",
+                         "Expedited shipping takes 2-3 business days for $14.95."])
+    assert "$5.95" in out and "$14.95" in out
 
 
 def test_a_reply_made_of_the_last_replys_short_sentences_is_a_repeat() -> None:

@@ -124,6 +124,22 @@ async def test_play_carries_history_proven_orders_and_state_and_scores_turns() -
     assert summary["guard_fired"] == 1 and summary["handoff_accuracy"] == 1.0
 
 
+async def test_a_reply_that_says_a_sentence_twice_is_a_repeat() -> None:
+    [t] = loads(DIALOGUE, Path("scripted.yaml"))
+    twice = "It has shipped with tracking 123456 today. It has shipped with tracking 123456 today."
+
+    async def answer(request: AnswerRequest) -> C.Answered:
+        return C.Answered(twice if not request.history else "It has shipped.",
+                          [SourceSeen("order", "#NW1")])
+
+    scored = await C.play(t, answer, system="adapter", store_id=7, customer_id=None,
+                          evidence=_Evidence())  # type: ignore[arg-type]
+    first = scored.turns[0]
+    assert first.repeat and not first.passed
+    assert {c["name"] for c in first.failed_checks()} == {"no_self_repeat"}
+    assert summarise([scored])["repeats"] >= 1
+
+
 async def test_report_files(tmp_path: Path) -> None:
     [t] = loads(DIALOGUE, Path("scripted.yaml"))
 

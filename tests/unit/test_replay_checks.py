@@ -68,7 +68,7 @@ def test_a_grounded_reply_passes_every_check() -> None:
     )
     checks = _check(expect, reply)
     assert _failed(checks) == []
-    assert len(checks) == 12  # two contains, one check per other key
+    assert len(checks) == 13  # two contains, one check per other key, no_self_repeat
 
 
 def test_each_expectation_fails_on_a_wrong_reply() -> None:
@@ -96,6 +96,20 @@ def test_each_expectation_fails_on_a_wrong_reply() -> None:
     assert claims.actual.startswith("unsupported: #NW10943, 2, 111222333444")
     assert checks["handoff"].expected == "false" and checks["handoff"].actual == "true"
     assert checks["max_ttft_ms"].actual == "2500 ms"
+
+
+def test_every_reply_is_checked_for_a_sentence_said_twice() -> None:
+    twice = Reply("Items must be unused: clothing unwashed and unworn with the tags attached. "
+                  "Clothing unwashed and unworn with the tags attached.")
+    checks = _check(Expectations(), twice)
+    assert _failed(checks) == ["no_self_repeat"]
+    assert "said twice: 'Clothing unwashed" in checks[0].actual
+    again = Reply("We ship to Canada with DHL. Anything else? We ship to Canada with DHL!")
+    assert _failed(_check(Expectations(), again)) == ["no_self_repeat"]
+    # Short sentences and sentences that only share words are no repeat.
+    fine = Reply("Yes. Yes. Standard shipping costs $5.95. Expedited shipping costs $14.95.")
+    assert _failed(_check(Expectations(), fine)) == []
+    assert "no_self_repeat" not in {c.name for c in _check(Expectations(), Reply(silent=True))}
 
 
 def test_claims_the_shopper_made_are_not_the_bots() -> None:
