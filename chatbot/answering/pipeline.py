@@ -600,7 +600,11 @@ class Pipeline:
             query = _query(request, state)
         if _ABROAD.search(message) and not focus:
             query = f"{query} international"
-        policy = bool(_POLICY_QUESTION.search(asked)) and not _STOCK_QUESTION.search(asked)
+        # "what if the sole comes off?" asks what the warranty covers, not how to care for it
+        defect = bool(_DEFECT.search(asked))
+        policy = (bool(_POLICY_QUESTION.search(asked)) or defect) and not _STOCK_QUESTION.search(
+            asked
+        )
         hits = self._search(request.store_id, query, k=max(self.settings.retrieval_k, 12))
         if focus and state.product:
             hits = self._with_focus_product(request.store_id, hits, state)
@@ -619,6 +623,7 @@ class Pipeline:
             # "can I return worn boots?": the article about returns, not boot care.
             articles = [h for h in hits if h.kind != "product"]
             topic = {m.group(0)[:4] for m in _POLICY_TOPIC.finditer(asked.lower())}
+            topic |= {"warr"} if defect else set()
             # (About it: the title says so, or the text does: "We process returns within 3
             # business days" answers "how fast do you process a return?" under the title
             # "When will I get my refund?".)
@@ -630,7 +635,8 @@ class Pipeline:
                 # The product's words drowned the rule ("Can I return hiking boots I wore on
                 # a muddy hike?" finds boot care and boots): the store's article on the
                 # topic itself ("return policy"), found by the topic's own words.
-                words = sorted({m.group(0) for m in _POLICY_TOPIC.finditer(asked.lower())})
+                words = sorted({m.group(0) for m in _POLICY_TOPIC.finditer(asked.lower())}
+                               | ({"warranty"} if defect else set()))
                 found = self._search(request.store_id, f"{' '.join(words)} policy", k=8)
                 about = [
                     h for h in found
@@ -1210,6 +1216,13 @@ _STOCK_QUESTION = re.compile(
 )
 # Policies whose own article should answer before any other ("return" -> Return policy).
 _POLICY_TOPIC = re.compile(r"\b(return\w*|refund\w*|exchang\w*|warrant\w*|guarantee|cancel\w*)")
+# Something broke: the warranty answers ("the sole comes off", "the zipper broke").
+_DEFECT = re.compile(
+    r"\b(comes? off|came off|coming off|f[ae]ll apart|falls apart|falling apart|broke|broken|"
+    r"breaks|defect\w*|faulty|stopped working|not working|ripped|torn|peel(s|ed|ing)|"
+    r"delaminat\w*|cracked|wore out|worn out)\b",
+    re.IGNORECASE,
+)
 # A shopper abroad: the store's international rules apply (shipping, returns, duties).
 _ABROAD = re.compile(
     r"\b(canada|canadian|uk|united kingdom|britain|england|europe|eu|germany|france|spain|"
