@@ -254,3 +254,24 @@ def test_the_load_check_notices_rows_that_change_with_the_batch(tiny_q4: Any) ->
     layer.down = RowCountLinear(layer.down)
     model.layers = [layer, *tiny_q4.layers[1:]]
     assert piece_mode(model) == (False, 1)
+
+
+def test_an_adapters_down_product_sums_the_same_on_any_thread_count() -> None:
+    """The down projection's adapter (k 1536, r 48): MKL splits its sums between two threads
+    on the Intel Xeon box, which made prompt pieces one-thread-only there. ``lora_down``
+    gives the one-thread numbers whatever the thread count, for any number of rows."""
+    from chatbot.engine.linear import lora_down
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(1536, 48, generator=gen)
+    x = torch.randn(320, 1536, generator=gen)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = x @ a
+        torch.set_num_threads(max(2, before))
+        for rows in (16, 64, 320):
+            assert torch.equal(lora_down(x[:rows], a), one_thread[:rows])
+        assert torch.get_num_threads() == max(2, before)  # the caller's threads come back
+    finally:
+        torch.set_num_threads(before)
