@@ -9,6 +9,11 @@ Two kinds of entries share one LRU under one memory cap:
 
 Any entry can serve any request: the lookup takes the entry with the longest common
 prefix of token ids. Copying 300 tokens of cache is ~100x cheaper than computing them.
+
+An entry also keeps the next-token logits after its prompt. A request whose prompt is
+exactly an entry's (the same question to the same store, the same facts) then starts
+from those logits with no forward pass at all: its first token is the one the donor's
+pass gave, and so is everything after it, since its keys/values are the donor's.
 """
 
 from __future__ import annotations
@@ -31,10 +36,14 @@ class CacheEntry:
     # how many leading positions were computed as prompt (the rest: a reply's decode rows,
     # whose keys/values come from another kernel than a prompt's)
     prompt_len: int = -1
+    # the next-token logits [vocab] after the whole prompt (the first ``prompt_len`` tokens),
+    # where the donor kept them: a request with exactly that prompt needs no forward pass
+    logits: torch.Tensor | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes + self.tokens.nbytes
+        extra = self.logits.nbytes if self.logits is not None else 0
+        return self.k.nbytes + self.v.nbytes + self.tokens.nbytes + extra
 
 
 @dataclass
@@ -46,6 +55,13 @@ class CacheHit:
     k: torch.Tensor
     v: torch.Tensor
     prompt_len: int
+    logits: torch.Tensor | None = None
+
+    def whole_prompt(self, tokens: list[int]) -> bool:
+        """Whether this hit is exactly the prompt ``tokens``, with the logits after it: the
+        request starts at its first token."""
+        n = len(tokens)
+        return self.logits is not None and self.length == n == self.prompt_len
 
 
 class PrefixCache:
@@ -78,7 +94,7 @@ class PrefixCache:
         self.hits += 1
         entry = self.entries[best_key]
         prompt_len = entry.prompt_len if entry.prompt_len >= 0 else len(entry.tokens)
-        return CacheHit(best_len, entry.k, entry.v, prompt_len)
+        return CacheHit(best_len, entry.k, entry.v, prompt_len, entry.logits)
 
     def store(
         self,
@@ -87,11 +103,13 @@ class PrefixCache:
         v: torch.Tensor,
         key: str | None,
         prompt_len: int = -1,
+        logits: torch.Tensor | None = None,
     ) -> None:
         """Remember ``k``/``v`` for ``tokens`` (a conversation's under ``key``); the first
-        ``prompt_len`` positions were computed as a prompt (-1: all of them)."""
+        ``prompt_len`` positions were computed as a prompt (-1: all of them), and ``logits``
+        are the next-token logits after those."""
         name = _conv_key(key) if key is not None else _token_key(tokens)
-        entry = CacheEntry(torch.tensor(tokens, dtype=torch.long), k, v, prompt_len)
+        entry = CacheEntry(torch.tensor(tokens, dtype=torch.long), k, v, prompt_len, logits)
         if entry.nbytes > self.max_bytes:
             return
         old = self.entries.pop(name, None)

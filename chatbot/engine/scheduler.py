@@ -48,7 +48,7 @@ from chatbot.engine.model import (
     prompt_piece_floor,
     system_prompt_end,
 )
-from chatbot.engine.prefix_cache import PrefixCache
+from chatbot.engine.prefix_cache import CacheHit, PrefixCache
 from chatbot.engine.runner import ModelRunner
 from chatbot.engine.sampler import (  # noqa: F401  (SamplingParams, sample_top_p: re-exported)
     SamplingParams,
@@ -94,6 +94,8 @@ class Sequence:
     generator: torch.Generator | None = field(default=None, repr=False)
     draft_len: int = 2  # how many tokens the next draft may have (follows acceptance)
     system_end: int = 0  # with aligned prefill: where its system prompt ends (prompt pieces)
+    # the next-token logits after the prompt, kept for the prefix cache's entry of it
+    first_logits: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def n_generated(self) -> int:
@@ -137,6 +139,7 @@ class Scheduler:
             model.config, max_slots=max_batch, max_len=self.max_len, dtype=model.kv_dtype
         )
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.whole_hits = 0  # prompts answered from the prefix cache with no forward pass
         # With the native kernel, prompts are computed in aligned pieces (Llama.forward),
         # so a reply does not depend on the batch or the prefix cache (issue #16).
         self.aligned_prefill = getattr(model, "native_decoder", None) is not None and getattr(
@@ -204,6 +207,7 @@ class Scheduler:
         """Run one batched forward pass; returns how many tokens were processed."""
         self._take_incoming()
         self._admit()
+        self._retire()  # a prompt answered from the prefix cache may have ended already
         if not self.active:
             if self.cache.slots > 1:
                 self.cache.shrink()  # give the memory back while idle
@@ -241,10 +245,14 @@ class Scheduler:
                 plain.append(seq)
                 plain_rows.append(at)
                 at += 1
-        params = [s.params for s in plain]
-        generators = [s.generator for s in plain]
-        for i, token in pick_tokens(logits[plain_rows], params, generators):
-            self._emit(plain[i], token)
+        first = [i for i, s in enumerate(plain) if s.n_generated == 0]
+        for i in first:  # prompts done this step (one at a time: they are few)
+            self._first_token(plain[i], logits[plain_rows[i]].clone())
+        rest = [i for i, s in enumerate(plain) if i not in set(first)]
+        params = [plain[i].params for i in rest]
+        generators = [plain[i].generator for i in rest]
+        for i, token in pick_tokens(logits[[plain_rows[i] for i in rest]], params, generators):
+            self._emit(plain[rest[i]], token)
         for seq, picks in verified:
             self._accept(seq, batch.drafts[seq.id], picks)
 
@@ -292,6 +300,9 @@ class Scheduler:
             slot = len(self.active)
             self.cache.reserve(slot + 1, len(seq.tokens) + 1)
             hit = self.prefix_cache.lookup(seq.tokens, seq.cache_key)
+            if hit is not None and hit.whole_prompt(seq.tokens):
+                self._start_from_cache(seq, slot, hit)
+                continue
             if hit is not None:
                 # Keep at least one prompt token to compute: its logits give the first token.
                 # With aligned prefill, reuse what the donor computed as a prompt, up to a
@@ -305,6 +316,31 @@ class Scheduler:
                     seq.n_cached = seq.cached_hit = n
             seq.slot, seq.state = slot, State.PREFILL
             self.active.append(seq)
+
+    def _start_from_cache(self, seq: Sequence, slot: int, hit: CacheHit) -> None:
+        """A prompt the prefix cache holds whole, with the logits after it: its keys/values
+        are copied and its first token picked from those logits, with no forward pass (the
+        same token the donor's pass gave; see prefix_cache)."""
+        n = len(seq.tokens)
+        self.cache.write(slot, hit.k[:, :, :n], hit.v[:, :, :n])
+        seq.n_cached = seq.cached_hit = n
+        seq.slot, seq.state = slot, State.PREFILL
+        self.active.append(seq)
+        self._prefill_done(seq)
+        self.whole_hits += 1
+        assert hit.logits is not None
+        self._first_token(seq, hit.logits)
+
+    def _first_token(self, seq: Sequence, logits: torch.Tensor) -> None:
+        """Pick a sequence's first token from the logits after its prompt, and keep those
+        for the prefix cache (its prompt's entry now, or its conversation's when it ends)."""
+        seq.first_logits = logits
+        if seq.cache_key is None and seq.cached_hit < seq.prompt_len - 16:
+            k, v = self.cache.read(seq.slot, seq.prompt_len)
+            self.prefix_cache.store(tuple(seq.tokens[: seq.prompt_len]), k, v, key=None,
+                                    prompt_len=seq.prompt_len, logits=logits)
+        [(_, token)] = pick_tokens(logits[None], [seq.params], [seq.generator])
+        self._emit(seq, token)
 
     def _plan(self) -> Batch:
         decoding = [s for s in self.active if s.state is State.DECODE]
@@ -391,14 +427,10 @@ class Scheduler:
         seq.n_cached = min(cached, len(seq.tokens))
 
     def _prefill_done(self, seq: Sequence) -> None:
-        """A prompt is fully cached: remember it, and move the sequence to the decode slots."""
+        """A prompt is fully cached: move the sequence to the decode slots."""
         # A conversation's KV is stored when it finishes (under its cache_key) and also
-        # serves other conversations as a prefix donor; others store their prompt now.
-        if seq.cache_key is None and seq.cached_hit < seq.prompt_len - 16:
-            k, v = self.cache.read(seq.slot, seq.n_cached)
-            self.prefix_cache.store(
-                tuple(seq.tokens[: seq.n_cached]), k, v, key=None, prompt_len=seq.prompt_len
-            )
+        # serves other conversations as a prefix donor; others store their prompt with its
+        # first token's logits (_first_token).
         n_dec = sum(1 for s in self.active if s.state is State.DECODE)
         other = self.active[n_dec]
         if other is not seq:
@@ -444,7 +476,8 @@ class Scheduler:
             if seq.cache_key is not None and seq.n_cached > 0:
                 k, v = self.cache.read(seq.slot, seq.n_cached)
                 self.prefix_cache.store(
-                    tuple(seq.tokens[: seq.n_cached]), k, v, seq.cache_key, seq.prompt_len
+                    tuple(seq.tokens[: seq.n_cached]), k, v, seq.cache_key, seq.prompt_len,
+                    logits=seq.first_logits,
                 )
             if seq.finish_reason == "cancelled":
                 self._notify(seq, -1)

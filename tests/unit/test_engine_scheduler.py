@@ -7,6 +7,7 @@ output of ``transformers``' generate, or the same request run alone on a fresh e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,53 @@ async def test_prefix_cache_hit_gives_the_same_output(engine: Engine, model, tok
         shared += 1
     assert second.cached_tokens == shared > 30
     assert second.token_ids == await _solo(model, tokenizer, second_req)
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "q4"])
+async def test_a_prompt_asked_again_starts_with_no_forward_pass(  # type: ignore[no-untyped-def]
+    tiny: Path, tokenizer, fmt: str
+) -> None:
+    """The same prompt again (another shopper, the same question and facts) is answered from
+    the prefix cache's keys/values and logits: no prompt token is computed, and the reply
+    is the one the first asker got, greedy or sampled under the same seed."""
+    model = Llama.from_folder(tiny, fmt)
+    greedy = _req(tokenizer, "Do you ship to Canada?", max_new_tokens=12)
+    sampled = _req(tokenizer, "Do you ship to Canada?", max_new_tokens=12, temperature=0.9,
+                   seed=7)
+    eng = _engine(model, tokenizer)
+    computed: list[int] = []
+    real_run = eng.scheduler.runner.run
+    eng.scheduler.runner.run = lambda tokens, plan, cache: (  # type: ignore[method-assign]
+        computed.append(sum(p.length for p in plan.prefills)) or real_run(tokens, plan, cache))
+    try:
+        first = await eng.complete(greedy)
+        prompt_tokens = sum(computed)
+        again = await eng.complete(greedy)
+        assert sum(computed) == prompt_tokens  # the second ask computed no prompt token
+        assert eng.scheduler.whole_hits == 1
+        assert again.cached_tokens == len(greedy.prompt_ids)
+        assert again.token_ids == first.token_ids == await _solo(model, tokenizer, greedy)
+        one = await eng.complete(dataclasses.replace(greedy, max_new_tokens=1))
+        assert one.token_ids == first.token_ids[:1] and one.finish_reason == "length"
+        assert (await eng.complete(sampled)).token_ids == await _solo(model, tokenizer, sampled)
+        assert (await eng.complete(sampled)).token_ids == await _solo(model, tokenizer, sampled)
+        assert eng.scheduler.whole_hits == 4  # the same prompt, sampled, starts there too
+        # Several at once: all start from the cache, in one admission.
+        replies = await asyncio.gather(*(eng.complete(greedy) for _ in range(5)))
+        assert all(r.token_ids == first.token_ids for r in replies)
+    finally:
+        await eng.close()
+
+
+async def test_a_conversations_entry_serves_the_same_prompt_in_another(  # type: ignore[no-untyped-def]
+    engine: Engine, model, tokenizer
+) -> None:
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}]
+    ids = _chat(tokenizer, msgs)
+    first = await engine.complete(GenerationRequest(ids, max_new_tokens=10, cache_key="a"))
+    other = await engine.complete(GenerationRequest(ids, max_new_tokens=10, cache_key="b"))
+    assert engine.scheduler.whole_hits == 1 and other.cached_tokens == len(ids)
+    assert other.token_ids == first.token_ids
 
 
 async def test_conversation_cache_reuses_the_previous_turn(
