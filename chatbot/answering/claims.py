@@ -700,11 +700,30 @@ class SentenceGuard:
             return True
         return any(_part_of(sentence, said) for said in split_sentences(self.text))
 
+    @staticmethod
+    def _unsaid_part(sentence: str, text: str) -> str:
+        """``sentence`` without its clauses this reply said already: "Overnight shipping is
+        not available, and expedited shipping takes 3-5 business days." after "Expedited
+        shipping takes 3-5 business days." is "Overnight shipping is not available." ("" when
+        every clause was said.) ``text``: what the reply said so far."""
+        said = split_sentences(text)
+        if not any(_part_of(s, sentence) for s in said):
+            return sentence
+        clauses = [c.strip().rstrip(" ,;.!?") for c in _CLAUSE_SPLIT.split(sentence.strip())]
+        new = [c for c in clauses if c and not any(_part_of(c, s) for s in said)]
+        if len(new) == len([c for c in clauses if c]):
+            return sentence  # said inside a clause, not as one: keep the sentence whole
+        if not new:
+            return ""
+        text = ", ".join(new)
+        return text[:1].upper() + text[1:] + "."
+
     def _emit(self, sentence: str) -> str:
         parts = [*self._held, sentence.strip()]
         self._held = []
         out = ""
         for part in parts:
+            part = self._unsaid_part(part, self.text + out)
             if not part or _key(part) in self._said:
                 continue
             self._said.add(_key(part))

@@ -353,6 +353,21 @@ def test_a_part_of_the_answer_with_all_its_numbers_is_the_answer() -> None:
     assert out.startswith("Expedited shipping takes 2-3 business days.") and "$14.95" in out
 
 
+def test_a_sentence_says_only_its_clauses_the_reply_has_not_said() -> None:
+    # Seen in the Intel box's dialogue eval ("how long would expedited take there?" after
+    # Hawaii): the code's answer sentence repeated the model's first sentence as a clause.
+    hawaii = Fact("faq", "shipping-to-alaska-hawaii",
+                  "Overnight shipping is not available, and expedited shipping takes 3-5 "
+                  "business days.", title="Do you ship to Alaska and Hawaii?")
+    guard = SentenceGuard(ctx(hawaii, question="how long would expedited take there?"))
+    out = stream(guard, ["Expedited shipping takes 3-5 business days. ",
+                         "Overnight shipping is not available, and expedited shipping takes "
+                         "3-5 business days."])
+    assert out == ("Expedited shipping takes 3-5 business days. Overnight shipping is not "
+                   "available.")
+    assert repeated_sentence(out) is None
+
+
 def test_a_shorter_sentence_with_other_numbers_is_not_said_already() -> None:
     guard = SentenceGuard(ctx(SHIPPING, question="how much is shipping?"))
     out = stream(guard, ["Standard shipping takes 5-7 business days for $5.95. ",
