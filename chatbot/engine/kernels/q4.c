@@ -461,6 +461,14 @@ static inline __attribute__((always_inline)) void row_product(
  * took 2.7x an 8-row one). */
 static void row_product_n(const uint8_t *q, const float *dm, int blocks, const float *x,
                           const float *xsum, int rows, int k, float *out) {
+    if (rows <= Q4_GROUP_ROWS) {  /* one group: its offsets are constants (a decode step) */
+        switch (rows) {
+#define Q4_CASE(R) case R: row_product(q, dm, blocks, x, xsum, R, k, out, 0, R); break;
+            FOR_EACH_GROUP_COUNT(Q4_CASE)
+#undef Q4_CASE
+        }
+        return;
+    }
     for (int r0 = 0; r0 < rows; r0 += Q4_GROUP_ROWS) {
         const int n = rows - r0 < Q4_GROUP_ROWS ? rows - r0 : Q4_GROUP_ROWS;
         switch (n) {
@@ -632,6 +640,14 @@ static inline __attribute__((always_inline)) void row_product_q8(
 /* row_product_q8 in groups, as row_product_n. */
 static void row_product_q8_n(const int8_t *q, const float *d, int blocks, const float *x,
                              int rows, int k, float *out) {
+    if (rows <= Q4_GROUP_ROWS) {
+        switch (rows) {
+#define Q8_CASE(R) case R: row_product_q8(q, d, blocks, x, R, k, out); break;
+            FOR_EACH_GROUP_COUNT(Q8_CASE)
+#undef Q8_CASE
+        }
+        return;
+    }
     for (int r0 = 0; r0 < rows; r0 += Q4_GROUP_ROWS) {
         const int n = rows - r0 < Q4_GROUP_ROWS ? rows - r0 : Q4_GROUP_ROWS;
         const float *xg = x + (size_t)r0 * k;
