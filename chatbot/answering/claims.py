@@ -265,6 +265,8 @@ class ClaimContext:
             return False  # "Yellow: $159.00." does not say "in stock"
         if not _money(fact_sentence) <= _money(said):
             return False
+        if not _long_numbers(fact_sentence) <= _long_numbers(said):
+            return False  # "Order #W1 is cancelled." does not give "tracking 883468116659"
         if _numbers(fact_sentence) <= _numbers(said) and _part_of(said, fact_sentence):
             return True  # "2-3 business days for $14.95." of "Expedited takes 2-3 ..."
         mine, theirs = _stems(said), _stems(fact_sentence)
@@ -757,6 +759,11 @@ def _part_of(sentence: str, other: str) -> bool:
 
 def _numbers(text: str) -> set[str]:
     return set(_NUMBER.findall(text))
+
+
+def _long_numbers(text: str) -> set[str]:
+    """Tracking numbers, phone numbers, order numbers: what a sentence exists to give."""
+    return set(re.findall(r"\d{6,}", text))
 
 
 _NUMBER = re.compile(r"\d+(?:[.,:-]\d+)*")

@@ -657,7 +657,7 @@ _ELIGIBILITY: tuple[tuple[str, str], ...] = (
     ("in transit", _NOT_YET),
     ("out for delivery", _NOT_YET),
     ("delivered", "it can no longer be cancelled; items can be returned or exchanged"),
-    ("cancelled", "it is already cancelled, so it cannot be changed or returned"),
+    ("cancelled", "it cannot be changed or returned"),
 )
 
 

@@ -368,6 +368,17 @@ def test_a_sentence_says_only_its_clauses_the_reply_has_not_said() -> None:
     assert repeated_sentence(out) is None
 
 
+def test_the_status_alone_does_not_answer_a_tracking_question() -> None:
+    # Seen in the Intel box's single-turn eval: "I need the tracking code for order
+    # #W4111294." got only "Order #W4111294 is cancelled.", which shared enough words with
+    # the answer sentence to pass for it.
+    order = Fact("order", "#W4111294", "status: cancelled; tracking 883468116659 (cancelled)",
+                 sentences=("Order #W4111294 is cancelled: tracking 883468116659 (cancelled).",))
+    guard = SentenceGuard(ctx(order, question="I need the tracking code for order #W4111294."))
+    out = stream(guard, ["Order #W4111294 is cancelled."])
+    assert out == "Order #W4111294 is cancelled. Tracking 883468116659 (cancelled)."
+
+
 def test_a_shorter_sentence_with_other_numbers_is_not_said_already() -> None:
     guard = SentenceGuard(ctx(SHIPPING, question="how much is shipping?"))
     out = stream(guard, ["Standard shipping takes 5-7 business days for $5.95. ",
