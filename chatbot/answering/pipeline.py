@@ -480,6 +480,12 @@ class Pipeline:
         kind = requested_kind(request.message)
         if kind is None:
             return None
+        if (decision.intent is Intent.POLICY and _GENERAL_ASK.match(request.message)
+                and _ANY_ITEM.search(request.message)
+                and not _MINE.search(request.message)):
+            # "can I exchange a watch for a different product type?" with an order in focus
+            # asks what the policy allows, as it does without one (see _identify).
+            return None
         if kind == MODIFY_DEFAULT_ADDRESS:
             if request.customer_id is None:
                 return None
@@ -1247,6 +1253,10 @@ _REFERS_BACK = re.compile(
     r"the (?:[a-z]+ ){0,2}one|this|that)\b",
     re.IGNORECASE,
 )
+# An action on an item named with "a"/"an"/"any": a question about the rule, not a request
+# about the order in focus ("can I exchange a watch for headphones?").
+_ANY_ITEM = re.compile(r"\b(exchange|return|swap|switch|change|cancel)\s+(a|an|any)\b", re.I)
+_MINE = re.compile(r"\b(it|its|them|this|that|these|those|my|mine)\b", re.I)
 # A question about what is possible ("Can I return an order that is not delivered?").
 _GENERAL_ASK = re.compile(
     r"\W*(can|could|may|do|does|is|are)\s+(i|we|you|it|an?|orders?)\b", re.IGNORECASE
