@@ -763,10 +763,11 @@ def _numbers(text: str) -> set[str]:
 
 def _long_numbers(text: str) -> set[str]:
     """Tracking numbers, phone numbers, order numbers: what a sentence exists to give."""
-    return set(re.findall(r"\d{6,}", text))
+    return set(_LONG_NUMBER.findall(text))
 
 
 _NUMBER = re.compile(r"\d+(?:[.,:-]\d+)*")
+_LONG_NUMBER = re.compile(r"\d{6,}")
 
 
 def _full_key(sentence: str) -> str:

@@ -628,8 +628,9 @@ class Pipeline:
             # "Return window for an unworn jacket": the policy, not the jacket's page; and
             # "can I return worn boots?": the article about returns, not boot care.
             articles = [h for h in hits if h.kind != "product"]
-            topic = {m.group(0)[:4] for m in _POLICY_TOPIC.finditer(asked.lower())}
-            topic |= {"warr"} if defect else set()
+            topic_words = {m.group(0) for m in _POLICY_TOPIC.finditer(asked.lower())}
+            topic_words |= {"warranty"} if defect else set()
+            topic = {w[:4] for w in topic_words}
             # (About it: the title says so, or the text does: "We process returns within 3
             # business days" answers "how fast do you process a return?" under the title
             # "When will I get my refund?".)
@@ -641,9 +642,8 @@ class Pipeline:
                 # The product's words drowned the rule ("Can I return hiking boots I wore on
                 # a muddy hike?" finds boot care and boots): the store's article on the
                 # topic itself ("return policy"), found by the topic's own words.
-                words = sorted({m.group(0) for m in _POLICY_TOPIC.finditer(asked.lower())}
-                               | ({"warranty"} if defect else set()))
-                found = self._search(request.store_id, f"{' '.join(words)} policy", k=8)
+                words = " ".join(sorted(topic_words))
+                found = self._search(request.store_id, f"{words} policy", k=8)
                 about = [
                     h for h in found
                     if h.kind != "product" and topic & {t[:4] for t in _words_of(h.title)}

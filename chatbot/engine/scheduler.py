@@ -245,10 +245,12 @@ class Scheduler:
                 plain.append(seq)
                 plain_rows.append(at)
                 at += 1
+        # Prompts done this step pick their first token one at a time (they are few, and
+        # their logits are kept); the others in one go.
         first = [i for i, s in enumerate(plain) if s.n_generated == 0]
-        for i in first:  # prompts done this step (one at a time: they are few)
+        rest = [i for i, s in enumerate(plain) if s.n_generated > 0]
+        for i in first:
             self._first_token(plain[i], logits[plain_rows[i]].clone())
-        rest = [i for i, s in enumerate(plain) if i not in set(first)]
         params = [plain[i].params for i in rest]
         generators = [plain[i].generator for i in rest]
         for i, token in pick_tokens(logits[[plain_rows[i] for i in rest]], params, generators):
